@@ -1,0 +1,32 @@
+//! Versioned binary encoding of the whole ledger, for the local service's
+//! snapshots and the canister's upgrades.
+
+use crate::ledger::Ledger;
+
+/// Magic and version prefix of a snapshot.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"DCLEDG01";
+
+/// Why a snapshot could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("not a ledger snapshot (expected magic {expected:?})", expected = String::from_utf8_lossy(SNAPSHOT_MAGIC))]
+    BadMagic,
+    #[error("corrupt snapshot: {0}")]
+    Corrupt(String),
+}
+
+/// Encodes the ledger (derived indexes excluded).
+pub fn encode(ledger: &Ledger) -> Vec<u8> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    // Serializing plain data into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(ledger).unwrap_or_default());
+    out
+}
+
+/// Decodes a snapshot and rebuilds the derived indexes.
+pub fn decode(bytes: &[u8]) -> Result<Ledger, SnapshotError> {
+    let body = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()).ok_or(SnapshotError::BadMagic)?;
+    let mut ledger: Ledger = postcard::from_bytes(body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    ledger.rebuild_indexes();
+    Ok(ledger)
+}

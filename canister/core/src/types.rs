@@ -1,0 +1,582 @@
+//! Candid types of the ledger's interface. The names and shapes here are the
+//! ones in `canister/ledger.did`; a native test in the canister crate checks
+//! that they stay in step.
+
+use candid::{CandidType, Nat, Principal};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// Nanoseconds since the Unix epoch.
+pub type TimestampNs = u64;
+/// Index of a block in the ICRC-3 log.
+pub type BlockIndex = u64;
+/// 32-byte ICRC-1 subaccount.
+pub type Subaccount = [u8; 32];
+
+/// Nanoseconds in one hour; contracts are priced and released per hour.
+pub const HOUR_NS: u64 = 3_600_000_000_000;
+/// One DCT in e9s.
+pub const E9S_PER_TOKEN: u64 = 1_000_000_000;
+
+/// An ICRC-1 account.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Account {
+    pub owner: Principal,
+    pub subaccount: Option<Subaccount>,
+}
+
+impl Account {
+    /// The default account (no subaccount) of a principal.
+    pub fn of(owner: Principal) -> Self {
+        Self { owner, subaccount: None }
+    }
+
+    /// The account with an all-zero subaccount is the default account (ICRC-1).
+    pub fn normalized(self) -> Self {
+        match self.subaccount {
+            Some(s) if s == [0u8; 32] => Self { owner: self.owner, subaccount: None },
+            _ => self,
+        }
+    }
+}
+
+/// Parameters fixed at install (governance comes later).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub token_name: String,
+    pub token_symbol: String,
+    pub decimals: u8,
+    /// ICRC-1 transfer and approve fee, paid to the treasury.
+    pub transfer_fee_e9s: u64,
+    /// The DAO treasury: receives transfer, registration, escrow and check-in fees.
+    pub treasury: Principal,
+    /// ICRC-1 minting account. Transfers to it burn; nothing may be minted from it
+    /// by a transfer: tokens are created only by block rewards and genesis.
+    pub minting_account: Principal,
+    /// Fee for registering as a provider.
+    pub provider_registration_fee_e9s: u64,
+    /// Wall-clock length of a reward block.
+    pub block_interval_ns: u64,
+    /// Reward of the first block (50 DCT).
+    pub initial_block_reward_e9s: u64,
+    /// The reward halves every this many blocks (210,000).
+    pub halving_interval_blocks: u64,
+    /// Fee taken from every escrow release, in basis points (200 = 2%).
+    pub escrow_release_fee_bps: u64,
+    /// Reputation each party gains per release, in basis points of the amount (100 = 1%).
+    pub release_reputation_bps: u64,
+    /// A rating spends X of the sender's reputation and removes X times this from the target.
+    pub rating_penalty_multiplier: u64,
+    /// How long a provider has from rent to `active` before the contract is refunded.
+    pub provisioning_timeout_ns: u64,
+    /// Reputation a provider loses when it misses a provisioning deadline, in basis
+    /// points of the contract's paid amount.
+    pub missed_deadline_penalty_bps: u64,
+    /// ICRC-1 deduplication window for transactions with `created_at_time`.
+    pub tx_window_ns: u64,
+    /// Tolerated clock drift for `created_at_time` in the future.
+    pub permitted_drift_ns: u64,
+}
+
+impl Params {
+    /// Defaults from the whitepaper: 50 DCT halving every 210,000 blocks of 600 s,
+    /// 2% escrow fee, +1% reputation, penalty multiplier 2.
+    pub fn with_treasury(treasury: Principal, minting_account: Principal) -> Self {
+        Self {
+            token_name: "Decent Cloud Token".into(),
+            token_symbol: "DCT".into(),
+            decimals: 9,
+            transfer_fee_e9s: 10_000,
+            treasury,
+            minting_account,
+            provider_registration_fee_e9s: 5 * E9S_PER_TOKEN,
+            block_interval_ns: 600_000_000_000,
+            initial_block_reward_e9s: 50 * E9S_PER_TOKEN,
+            halving_interval_blocks: 210_000,
+            escrow_release_fee_bps: 200,
+            release_reputation_bps: 100,
+            rating_penalty_multiplier: 2,
+            provisioning_timeout_ns: HOUR_NS,
+            missed_deadline_penalty_bps: 1_000,
+            tx_window_ns: 24 * HOUR_NS,
+            permitted_drift_ns: 120_000_000_000,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- ICRC-1 ---
+
+/// `icrc1_transfer` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TransferArg {
+    pub from_subaccount: Option<Subaccount>,
+    pub to: Account,
+    pub amount: Nat,
+    pub fee: Option<Nat>,
+    pub memo: Option<ByteBuf>,
+    pub created_at_time: Option<u64>,
+}
+
+/// `icrc1_transfer` error, every variant of the standard.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum TransferError {
+    BadFee { expected_fee: Nat },
+    BadBurn { min_burn_amount: Nat },
+    InsufficientFunds { balance: Nat },
+    TooOld,
+    CreatedInFuture { ledger_time: u64 },
+    TemporarilyUnavailable,
+    Duplicate { duplicate_of: Nat },
+    GenericError { error_code: Nat, message: String },
+}
+
+/// ICRC-1 metadata value.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum MetadataValue {
+    Nat(Nat),
+    Int(candid::Int),
+    Text(String),
+    Blob(ByteBuf),
+}
+
+/// Entry of `icrc1_supported_standards` / `icrc10_supported_standards`.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StandardRecord {
+    pub name: String,
+    pub url: String,
+}
+
+// ---------------------------------------------------------------- ICRC-2 ---
+
+/// `icrc2_approve` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ApproveArgs {
+    pub from_subaccount: Option<Subaccount>,
+    pub spender: Account,
+    pub amount: Nat,
+    pub expected_allowance: Option<Nat>,
+    pub expires_at: Option<u64>,
+    pub fee: Option<Nat>,
+    pub memo: Option<ByteBuf>,
+    pub created_at_time: Option<u64>,
+}
+
+/// `icrc2_approve` error.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ApproveError {
+    BadFee { expected_fee: Nat },
+    InsufficientFunds { balance: Nat },
+    AllowanceChanged { current_allowance: Nat },
+    Expired { ledger_time: u64 },
+    TooOld,
+    CreatedInFuture { ledger_time: u64 },
+    Duplicate { duplicate_of: Nat },
+    TemporarilyUnavailable,
+    GenericError { error_code: Nat, message: String },
+}
+
+/// `icrc2_transfer_from` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct TransferFromArgs {
+    pub spender_subaccount: Option<Subaccount>,
+    pub from: Account,
+    pub to: Account,
+    pub amount: Nat,
+    pub fee: Option<Nat>,
+    pub memo: Option<ByteBuf>,
+    pub created_at_time: Option<u64>,
+}
+
+/// `icrc2_transfer_from` error.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum TransferFromError {
+    BadFee { expected_fee: Nat },
+    BadBurn { min_burn_amount: Nat },
+    InsufficientFunds { balance: Nat },
+    InsufficientAllowance { allowance: Nat },
+    TooOld,
+    CreatedInFuture { ledger_time: u64 },
+    Duplicate { duplicate_of: Nat },
+    TemporarilyUnavailable,
+    GenericError { error_code: Nat, message: String },
+}
+
+/// `icrc2_allowance` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AllowanceArgs {
+    pub account: Account,
+    pub spender: Account,
+}
+
+/// `icrc2_allowance` result.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Allowance {
+    pub allowance: Nat,
+    pub expires_at: Option<u64>,
+}
+
+// ------------------------------------------------------------ marketplace ---
+
+/// A provider's public profile.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProviderProfile {
+    pub legal_name: String,
+    pub jurisdiction: String,
+    pub email: String,
+    pub website: String,
+}
+
+/// A registered provider as the ledger shows it.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ProviderInfo {
+    pub principal: Principal,
+    pub profile: ProviderProfile,
+    pub registered_at_ns: u64,
+    pub reputation: u64,
+    pub nodes: Vec<Principal>,
+    pub offerings: Vec<u64>,
+    pub contracts_served: u64,
+}
+
+/// Confidential-computing platform of a node or required by an offering.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Confidential {
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "sev-snp")]
+    SevSnp,
+    #[serde(rename = "tdx")]
+    Tdx,
+}
+
+impl Confidential {
+    /// The textual name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidential::None => "none",
+            Confidential::SevSnp => "sev-snp",
+            Confidential::Tdx => "tdx",
+        }
+    }
+}
+
+impl std::str::FromStr for Confidential {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Confidential::None),
+            "sev-snp" | "snp" | "sev_snp" => Ok(Confidential::SevSnp),
+            "tdx" => Ok(Confidential::Tdx),
+            other => Err(format!("expected none, sev-snp or tdx, found {other:?}")),
+        }
+    }
+}
+
+/// GPUs of one model.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GpuSpec {
+    pub model: String,
+    pub count: u32,
+    pub memory_gib: u32,
+}
+
+/// What a node has, as measured by the appliance.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeCapabilities {
+    pub cpu_model: String,
+    pub vcpus: u32,
+    pub ram_gib: u32,
+    pub storage_gib: u32,
+    pub bandwidth_mbps: u32,
+    pub gpus: Vec<GpuSpec>,
+    pub confidential: Confidential,
+    pub region: String,
+    pub country: String,
+    /// SHA-256 of the appliance image, hex.
+    pub image_hash: String,
+}
+
+/// `register_node` argument. The caller is the provider or the node itself; the
+/// delegation proves the provider's consent either way.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RegisterNodeArgs {
+    pub delegation: dc_identity::Delegation,
+    pub capabilities: NodeCapabilities,
+}
+
+/// A registered node.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub principal: Principal,
+    pub provider: Principal,
+    pub capabilities: NodeCapabilities,
+    pub delegation: dc_identity::Delegation,
+    pub registered_at_ns: u64,
+    pub revoked: bool,
+    /// Resources taken by contracts that are not finished.
+    pub reserved: Resources,
+    pub last_check_in_block: Option<u64>,
+}
+
+/// Resources an offering sells, and what a node has reserved.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub vcpus: u32,
+    pub ram_gib: u32,
+    pub storage_gib: u32,
+    pub gpus: u32,
+}
+
+/// What a provider publishes (the content of `OFFERING.toml`).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OfferingSpec {
+    pub node: Principal,
+    pub name: String,
+    pub vcpus: u32,
+    pub ram_gib: u32,
+    pub storage_gib: u32,
+    pub bandwidth_mbps: u32,
+    pub gpu: Option<GpuSpec>,
+    pub confidential: Confidential,
+    pub region: String,
+    pub country: String,
+    pub price_e9s_per_hour: u64,
+    pub min_hours: u32,
+    pub max_hours: u32,
+}
+
+/// A published offering.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Offering {
+    pub id: u64,
+    pub provider: Principal,
+    pub spec: OfferingSpec,
+    pub created_at_ns: u64,
+}
+
+/// A developer's requirements. Every field is optional.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub max_price_e9s_per_hour: Option<u64>,
+    pub min_vcpus: Option<u32>,
+    pub min_ram_gib: Option<u32>,
+    pub min_storage_gib: Option<u32>,
+    pub min_bandwidth_mbps: Option<u32>,
+    /// GPU model, compared case-insensitively.
+    pub gpu_model: Option<String>,
+    pub min_gpus: Option<u32>,
+    pub confidential: Option<Confidential>,
+    /// Region or country code, compared case-insensitively.
+    pub region: Option<String>,
+    pub min_provider_reputation: Option<u64>,
+    /// Contract period: offers whose min/max hours exclude it are left out.
+    pub hours: Option<u32>,
+    pub offset: Option<u64>,
+    /// At most 1,000; 20 when absent.
+    pub limit: Option<u32>,
+}
+
+/// One ranked offer.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct OfferMatch {
+    pub offering_id: u64,
+    pub provider: Principal,
+    pub node: Principal,
+    pub name: String,
+    pub price_e9s_per_hour: u64,
+    pub vcpus: u32,
+    pub ram_gib: u32,
+    pub storage_gib: u32,
+    pub bandwidth_mbps: u32,
+    pub confidential: Confidential,
+    pub gpu: Option<GpuSpec>,
+    pub region: String,
+    pub country: String,
+    pub min_hours: u32,
+    pub max_hours: u32,
+    pub provider_reputation: u64,
+}
+
+/// A page of ranked offers.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SearchResult {
+    pub offers: Vec<OfferMatch>,
+    /// Offset of the next page, when there may be more.
+    pub next_offset: Option<u64>,
+}
+
+/// `rent` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RentArgs {
+    pub offering_id: u64,
+    pub hours: u32,
+}
+
+/// Where a contract is in its life.
+#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ContractState {
+    /// Paid into escrow, waiting for the node.
+    Requested,
+    Accepted,
+    Provisioning,
+    /// Running; escrow is released pro rata.
+    Active,
+    /// Ran its full term; all escrow released.
+    Expired,
+    /// Cancelled by the developer; the unreleased part refunded.
+    Cancelled,
+    /// Refused by the provider before provisioning; refunded in full.
+    Rejected,
+    /// Not active before the provisioning deadline; refunded in full, provider penalised.
+    DeadlineMissed,
+}
+
+impl ContractState {
+    /// Whether the contract is over (no more money moves).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ContractState::Expired | ContractState::Cancelled | ContractState::Rejected | ContractState::DeadlineMissed
+        )
+    }
+
+    /// Lower-case name used in JSON and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContractState::Requested => "requested",
+            ContractState::Accepted => "accepted",
+            ContractState::Provisioning => "provisioning",
+            ContractState::Active => "active",
+            ContractState::Expired => "expired",
+            ContractState::Cancelled => "cancelled",
+            ContractState::Rejected => "rejected",
+            ContractState::DeadlineMissed => "deadline_missed",
+        }
+    }
+}
+
+/// A rental contract.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Contract {
+    pub id: u64,
+    pub offering_id: u64,
+    pub developer: Principal,
+    pub provider: Principal,
+    pub node: Principal,
+    pub resources: Resources,
+    pub gpu_model: Option<String>,
+    pub price_e9s_per_hour: u64,
+    pub hours: u32,
+    pub state: ContractState,
+    pub created_at_ns: u64,
+    pub provisioning_deadline_ns: u64,
+    /// When the contract became active; billing runs from here.
+    pub active_since_ns: Option<u64>,
+    pub ends_at_ns: Option<u64>,
+    pub paid_e9s: u64,
+    /// Released to the provider, fees included.
+    pub released_e9s: u64,
+    pub refunded_e9s: u64,
+    /// Part of `released_e9s` that went to the treasury.
+    pub fees_e9s: u64,
+    pub endpoint: Option<String>,
+    pub evidence_hash: Option<ByteBuf>,
+    /// (time, state) for every transition, in order.
+    pub history: Vec<(u64, ContractState)>,
+}
+
+impl Contract {
+    /// What is still held in escrow for this contract.
+    pub fn escrow_e9s(&self) -> u64 {
+        self.paid_e9s - self.released_e9s - self.refunded_e9s
+    }
+}
+
+/// `report_active` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReportActiveArgs {
+    pub contract_id: u64,
+    /// How the tenant reaches the VM (host name or address).
+    pub endpoint: String,
+    /// SHA-256 of the VM's attestation evidence bundle.
+    pub evidence_hash: ByteBuf,
+}
+
+/// `extend_contract` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ExtendArgs {
+    pub contract_id: u64,
+    pub hours: u32,
+}
+
+/// `list_contracts` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListContractsArgs {
+    /// Whose contracts (as developer, provider or node); the caller when absent.
+    pub party: Option<Principal>,
+    pub offset: Option<u64>,
+    pub limit: Option<u32>,
+}
+
+/// `rate` argument.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RateArgs {
+    pub target: Principal,
+    pub spend: u64,
+    pub reason: String,
+}
+
+/// A public, permanent reputation reduction.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RatingRecord {
+    pub sender: Principal,
+    pub target: Principal,
+    pub spent: u64,
+    pub target_loss: u64,
+    pub reason: String,
+    pub at_ns: u64,
+}
+
+/// `rate` result.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct RateResult {
+    pub sender_reputation: u64,
+    pub target_reputation: u64,
+}
+
+/// What a node signs to check in: the current reward block and the hash of the
+/// previous one.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CheckInChallenge {
+    pub block_height: u64,
+    pub previous_block_hash: ByteBuf,
+    pub closes_at_ns: u64,
+    pub reward_e9s: u64,
+    pub fee_e9s: u64,
+}
+
+/// `check_in` argument: the node's signature (domain `CheckIn`) over
+/// [`check_in_message`](crate::rewards::check_in_message).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CheckInArgs {
+    pub block_height: u64,
+    pub previous_block_hash: ByteBuf,
+    pub signature: ByteBuf,
+}
+
+/// Totals anyone can audit.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct LedgerStats {
+    pub total_supply_e9s: u64,
+    pub genesis_e9s: u64,
+    pub minted_rewards_e9s: u64,
+    pub burned_e9s: u64,
+    pub escrow_e9s: u64,
+    pub reward_block_height: u64,
+    pub next_block_at_ns: u64,
+    pub log_length: u64,
+    pub providers: u64,
+    pub nodes: u64,
+    pub offerings: u64,
+    pub contracts: u64,
+}
