@@ -39,7 +39,7 @@ pub enum DispatchError {
     NotAQuery(String),
     #[error("method {0:?} is a query; call it as a query")]
     NotAnUpdate(String),
-    #[error("argument of {method} is {len} bytes, at most {MAX_ARG_BYTES} allowed")]
+    #[error("Candid value for {method} is {len} bytes, more than allowed")]
     ArgumentTooLarge { method: String, len: usize },
     #[error("cannot decode the argument of {method}: {reason}")]
     BadArgument { method: String, reason: String },
@@ -64,16 +64,24 @@ impl<T, E> Committed for Result<T, E> {
     }
 }
 
+/// Largest Candid reply a client accepts.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
 /// Decodes Candid arguments with quotas, so hostile bytes cannot make the
 /// decoder allocate or loop without bound.
 pub fn decode_args<A: for<'a> ArgumentDecoder<'a>>(method: &str, bytes: &[u8]) -> Result<A, DispatchError> {
-    if bytes.len() > MAX_ARG_BYTES {
+    decode_bounded(method, bytes, MAX_ARG_BYTES)
+}
+
+/// Decodes Candid values of at most `max_bytes` with proportional quotas.
+pub fn decode_bounded<A: for<'a> ArgumentDecoder<'a>>(method: &str, bytes: &[u8], max_bytes: usize) -> Result<A, DispatchError> {
+    if bytes.len() > max_bytes {
         return Err(DispatchError::ArgumentTooLarge { method: method.into(), len: bytes.len() });
     }
     let bad = |e: candid::Error| DispatchError::BadArgument { method: method.into(), reason: e.to_string() };
     let mut config = candid::de::DecoderConfig::new();
-    config.set_decoding_quota(20 * MAX_ARG_BYTES);
-    config.set_skipping_quota(MAX_ARG_BYTES);
+    config.set_decoding_quota(20 * max_bytes);
+    config.set_skipping_quota(max_bytes);
     config.set_full_error_message(false);
     let mut de = candid::de::IDLDeserialize::new_with_config(bytes, &config).map_err(bad)?;
     let args = A::decode(&mut de).map_err(bad)?;

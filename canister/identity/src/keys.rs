@@ -151,6 +151,12 @@ impl Identity {
             .expect("PEM-encoding a 32-byte Ed25519 key cannot fail")
     }
 
+    /// The 32-byte secret seed, for handing the key to another signer in the
+    /// same process (the IC agent). Zeroized on drop.
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.key.to_bytes())
+    }
+
     /// The raw 32-byte public key.
     pub fn public_key_raw(&self) -> [u8; 32] {
         self.key.verifying_key().to_bytes()
