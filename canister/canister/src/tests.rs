@@ -412,3 +412,22 @@ fn every_argument_round_trips_against_ledger_did() {
         },
     );
 }
+
+#[test]
+fn readme_init_example_type_checks_against_ledger_did() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let example = readme
+        .split("```candid\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a ```candid block with the init argument");
+    let (env, init, _) = did();
+    let args = candid_parser::parse_idl_args(example)
+        .expect("the README's init argument parses")
+        .annotate_types(true, &env, &init)
+        .expect("the README's init argument has the type of the install argument");
+    let bytes = args.to_bytes_with_types(&env, &init).expect("encode");
+    let decoded: InitArgs = candid::decode_one(&bytes).expect("decodes as InitArgs");
+    assert_eq!(decoded.block_interval_secs, Some(600));
+    assert_eq!(decoded.initial_balances.len(), 1);
+}

@@ -444,3 +444,27 @@ pub fn describe_transfer_error(e: &TransferError) -> String {
         TransferError::GenericError { error_code, message } => format!("{message} (code {})", error_code.0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ic_urls_parse_and_bad_ones_are_refused() {
+        let (c, r) = parse_ic_url("ic://ryjl3-tyaaa-aaaaa-aaaba-cai?url=http://127.0.0.1:4943").unwrap();
+        assert_eq!(c.to_text(), "ryjl3-tyaaa-aaaaa-aaaba-cai");
+        assert_eq!(r, "http://127.0.0.1:4943");
+        let (_, default) = parse_ic_url("ic://ryjl3-tyaaa-aaaaa-aaaba-cai").unwrap();
+        assert_eq!(default, "https://icp-api.io");
+        assert!(parse_ic_url("ic://not-a-principal?url=http://x").is_err());
+        assert!(parse_ic_url("ic://").is_err());
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_and_missing_identity_are_clear_errors() {
+        assert!(matches!(LedgerClient::connect("ftp://x", None).await, Err(ClientError::BadUrl { .. })));
+        let c = LedgerClient::connect("http://127.0.0.1:1", None).await.unwrap();
+        assert!(matches!(c.transfer(Account::of(Principal::anonymous()), 1, None).await, Err(ClientError::NoIdentity(_))));
+        assert!(matches!(c.balance_of(Principal::anonymous()).await, Err(ClientError::Unreachable { .. })));
+    }
+}

@@ -161,6 +161,18 @@ impl Tx {
 pub fn block_value(ts: u64, tx: &Tx, phash: Option<[u8; 32]>, treasury: Principal) -> Value {
     let (tx_value, implicit_fee) = tx.to_value();
     let mut b = MapBuilder::new();
+    // The marketplace's own block types carry an explicit ICRC-3 `btype`;
+    // the standard ICRC-1/2 ones keep the legacy `tx.op` form.
+    let btype = match tx {
+        Tx::Escrow { .. } => Some("dc_escrow"),
+        Tx::Release { .. } => Some("dc_release"),
+        Tx::Refund { .. } => Some("dc_refund"),
+        Tx::ServiceFee { .. } => Some("dc_fee"),
+        _ => None,
+    };
+    if let Some(t) = btype {
+        b = b.text("btype", t);
+    }
     if let Some(p) = phash {
         b = b.blob("phash", p.to_vec());
     }
@@ -181,8 +193,8 @@ pub const SUPPORTED_BLOCK_TYPES: &[(&str, &str)] = &[
     ("1xfer", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-1/README.md"),
     ("2approve", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-2/README.md"),
     ("2xfer", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-2/README.md"),
-    ("dc_escrow", "https://github.com/decent-cloud/appliance/blob/main/canister/README.md#block-types"),
-    ("dc_release", "https://github.com/decent-cloud/appliance/blob/main/canister/README.md#block-types"),
-    ("dc_refund", "https://github.com/decent-cloud/appliance/blob/main/canister/README.md#block-types"),
-    ("dc_fee", "https://github.com/decent-cloud/appliance/blob/main/canister/README.md#block-types"),
+    ("dc_escrow", "canister/canister/README.md#block-types"),
+    ("dc_release", "canister/canister/README.md#block-types"),
+    ("dc_refund", "canister/canister/README.md#block-types"),
+    ("dc_fee", "canister/canister/README.md#block-types"),
 ];

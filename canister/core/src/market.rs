@@ -165,7 +165,7 @@ fn validate_profile(p: &ProviderProfile) -> LedgerResult<()> {
     if !matches!(at, Some(i) if i > 0 && i + 1 < p.email.len()) || p.email.contains(char::is_whitespace) {
         return Err(LedgerError::invalid("email", format!("expected an address like name@example.com, found {:?}", p.email)));
     }
-    if !p.website.is_empty() && !(p.website.starts_with("https://") || p.website.starts_with("http://")) {
+    if !p.website.is_empty() && !p.website.starts_with("https://") && !p.website.starts_with("http://") {
         return Err(LedgerError::invalid("website", format!("expected an http(s) URL, found {:?}", p.website)));
     }
     Ok(())

@@ -1,0 +1,39 @@
+//! Things to undo if the run is interrupted: child processes to kill and
+//! PostgreSQL clusters to stop. Normal exits and errors undo them through
+//! `Drop`; [`run_all`] is for SIGINT/SIGTERM, where no destructor runs.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+type Action = Box<dyn FnOnce() + Send>;
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+static ACTIONS: Mutex<BTreeMap<u64, Action>> = Mutex::new(BTreeMap::new());
+
+/// Registers an action; returns a ticket to cancel it once done normally.
+pub fn register(action: impl FnOnce() + Send + 'static) -> u64 {
+    let ticket = NEXT.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut a) = ACTIONS.lock() {
+        a.insert(ticket, Box::new(action));
+    }
+    ticket
+}
+
+/// Forgets an action (its owner undid it itself).
+pub fn cancel(ticket: u64) {
+    if let Ok(mut a) = ACTIONS.lock() {
+        a.remove(&ticket);
+    }
+}
+
+/// Runs every registered action, newest first.
+pub fn run_all() {
+    let actions = match ACTIONS.lock() {
+        Ok(mut a) => std::mem::take(&mut *a),
+        Err(_) => return,
+    };
+    for (_, action) in actions.into_iter().rev() {
+        action();
+    }
+}

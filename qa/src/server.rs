@@ -1,0 +1,143 @@
+//! The release `dc-ledger` binary, started as operators run it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::cleanup;
+
+/// A running `dc-ledger serve`, killed when dropped.
+pub struct LedgerProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// How long it took from spawn to the `listening` line.
+    pub startup: Duration,
+    log: PathBuf,
+    ticket: u64,
+}
+
+impl LedgerProcess {
+    /// Starts `bin serve --data DATA --listen 127.0.0.1:0 [--genesis G]` and
+    /// waits (up to `timeout`) for its `dc-ledger listening on URL` line.
+    /// Its log goes to `DATA/../NAME.log`.
+    pub fn start(bin: &Path, data: &Path, genesis: Option<&Path>, timeout: Duration) -> anyhow::Result<LedgerProcess> {
+        if !bin.is_file() {
+            bail!("{}: no such file; build it with `cargo build --release -p dc-ledger` or pass --ledger-bin", bin.display());
+        }
+        let log = data.with_extension("log");
+        let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve").arg("--data").arg(data).arg("--listen").arg("127.0.0.1:0");
+        if let Some(g) = genesis {
+            cmd.arg("--genesis").arg(g);
+        }
+        cmd.env("DC_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
+        let started = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let pid = child.id() as libc::pid_t;
+        let ticket = cleanup::register(move || unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        });
+        let stdout = child.stdout.take().context("dc-ledger stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let mut sent = false;
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if !sent {
+                            if let Some(url) = line.trim().strip_prefix("dc-ledger listening on ") {
+                                let _ = tx.send(url.to_string());
+                                sent = true;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let mut process = LedgerProcess { child, url: String::new(), startup: Duration::ZERO, log, ticket };
+        let deadline = started + timeout;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(url) => {
+                    process.url = url;
+                    process.startup = started.elapsed();
+                    return Ok(process);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = process.child.try_wait() {
+                        bail!("dc-ledger exited ({status}) before it was ready; log:\n{}", process.log_tail());
+                    }
+                    if Instant::now() > deadline {
+                        bail!("dc-ledger not ready after {timeout:?}; log:\n{}", process.log_tail());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let _ = process.child.wait();
+                    bail!("dc-ledger closed its output before it was ready; log:\n{}", process.log_tail());
+                }
+            }
+        }
+    }
+
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory (`VmRSS`) in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        vm_rss(self.child.id()).with_context(|| format!("reading /proc/{}/status", self.child.id()))
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for LedgerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        cleanup::cancel(self.ticket);
+    }
+}
+
+/// `VmRSS` of a process, in bytes.
+pub fn vm_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Parent pid of a process.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("PPid:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Every live process whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| parent_of(p) == Some(pid))
+        .collect()
+}
