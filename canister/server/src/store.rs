@@ -222,6 +222,13 @@ impl Store {
     }
 }
 
+/// Parses journal bytes (for tools and fuzzing): the entries with their
+/// sequence numbers and the length of the valid prefix, or the offset and
+/// reason of corruption before the end.
+pub fn parse_journal(data: &[u8]) -> Result<(Vec<(u64, Entry)>, u64), (u64, String)> {
+    parse_frames(data)
+}
+
 /// Splits journal bytes into frames. Returns the frames and the length of
 /// the valid prefix; a torn or corrupt *final* frame ends the valid prefix,
 /// a corrupt frame followed by more data is an error.

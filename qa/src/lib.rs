@@ -1,0 +1,23 @@
+//! Benchmarks of the Decent Cloud ledger against a real peer measured in the
+//! same run (PostgreSQL), behind the `ledger-bench` program:
+//!
+//! 1. [`transfers`]: durable transfers per second, the release `dc-ledger`
+//!    (signed envelopes, group-commit journal synced before acknowledging)
+//!    against PostgreSQL transactions with `synchronous_commit=on`;
+//! 2. [`matching`]: search among a million offerings, in-process, over HTTP
+//!    and in SQL, plus the service's memory.
+//!
+//! [`world`] builds the deterministic marketplace and queries, and holds the
+//! brute-force reference of the ranking the tests compare against.
+
+pub mod bench;
+pub mod cleanup;
+pub mod machine;
+pub mod matching;
+pub mod pg;
+pub mod report;
+pub mod rng;
+pub mod server;
+pub mod stats;
+pub mod transfers;
+pub mod world;
