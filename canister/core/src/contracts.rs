@@ -274,11 +274,16 @@ impl Ledger {
         if c.ends_at_ns.is_some_and(|e| e <= now) {
             return Err(LedgerError::IllegalTransition { contract_id: id, state: "at the end of its term".into(), action: "cancel".into() });
         }
-        // Before the provisioning deadline the developer gets everything back;
-        // after it the ledger refunds anyway, so cancelling is still allowed.
+        let deadline_missed = c.active_since_ns.is_none() && c.provisioning_deadline_ns <= now;
         self.time_ns = now;
-        self.release_due(id);
-        self.close_contract(id, ContractState::Cancelled);
+        if deadline_missed {
+            // The provider already missed the deadline: settle it as such (full
+            // refund and the provider's penalty) rather than as a cancellation.
+            self.process_due(id);
+        } else {
+            self.release_due(id);
+            self.close_contract(id, ContractState::Cancelled);
+        }
         self.contract(id).cloned()
     }
 
@@ -446,7 +451,6 @@ impl Ledger {
         }
         let loss = args.spend.saturating_mul(self.params.rating_penalty_multiplier);
         let now = self.advance_clock(now);
-        // Only successful ratings reach here; advancing the clock is part of the change.
         self.sub_reputation(caller, args.spend);
         let target_loss = self.sub_reputation(args.target, loss);
         self.ratings.push(RatingRecord {

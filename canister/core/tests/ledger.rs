@@ -524,3 +524,24 @@ fn snapshot_round_trips_and_rebuilds_the_index() {
     assert!(snapshot::decode(b"DCLEDG01garbage").is_err());
     assert!(snapshot::decode(b"nope").is_err());
 }
+
+#[test]
+fn cancelling_after_a_missed_deadline_still_penalises_the_provider() {
+    let mut w = World::new();
+    let dev = w.devs[1].principal();
+    let prov = w.providers[0].principal();
+    // Give the provider reputation first.
+    let c0 = w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[0], hours: 10 }).unwrap();
+    activate(&mut w, 0, c0.id);
+    w.now += 10 * HOUR_NS;
+    w.ledger.tick(w.now);
+    let rep = w.ledger.reputation_of(&prov);
+    assert!(rep > 0);
+    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[1], hours: 5 }).unwrap();
+    w.now += 2 * HOUR_NS; // past the 1 h deadline, before any tick
+    let settled = w.ledger.cancel_contract(dev, w.now, c.id).unwrap();
+    assert_eq!(settled.state, ContractState::DeadlineMissed);
+    assert_eq!(settled.refunded_e9s, settled.paid_e9s);
+    assert_eq!(w.ledger.reputation_of(&prov), rep.saturating_sub(settled.paid_e9s / 10));
+    w.check_invariants();
+}
