@@ -1,8 +1,11 @@
 //! The library behind `dcctl`: command implementations, output formatting
 //! and exit codes. The binary only parses arguments.
 
+pub mod cli;
 pub mod commands;
 pub mod exit;
+pub mod files;
+pub mod market;
 pub mod output;
 
 use std::path::PathBuf;

@@ -108,6 +108,9 @@ impl Ledger {
             n.reserved.ram_gib += want.ram_gib;
             n.reserved.storage_gib += want.storage_gib;
             n.reserved.gpus += want.gpus;
+            if let Some(model) = &gpu_model {
+                n.adjust_reserved_gpus(model, want.gpus as i64);
+            }
         }
         let deadline = now.saturating_add(self.params.provisioning_timeout_ns);
         let contract = Contract {
@@ -244,7 +247,15 @@ impl Ledger {
             return Err(LedgerError::InsufficientFunds { needed_e9s: amount, balance_e9s: balance });
         }
         let old_end = c.ends_at_ns;
-        let new_end = old_end.map(|e| e.saturating_add(args.hours as u64 * HOUR_NS));
+        let new_end = match old_end {
+            Some(e) => Some(
+                (args.hours as u64)
+                    .checked_mul(HOUR_NS)
+                    .and_then(|d| e.checked_add(d))
+                    .ok_or_else(|| LedgerError::Overflow("contract end time".into()))?,
+            ),
+            None => None,
+        };
         self.time_ns = now;
         self.debit(developer, amount);
         self.escrow_total += amount;
@@ -334,7 +345,9 @@ impl Ledger {
         if due == 0 {
             return;
         }
-        let fee = mul_bps(due, self.params.escrow_release_fee_bps);
+        // The fee is taken on the cumulative amount released, so many small
+        // releases pay the same total fee as one large one.
+        let fee = mul_bps(c.released_e9s + due, self.params.escrow_release_fee_bps).saturating_sub(c.fees_e9s).min(due);
         let to_provider = due - fee;
         let (provider, developer) = (c.provider, c.developer);
         if let Some(c) = self.market.contracts.get_mut(&id) {
@@ -357,6 +370,7 @@ impl Ledger {
         let Some(c) = self.market.contracts.get(&id) else { return };
         let refund = c.escrow_e9s();
         let (developer, node, res, was_active) = (c.developer, c.node, c.resources.clone(), c.active_since_ns.is_some());
+        let gpu_model = c.gpu_model.clone();
         let timeline_key = c.ends_at_ns.unwrap_or(c.provisioning_deadline_ns);
         if refund > 0 {
             self.escrow_total -= refund;
@@ -373,6 +387,9 @@ impl Ledger {
             n.reserved.ram_gib -= res.ram_gib;
             n.reserved.storage_gib -= res.storage_gib;
             n.reserved.gpus -= res.gpus;
+            if let Some(model) = &gpu_model {
+                n.adjust_reserved_gpus(model, -(res.gpus as i64));
+            }
         }
         if was_active {
             let provider = self.market.contracts.get(&id).map(|c| c.provider);

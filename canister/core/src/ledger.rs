@@ -160,8 +160,23 @@ impl Ledger {
         if genesis.params.halving_interval_blocks == 0 {
             return Err(LedgerError::invalid("halving_interval_blocks", "must be positive"));
         }
-        if genesis.params.escrow_release_fee_bps > 10_000 {
-            return Err(LedgerError::invalid("escrow_release_fee_bps", "at most 10000"));
+        let p = &genesis.params;
+        for (name, bps) in [
+            ("escrow_release_fee_bps", p.escrow_release_fee_bps),
+            ("release_reputation_bps", p.release_reputation_bps),
+            ("missed_deadline_penalty_bps", p.missed_deadline_penalty_bps),
+        ] {
+            if bps > 10_000 {
+                return Err(LedgerError::invalid(name, format!("{bps} exceeds 10000 (100%)")));
+            }
+        }
+        if p.treasury == p.minting_account {
+            return Err(LedgerError::invalid("treasury", "must differ from the minting account, which can never spend"));
+        }
+        // Genesis plus every reward the schedule can ever mint must fit in u64.
+        let genesis_total = genesis.balances.iter().try_fold(0u128, |acc, (_, a)| Some(acc + *a as u128)).unwrap_or(u128::MAX);
+        if genesis_total + crate::rewards::scheduled_supply(p, u64::MAX) > u64::MAX as u128 {
+            return Err(LedgerError::invalid("balances", "genesis supply plus the reward schedule exceeds the 64-bit range"));
         }
         let mut ledger = Ledger {
             rewards: RewardState::new(genesis.time_ns, &genesis.params),

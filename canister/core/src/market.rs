@@ -192,15 +192,15 @@ fn validate_capabilities(c: &NodeCapabilities) -> LedgerResult<()> {
 pub(crate) fn node_has_room(node: &NodeInfo, want: &Resources, gpu_model: Option<&str>) -> bool {
     let c = &node.capabilities;
     let r = &node.reserved;
-    let gpus_total: u32 = match gpu_model {
-        Some(m) => c.gpus.iter().filter(|g| g.model.eq_ignore_ascii_case(m)).map(|g| g.count).sum(),
-        None => 0,
+    let (gpus_total, gpus_taken): (u32, u32) = match gpu_model {
+        Some(m) => (c.gpus.iter().filter(|g| g.model.eq_ignore_ascii_case(m)).map(|g| g.count).sum(), node.reserved_gpus(m)),
+        None => (0, 0),
     };
     !node.revoked
         && r.vcpus.saturating_add(want.vcpus) <= c.vcpus
         && r.ram_gib.saturating_add(want.ram_gib) <= c.ram_gib
         && r.storage_gib.saturating_add(want.storage_gib) <= c.storage_gib
-        && (want.gpus == 0 || r.gpus.saturating_add(want.gpus) <= gpus_total)
+        && (want.gpus == 0 || gpus_taken.saturating_add(want.gpus) <= gpus_total)
 }
 
 /// Resources an offering takes from its node.
@@ -276,7 +276,7 @@ impl Ledger {
             return Err(LedgerError::Delegation("a provider key cannot be used as a node key".into()));
         }
         validate_capabilities(&args.capabilities)?;
-        let reserved = match self.market.nodes.get(&verified.node) {
+        let (reserved, reserved_gpus_by_model) = match self.market.nodes.get(&verified.node) {
             Some(existing) if existing.provider != verified.provider => {
                 return Err(LedgerError::AlreadyRegistered(format!("node {} under another provider", verified.node)));
             }
@@ -284,8 +284,8 @@ impl Ledger {
                 return Err(LedgerError::Delegation(format!("node {} was revoked; generate a new node key", verified.node)));
             }
             // Re-registration renews the delegation and updates capabilities.
-            Some(existing) => existing.reserved.clone(),
-            None => Resources::default(),
+            Some(existing) => (existing.reserved.clone(), existing.reserved_gpus_by_model.clone()),
+            None => (Resources::default(), Vec::new()),
         };
         let now = self.advance_clock(now);
         let last = self.market.nodes.get(&verified.node).and_then(|n| n.last_check_in_block);
@@ -299,6 +299,7 @@ impl Ledger {
                 registered_at_ns: now,
                 revoked: false,
                 reserved,
+                reserved_gpus_by_model,
                 last_check_in_block: last,
             },
         );

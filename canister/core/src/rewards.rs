@@ -116,7 +116,12 @@ impl Ledger {
     pub fn check_in(&mut self, caller: Principal, now: u64, args: CheckInArgs) -> LedgerResult<u64> {
         let now = self.time_ns.max(now);
         let provider = self.node_acting_for(caller, Permission::CheckIn, now)?;
-        if args.block_height != self.rewards.height || args.previous_block_hash.as_slice() != self.rewards.previous_block_hash {
+        // Past the block's closing time it only waits for the tick to close:
+        // a check-in then is too late for it.
+        if now >= self.rewards.next_block_at_ns
+            || args.block_height != self.rewards.height
+            || args.previous_block_hash.as_slice() != self.rewards.previous_block_hash
+        {
             return Err(LedgerError::StaleCheckIn { expected_height: self.rewards.height, got_height: args.block_height });
         }
         if self.rewards.checked_in_nodes.contains(&caller) {

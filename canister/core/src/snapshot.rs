@@ -18,8 +18,9 @@ pub enum SnapshotError {
 /// Encodes the ledger (derived indexes excluded).
 pub fn encode(ledger: &Ledger) -> Vec<u8> {
     let mut out = SNAPSHOT_MAGIC.to_vec();
-    // Serializing plain data into a Vec cannot fail.
-    out.extend(postcard::to_stdvec(ledger).unwrap_or_default());
+    // Serializing plain in-memory data into a Vec cannot fail; if it ever did,
+    // stopping is right: an empty snapshot would replace the real one.
+    out.extend(postcard::to_stdvec(ledger).expect("serializing the ledger into memory"));
     out
 }
 

@@ -315,6 +315,8 @@ pub struct NodeInfo {
     pub revoked: bool,
     /// Resources taken by contracts that are not finished.
     pub reserved: Resources,
+    /// GPUs taken per model (lower-cased), since capacity is per model.
+    pub reserved_gpus_by_model: Vec<(String, u32)>,
     pub last_check_in_block: Option<u64>,
 }
 
@@ -483,6 +485,33 @@ pub struct Contract {
     pub evidence_hash: Option<ByteBuf>,
     /// (time, state) for every transition, in order.
     pub history: Vec<(u64, ContractState)>,
+}
+
+impl NodeInfo {
+    /// GPUs of `model` (case-insensitive) taken by unfinished contracts.
+    pub fn reserved_gpus(&self, model: &str) -> u32 {
+        let key = model.to_ascii_lowercase();
+        self.reserved_gpus_by_model.iter().find(|(m, _)| *m == key).map_or(0, |(_, n)| *n)
+    }
+
+    /// Adds (or, negative, removes) reserved GPUs of a model.
+    pub(crate) fn adjust_reserved_gpus(&mut self, model: &str, delta: i64) {
+        let key = model.to_ascii_lowercase();
+        let pos = self.reserved_gpus_by_model.iter().position(|(m, _)| *m == key);
+        let current = pos.map_or(0, |i| self.reserved_gpus_by_model[i].1) as i64;
+        let next = (current + delta).max(0) as u32;
+        match (pos, next) {
+            (Some(i), 0) => {
+                self.reserved_gpus_by_model.remove(i);
+            }
+            (Some(i), n) => self.reserved_gpus_by_model[i].1 = n,
+            (None, 0) => {}
+            (None, n) => {
+                self.reserved_gpus_by_model.push((key, n));
+                self.reserved_gpus_by_model.sort();
+            }
+        }
+    }
 }
 
 impl Contract {

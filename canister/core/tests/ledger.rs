@@ -545,3 +545,66 @@ fn cancelling_after_a_missed_deadline_still_penalises_the_provider() {
     assert_eq!(w.ledger.reputation_of(&prov), rep.saturating_sub(settled.paid_e9s / 10));
     w.check_invariants();
 }
+
+#[test]
+fn gpu_capacity_is_counted_per_model() {
+    let mut w = World::new();
+    let p = &w.providers[0];
+    let node = id(66);
+    let gpus = vec![GpuSpec { model: "A100".into(), count: 4, memory_gib: 80 }, GpuSpec { model: "H100".into(), count: 4, memory_gib: 80 }];
+    w.ledger.register_node(p.principal(), w.now, RegisterNodeArgs { delegation: delegation(p, &node, w.now + HOUR_NS), capabilities: caps(64, 512, Confidential::None, gpus) }).unwrap();
+    let mut a = offering(node.principal(), 8, 64, 1_000);
+    a.gpu = Some(GpuSpec { model: "A100".into(), count: 4, memory_gib: 80 });
+    let mut h = a.clone();
+    h.gpu = Some(GpuSpec { model: "h100".into(), count: 4, memory_gib: 80 });
+    let (ia, ih) = (w.ledger.add_offering(p.principal(), w.now, a).unwrap(), w.ledger.add_offering(p.principal(), w.now, h).unwrap());
+    let dev = w.devs[0].principal();
+    let ca = w.ledger.rent(dev, w.now, RentArgs { offering_id: ia, hours: 1 }).unwrap();
+    // All A100s taken; the H100s are still free.
+    assert!(matches!(w.ledger.rent(dev, w.now, RentArgs { offering_id: ia, hours: 1 }), Err(LedgerError::CapacityExhausted { .. })));
+    let found = w.ledger.search(&SearchQuery { gpu_model: Some("H100".into()), ..Default::default() }).unwrap();
+    assert_eq!(found.offers.iter().map(|o| o.offering_id).collect::<Vec<_>>(), vec![ih]);
+    w.ledger.rent(dev, w.now, RentArgs { offering_id: ih, hours: 1 }).unwrap();
+    assert_eq!(w.ledger.node_info(&node.principal()).unwrap().reserved_gpus("a100"), 4);
+    w.ledger.cancel_contract(dev, w.now, ca.id).unwrap();
+    assert_eq!(w.ledger.node_info(&node.principal()).unwrap().reserved_gpus("A100"), 0);
+    w.ledger.rent(dev, w.now, RentArgs { offering_id: ia, hours: 1 }).unwrap();
+    w.check_invariants();
+}
+
+#[test]
+fn parameters_are_validated_at_genesis() {
+    let t = id(200).principal();
+    let mut p = params(t);
+    p.release_reputation_bps = 20_000;
+    assert!(Ledger::new(Genesis { params: p, balances: vec![], reputations: vec![], time_ns: T0 }).is_err());
+    let mut p = params(t);
+    p.minting_account = t;
+    assert!(Ledger::new(Genesis { params: p, balances: vec![], reputations: vec![], time_ns: T0 }).is_err());
+    let huge = vec![(Account::of(id(1).principal()), u64::MAX - 1)];
+    assert!(Ledger::new(Genesis { params: params(t), balances: huge, reputations: vec![], time_ns: T0 }).is_err());
+}
+
+#[test]
+fn extending_beyond_the_time_range_is_refused_not_wrapped() {
+    let mut w = World::new();
+    let p = w.providers[0].principal();
+    let mut spec = offering(w.nodes[0].principal(), 1, 1, 1);
+    spec.max_hours = u32::MAX;
+    let oid = w.ledger.add_offering(p, w.now, spec).unwrap();
+    let dev = w.devs[0].principal();
+    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: oid, hours: 1 }).unwrap();
+    activate(&mut w, 0, c.id);
+    let d = w.ledger.state_digest();
+    let r = w.ledger.extend_contract(dev, w.now, ExtendArgs { contract_id: c.id, hours: u32::MAX - 1 });
+    assert!(matches!(r, Err(LedgerError::Overflow(_))), "{r:?}");
+    assert_eq!(w.ledger.state_digest(), d);
+}
+
+#[test]
+fn a_check_in_after_the_block_closed_is_stale() {
+    let mut w = World::new();
+    let args = w.sign_check_in(&w.nodes[0]);
+    let late = w.ledger.params().block_interval_ns + w.now;
+    assert!(matches!(w.ledger.check_in(w.nodes[0].principal(), late, args), Err(LedgerError::StaleCheckIn { .. })));
+}

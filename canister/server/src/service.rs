@@ -121,7 +121,15 @@ impl Service {
             let clock = clock.clone();
             std::thread::Builder::new()
                 .name("dc-ledger-commit".into())
-                .spawn(move || commit_loop(ledger, store, nonces, rx, clock))?
+                .spawn(move || {
+                    let run = std::panic::AssertUnwindSafe(|| commit_loop(ledger, store, nonces, rx, clock));
+                    if std::panic::catch_unwind(run).is_err() {
+                        // Stop rather than limp on with a poisoned ledger; a
+                        // restart recovers exactly what is durable.
+                        tracing::error!("the committer panicked; stopping");
+                        std::process::exit(70);
+                    }
+                })?
         };
         Ok(Opened { service: Service { ledger, work: tx, clock }, replayed, truncated_bytes, created, committer })
     }
@@ -190,6 +198,9 @@ fn commit_loop(
     mut rx: mpsc::UnboundedReceiver<Work>,
     clock: Arc<dyn Clock>,
 ) {
+    // The committer's time never runs backwards, so a nonce pruned at T can
+    // never meet an envelope that is still valid at the committer's time.
+    let mut last_now = 0u64;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -205,11 +216,18 @@ fn commit_loop(
             tracing::error!("ledger lock poisoned; stopping");
             return;
         };
-        let now = clock.now_ns();
+        let now = clock.now_ns().max(last_now);
+        last_now = now;
         nonces.prune(now);
         for work in batch {
             match work {
                 Work::Call(call) => {
+                    // Checked again here: a request may have expired while
+                    // queued, and its nonce may already be pruned.
+                    if call.expires_at_ns <= now {
+                        replies.push((call.reply, Err(ServiceError::Unauthenticated("the request expired before it could be applied".into()))));
+                        continue;
+                    }
                     if nonces.contains(&call.caller, &call.nonce) {
                         replies.push((call.reply, Err(ServiceError::Replayed(call.caller))));
                         continue;

@@ -179,8 +179,10 @@ impl Store {
         }
         let mut buf = Vec::with_capacity(entries.len() * 256);
         for entry in entries {
-            // Serializing plain data into a Vec cannot fail.
-            let payload = postcard::to_stdvec(&(self.next_seq, entry)).unwrap_or_default();
+            let payload = postcard::to_stdvec(&(self.next_seq, entry)).map_err(|e| StoreError::Io {
+                path: self.dir.join(JOURNAL_FILE),
+                source: std::io::Error::other(format!("cannot serialize entry: {e}")),
+            })?;
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
             buf.extend_from_slice(&payload);
@@ -203,7 +205,7 @@ impl Store {
     /// empties the journal.
     pub fn write_snapshot(&mut self, ledger: &Ledger, nonces: &NonceCache) -> Result<(), StoreError> {
         let snap = SnapshotFile { seq: self.next_seq - 1, ledger: snapshot::encode(ledger), nonces: nonces.entries() };
-        let bytes = postcard::to_stdvec(&snap).unwrap_or_default();
+        let bytes = postcard::to_stdvec(&snap).map_err(|e| StoreError::BadSnapshot { path: self.dir.join(SNAPSHOT_FILE), reason: format!("cannot serialize: {e}") })?;
         let tmp = self.dir.join("snapshot.bin.tmp");
         let path = self.dir.join(SNAPSHOT_FILE);
         {
@@ -242,22 +244,30 @@ fn parse_frames(data: &[u8]) -> Result<(Vec<(u64, Entry)>, u64), (u64, String)> 
         }
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
         let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-        if len > MAX_FRAME {
-            return Err((pos as u64, format!("frame of {len} bytes exceeds {MAX_FRAME}")));
+        // Space the file system allocated but the crash never filled reads
+        // as zeros: whatever starts a run of zeros to the end is a torn tail.
+        let zeros_to_end = rest.iter().all(|&b| b == 0);
+        if len == 0 || len > MAX_FRAME {
+            if zeros_to_end || len > MAX_FRAME && rest.len() < FRAME_HEADER + len {
+                break;
+            }
+            return Err((pos as u64, format!("frame of {len} bytes (allowed 1..={MAX_FRAME}) before the end of the journal")));
         }
         if rest.len() < FRAME_HEADER + len {
             break; // torn payload
         }
         let payload = &rest[FRAME_HEADER..FRAME_HEADER + len];
         let end = pos + FRAME_HEADER + len;
+        let torn_here = end == data.len() || data[end..].iter().all(|&b| b == 0);
         if crc32fast::hash(payload) != crc {
-            if end == data.len() {
+            if torn_here {
                 break; // torn final frame
             }
             return Err((pos as u64, "checksum mismatch before the end of the journal".into()));
         }
         match postcard::from_bytes::<(u64, Entry)>(payload) {
             Ok(f) => frames.push(f),
+            Err(_) if torn_here => break,
             Err(e) => return Err((pos as u64, format!("undecodable entry: {e}"))),
         }
         pos = end;
@@ -305,9 +315,18 @@ mod tests {
         let mut first = data.clone();
         first[FRAME_HEADER] ^= 1;
         assert!(parse_frames(&first).is_err());
-        // An absurd length is refused.
-        let mut huge = data;
+        // An absurd length in the middle is refused; at the end it is torn.
+        let mut huge = data.clone();
         huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(parse_frames(&huge).is_err());
+        assert!(parse_frames(&huge).is_err() || parse_frames(&huge).unwrap().0.is_empty());
+        // Zeros after the last frame (space allocated, never written): torn tail.
+        let mut zeros = data.clone();
+        zeros.extend(vec![0u8; 4096]);
+        let (f, len) = parse_frames(&zeros).unwrap();
+        assert_eq!((f.len(), len), (3, data.len() as u64));
+        // A zero-length frame followed by real data is corruption.
+        let mut hole = vec![0u8; 8];
+        hole.extend(&data);
+        assert!(parse_frames(&hole).is_err());
     }
 }
