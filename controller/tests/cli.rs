@@ -2,9 +2,11 @@
 //! balance, transfer; JSON fields of INTERFACES.md; exit codes; refusals
 //! leave balances unchanged.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use dc_ledger::launch::LedgerProcess;
 
 use serde_json::Value;
 
@@ -25,37 +27,8 @@ fn ledger_bin() -> PathBuf {
     bin
 }
 
-struct Ledger {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_ledger(dir: &Path, genesis: &Path) -> Ledger {
-    let mut child = Command::new(ledger_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("data"))
-        .arg("--genesis")
-        .arg(genesis)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dc-ledger");
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "dc-ledger exited");
-        if let Some(url) = line.trim().strip_prefix("dc-ledger listening on ") {
-            return Ledger { child, url: url.into() };
-        }
-    }
+fn start_ledger(dir: &Path, genesis: &Path) -> LedgerProcess {
+    LedgerProcess::start(&ledger_bin(), &dir.join("data"), Some(genesis), None, Duration::from_secs(60)).expect("start dc-ledger")
 }
 
 fn dcctl(args: &[&str]) -> Output {

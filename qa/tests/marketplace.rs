@@ -6,9 +6,11 @@
 //! (accept, provision, report active) is played by the client library, as the
 //! appliance will.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use dc_ledger::launch::LedgerProcess;
 
 use dc_identity::{Envelope, Identity};
 use dc_ledger_client::LedgerClient;
@@ -34,21 +36,9 @@ fn bin(name: &str) -> PathBuf {
     path
 }
 
-struct Ledger {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Ledger {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Env {
     dir: tempfile::TempDir,
-    ledger: Ledger,
+    ledger: LedgerProcess,
 }
 
 impl Env {
@@ -115,25 +105,8 @@ impl Env {
     }
 }
 
-fn start_ledger(dir: &Path, genesis: &Path) -> Ledger {
-    let mut child = Command::new(bin("dc-ledger"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.join("data"))
-        .arg("--genesis")
-        .arg(genesis)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start dc-ledger");
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "dc-ledger exited");
-        if let Some(url) = line.trim().strip_prefix("dc-ledger listening on ") {
-            return Ledger { child, url: url.into() };
-        }
-    }
+fn start_ledger(dir: &Path, genesis: &Path) -> LedgerProcess {
+    LedgerProcess::start(&bin("dc-ledger"), &dir.join("data"), Some(genesis), None, Duration::from_secs(60)).expect("start dc-ledger")
 }
 
 const TOKEN: u64 = 1_000_000_000;

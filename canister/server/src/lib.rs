@@ -7,6 +7,7 @@
 
 pub mod genesis;
 pub mod http;
+pub mod launch;
 pub mod nonces;
 pub mod service;
 pub mod store;

@@ -85,7 +85,7 @@ async fn acknowledged_transfers_survive_kill_9() {
     let genesis = write_genesis(dir.path(), &ids.iter().collect::<Vec<_>>(), 600);
     let sink = identity(99).principal();
     let acked: Acked = Arc::new(Mutex::new(Vec::new()));
-    let mut server = Server::start(&data, Some(&genesis));
+    let mut server = start(&data, Some(&genesis));
     for round in 0..4u64 {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tasks: Vec<_> = (1..=SENDERS)
@@ -103,23 +103,18 @@ async fn acknowledged_transfers_survive_kill_9() {
             let mut j = std::fs::OpenOptions::new().append(true).open(data.join("journal.log")).unwrap();
             j.write_all(&[0x40, 0, 0, 0, 1, 2, 3]).unwrap();
         }
-        server = Server::start(&data, None);
+        server = start(&data, None);
         let snapshot: Vec<_> = acked.lock().unwrap().clone();
         assert!(!snapshot.is_empty(), "round {round}: no transfer was acknowledged");
         verify(&server.url, &snapshot, sink).await;
     }
     // A clean stop snapshots; the next start has nothing to replay and the same state.
     let before = LedgerClient::connect(&server.url, None).await.unwrap().stats().await.unwrap();
-    unsafe_sigterm(&server);
-    let _ = server.child.wait();
-    let server = Server::start(&data, None);
+    server.terminate().expect("SIGTERM");
+    let server = start(&data, None);
     let after = LedgerClient::connect(&server.url, None).await.unwrap().stats().await.unwrap();
     assert_eq!(before.log_length, after.log_length);
     assert_eq!(std::fs::metadata(data.join("journal.log")).unwrap().len(), 0, "clean stop leaves an empty journal");
     let all: Vec<_> = acked.lock().unwrap().clone();
     verify(&server.url, &all, sink).await;
-}
-
-fn unsafe_sigterm(server: &Server) {
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status();
 }

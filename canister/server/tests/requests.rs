@@ -36,7 +36,7 @@ async fn bad_signatures_replays_and_garbage_are_refused_without_effect() {
     let dir = tempfile::tempdir().unwrap();
     let (alice, bob, mallory) = (identity(1), identity(2), identity(3));
     let genesis = write_genesis(dir.path(), &[&alice], 600);
-    let server = Server::start(&dir.path().join("data"), Some(&genesis));
+    let server = start(&dir.path().join("data"), Some(&genesis));
     let reader = LedgerClient::connect(&server.url, None).await.unwrap();
     let balance = |p| {
         let reader = reader.clone();
