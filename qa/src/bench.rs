@@ -73,6 +73,11 @@ pub struct Args {
     /// Skip PostgreSQL (no peer column).
     #[arg(long)]
     pub no_peer: bool,
+    /// PostgreSQL's `shared_buffers` (its default is 128MB; 1GB holds the
+    /// whole offerings table and its indexes, as dc-ledger holds everything
+    /// in memory).
+    #[arg(long, default_value = "1GB")]
+    pub pg_shared_buffers: String,
 }
 
 /// Results of one transfer mode.
@@ -94,12 +99,19 @@ fn lat_pair(a: Duration, b: Duration) -> String {
     format!("{} / {} ms", ms(a), ms(b))
 }
 
+/// CPU per transfer, server and clients: `41 + 35 µs`.
+fn cpu_per_transfer(run: &TransferRun) -> String {
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / run.transfers.max(1) as f64;
+    format!("{:.0} + {:.0} µs", per(run.server_cpu), per(run.client_cpu))
+}
+
 fn describe(run: &TransferRun) -> String {
     format!(
-        "{} transfers/s (p50 {} ms, p99 {} ms, {} errors{})",
+        "{} transfers/s (p50 {} ms, p99 {} ms, CPU per transfer server + clients {}, {} errors{})",
         thousands(run.per_sec().round() as u64),
         ms(run.latencies.p50()),
         ms(run.latencies.p99()),
+        cpu_per_transfer(run),
         run.errors,
         if run.verified { ", balances verified" } else { ", BALANCES DO NOT MATCH" }
     )
@@ -129,7 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let bin = pg::find_bin_dir()?;
         let version = pg::version(&bin);
         eprintln!("starting a {version} cluster ({})", bin.display());
-        (version, Some(Cluster::start(&bin, &work_dir)?))
+        (version, Some(Cluster::start(&bin, &work_dir, &args.pg_shared_buffers)?))
     };
 
     let mut pairs = Vec::new();
@@ -183,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!();
     print!("{}", report::targets_text(&targets));
     if let Some(path) = &args.markdown {
-        let md = markdown(&machine, &pg_version, &table, &targets, &notes);
+        let md = markdown(&machine, &pg_version, &args.pg_shared_buffers, &table, &targets, &notes);
         std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -224,19 +236,21 @@ fn tabulate(
             });
         }
         let mut check = format!(
-            "transfers, {}: ours acknowledged {} in {:.1} s ({} errors), balances {}",
+            "transfers, {}: ours acknowledged {} in {:.1} s ({} errors; CPU per transfer, server + clients: {}), balances {}",
             p.receivers.label(),
             thousands(p.ours.transfers),
             p.ours.elapsed.as_secs_f64(),
             p.ours.errors,
+            cpu_per_transfer(&p.ours),
             if p.ours.verified { "verified" } else { "DO NOT MATCH" }
         );
         if let Some(r) = &p.peer {
             check.push_str(&format!(
-                "; PostgreSQL committed {} in {:.1} s ({} errors), balances and log {}",
+                "; PostgreSQL committed {} in {:.1} s ({} errors; CPU per transfer, server + clients: {}), balances and log {}",
                 thousands(r.transfers),
                 r.elapsed.as_secs_f64(),
                 r.errors,
+                cpu_per_transfer(r),
                 if r.verified { "verified" } else { "DO NOT MATCH" }
             ));
         }
@@ -245,14 +259,23 @@ fn tabulate(
         }
         notes.push(check);
     }
+    if let (false, Some(d)) = (pairs.is_empty(), machine.fdatasync) {
+        if d < Duration::from_millis(1) {
+            notes.push(format!(
+                "an append + `fdatasync` takes {} ms on this machine's disk, which suggests its virtual disk acknowledges flushes from a cache; \
+                 on a disk with slower flushes both systems commit fewer, larger groups and lose throughput.",
+                ms(d)
+            ));
+        }
+    }
     if !pairs.is_empty() {
         notes.push(format!(
             "transfers: each run lasts {} s after one unmeasured transfer per client; a transfer counts once acknowledged. \
              Ours: ICRC-1 `icrc1_transfer` through `LedgerClient` over HTTP/1.1 on loopback, every request an ed25519-signed envelope, \
              answered after its group-commit batch is `fdatasync`ed. PostgreSQL: one connection and thread per client, prepared statements over TCP loopback, \
              each transfer one transaction (debit with the fee folded in and a funds check, credit, INSERT into the log, COMMIT), \
-             `synchronous_commit=on`, `fsync=on`. Clients and servers share the machine's {} cores.",
-            args.seconds, machine.cores
+             `synchronous_commit=on`, `fsync=on`, shared_buffers={}. Clients and servers share the machine's {} cores.",
+            args.seconds, args.pg_shared_buffers, machine.cores
         ));
     }
     if let Some(m) = matching {
@@ -315,6 +338,14 @@ fn tabulate(
             args.warm.min(m.queries),
         ));
         notes.push(format!(
+            "the tail is GPU queries: {} of the {} slowest in-process queries ask for GPUs (median {} ms, against {} ms for the others). \
+             GPU offers are the most expensive, so a walk in price order, ours or PostgreSQL's index scan, passes most of the table before it reaches them.",
+            m.slowest_gpu.0,
+            m.slowest_gpu.1,
+            ms(m.median_gpu),
+            ms(m.median_other)
+        ));
+        notes.push(format!(
             "the service's pages over HTTP equal the in-process ones for {} of {} queries.",
             thousands((m.queries - m.service.side.mismatches) as u64),
             thousands(m.queries as u64)
@@ -340,9 +371,10 @@ fn tabulate(
         );
         if let Some(p) = peer {
             mem.push_str(&format!(
-                " PostgreSQL: VmRSS summed over the postmaster and its {} children (default shared_buffers of 128 MB; shared pages count once per process \
+                " PostgreSQL: VmRSS summed over the postmaster and its {} children, with shared_buffers={} (shared pages count once per process \
                  that touched them, while table pages in the OS page cache do not count at all): a rough figure.",
-                p.processes - 1
+                p.processes - 1,
+                args.pg_shared_buffers
             ));
         }
         notes.push(mem);
@@ -352,7 +384,7 @@ fn tabulate(
     (Table { peer_header, rows }, targets, notes)
 }
 
-fn markdown(machine: &Machine, pg_version: &str, table: &Table, targets: &[Target], notes: &[String]) -> String {
+fn markdown(machine: &Machine, pg_version: &str, shared_buffers: &str, table: &Table, targets: &[Target], notes: &[String]) -> String {
     let argv: Vec<String> = std::env::args().collect();
     let mut md = String::new();
     md.push_str("# Ledger benchmarks\n\n");
@@ -365,7 +397,18 @@ fn markdown(machine: &Machine, pg_version: &str, table: &Table, targets: &[Targe
     md.push_str(&format!("- memory: {:.1} GiB\n", machine.memory_gib));
     md.push_str(&format!("- kernel: {}\n", machine.kernel));
     md.push_str(&format!("- data directories on: {}\n", machine.data_fs));
-    md.push_str(&format!("- peer: {pg_version} (Debian package), started by the benchmark in a temporary cluster\n\n"));
+    if let Some(d) = machine.fdatasync {
+        md.push_str(&format!("- append 4 KiB + `fdatasync` there: {} ms (median of 200)\n", ms(d)));
+    }
+    md.push_str(&format!("- load average when the run started (1/5/15 min): {}\n", machine.load_at_start));
+    if pg_version == "not run" {
+        md.push_str("- peer: not run (`--no-peer`)\n\n");
+    } else {
+        md.push_str(&format!(
+        "- peer: {pg_version} (Debian package), started by the benchmark in a temporary cluster with \
+         `synchronous_commit=on`, `fsync=on`, `shared_buffers={shared_buffers}`\n\n"
+        ));
+    }
     md.push_str("## Commands\n\n```sh\n");
     md.push_str("qa/bench/ledger.sh   # installs PostgreSQL if missing, builds in release, then runs:\n");
     md.push_str(&argv.join(" "));

@@ -37,3 +37,34 @@ pub fn run_all() {
         action();
     }
 }
+
+/// A temporary directory removed when dropped, and also when the run is
+/// interrupted.
+pub struct ScratchDir {
+    dir: Option<tempfile::TempDir>,
+    ticket: u64,
+}
+
+impl ScratchDir {
+    /// A new directory `PARENT/PREFIXrandom`.
+    pub fn new(prefix: &str, parent: &std::path::Path) -> std::io::Result<ScratchDir> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
+        let path = dir.path().to_path_buf();
+        let ticket = register(move || {
+            let _ = std::fs::remove_dir_all(&path);
+        });
+        Ok(ScratchDir { dir: Some(dir), ticket })
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.as_ref().map_or(std::path::Path::new(""), |d| d.path())
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        drop(self.dir.take());
+        cancel(self.ticket);
+    }
+}

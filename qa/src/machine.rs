@@ -11,6 +11,10 @@ pub struct Machine {
     pub memory_gib: f64,
     /// Filesystem type and device of the directory holding the data.
     pub data_fs: String,
+    /// `/proc/loadavg` when the run started: other work skews the numbers.
+    pub load_at_start: String,
+    /// Median time of appending 4 KiB and `fdatasync`ing, in the data directory.
+    pub fdatasync: Option<std::time::Duration>,
 }
 
 impl Machine {
@@ -33,8 +37,29 @@ impl Machine {
             .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
             .map(|kb| kb / 1024.0 / 1024.0)
             .unwrap_or(0.0);
-        Machine { cores, cpu_model, kernel, memory_gib, data_fs: filesystem_of(data_dir) }
+        let load_at_start = std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into());
+        let fdatasync = fdatasync_latency(data_dir, 200).ok();
+        Machine { cores, cpu_model, kernel, memory_gib, data_fs: filesystem_of(data_dir), load_at_start, fdatasync }
     }
+}
+
+/// Median of `n` appends of 4 KiB each followed by `fdatasync`, in a
+/// scratch file under `dir`: the floor of every durable commit here.
+pub fn fdatasync_latency(dir: &Path, n: usize) -> std::io::Result<std::time::Duration> {
+    use std::io::Write;
+    let scratch = tempfile::Builder::new().prefix("fsync-probe-").tempfile_in(dir)?;
+    let mut f = scratch.as_file();
+    let block = [0xA5u8; 4096];
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        samples.push(t.elapsed());
+    }
+    Ok(crate::stats::Latencies::new(samples).p50())
 }
 
 /// `ext4 (/dev/vda)` for the mount that holds `path`.

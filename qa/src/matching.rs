@@ -65,6 +65,12 @@ pub struct Peer {
 /// Everything benchmark 2 measured.
 #[derive(Clone, Debug)]
 pub struct MatchingResults {
+    /// Of the slowest 1% of in-process queries (at least 10), how many ask
+    /// for GPUs, and how many that is.
+    pub slowest_gpu: (usize, usize),
+    /// Median in-process latency of queries that ask for GPUs, and of the rest.
+    pub median_gpu: Duration,
+    pub median_other: Duration,
     pub offerings: usize,
     pub providers: usize,
     pub nodes: usize,
@@ -103,7 +109,7 @@ pub fn run(cfg: &MatchingConfig, rt: &tokio::runtime::Runtime, peer: Option<&Clu
     let warm: Vec<&SearchQuery> = queries.iter().take(cfg.warm).collect();
 
     // In-process.
-    let (in_process, pages) = step(&format!("{} queries in-process", thousands(queries.len() as u64)), || {
+    let in_process = step(&format!("{} queries in-process", thousands(queries.len() as u64)), || {
         for q in &warm {
             world.ledger.search(q).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
@@ -117,11 +123,20 @@ pub fn run(cfg: &MatchingConfig, rt: &tokio::runtime::Runtime, peer: Option<&Clu
             matches += r.offers.len() as u64;
             pages.push(r.offers.iter().map(|o| o.offering_id).collect());
         }
-        Ok((Side { latencies: Latencies::new(samples), matches, mismatches: 0 }, pages))
+        Ok((samples, matches, pages))
     })?;
+    let (samples, matches, pages) = in_process;
+    let asks_gpu = |q: &SearchQuery| q.gpu_model.is_some() || q.min_gpus.unwrap_or(0) > 0;
+    let mut by_time: Vec<(Duration, bool)> = samples.iter().zip(&queries).map(|(d, q)| (*d, asks_gpu(q))).collect();
+    by_time.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let slowest = (queries.len() / 100).max(10).min(queries.len());
+    let slowest_gpu = (by_time.iter().take(slowest).filter(|(_, g)| *g).count(), slowest);
+    let median_of = |gpu: bool| Latencies::new(by_time.iter().filter(|(_, g)| *g == gpu).map(|(d, _)| *d).collect()).p50();
+    let (median_gpu, median_other) = (median_of(true), median_of(false));
+    let in_process = Side { latencies: Latencies::new(samples), matches, mismatches: 0 };
 
     // The service, from a snapshot of the same ledger.
-    let dir = tempfile::Builder::new().prefix("ledger-matching-").tempdir_in(&cfg.work_dir)?;
+    let dir = crate::cleanup::ScratchDir::new("ledger-matching-", &cfg.work_dir)?;
     let data = dir.path().join("ledger");
     let snapshot_bytes = step("writing the snapshot", || {
         dc_ledger::store::Store::create(&data, &world.ledger).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -164,6 +179,9 @@ pub fn run(cfg: &MatchingConfig, rt: &tokio::runtime::Runtime, peer: Option<&Clu
         providers: stats.providers as usize,
         nodes: stats.nodes as usize,
         queries: queries.len(),
+        slowest_gpu,
+        median_gpu,
+        median_other,
         build,
         in_process,
         service,
@@ -234,9 +252,9 @@ fn run_peer(cluster: &Cluster, world: &World, queries: &[SearchQuery], warm: usi
         db.batch_execute(
             "ALTER TABLE offerings ADD PRIMARY KEY (id);
              CREATE INDEX offerings_price ON offerings (price, reputation DESC, id);
-             CREATE INDEX offerings_kind ON offerings (confidential, gpu_model, region);
-             VACUUM ANALYZE offerings;",
+             CREATE INDEX offerings_kind ON offerings (confidential, gpu_model, region);",
         )?;
+        db.batch_execute("VACUUM ANALYZE offerings")?;
         Ok(())
     })?;
     let load = t.elapsed();
@@ -259,6 +277,25 @@ fn run_peer(cluster: &Cluster, world: &World, queries: &[SearchQuery], warm: usi
         Ok(Side { latencies: Latencies::new(samples), matches, mismatches })
     })?;
     let (rss_bytes, processes) = cluster.total_rss_bytes()?;
+    // For analysis: `DC_QA_EXPLAIN=N` prints the plans of the N slowest queries.
+    if let Some(n) = std::env::var("DC_QA_EXPLAIN").ok().and_then(|v| v.parse::<usize>().ok()) {
+        let mut timed: Vec<(std::time::Duration, usize)> = Vec::new();
+        for (i, q) in queries.iter().enumerate() {
+            let t = Instant::now();
+            pg_search(&mut db, q)?;
+            timed.push((t.elapsed(), i));
+        }
+        timed.sort();
+        for &(d, i) in timed.iter().rev().take(n) {
+            let (sql, params) = pg_query(&queries[i]);
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+            let plan = db.query(&format!("EXPLAIN (ANALYZE, BUFFERS) {sql}"), &refs)?;
+            eprintln!("\n-- query {i}, {d:?}: {:?}", queries[i]);
+            for row in plan {
+                eprintln!("{}", row.get::<_, String>(0));
+            }
+        }
+    }
     Ok(Peer { side, rss_bytes, processes, load, relation_bytes: relation_bytes as u64 })
 }
 

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context};
 
 use crate::cleanup;
-use crate::server::{children_of, vm_rss};
+use crate::server::{children_of, cpu_time, vm_rss};
 
 /// The user every benchmark connects as (`initdb -U bench --auth=trust`).
 pub const USER: &str = "bench";
@@ -42,8 +42,14 @@ pub fn version(bin_dir: &Path) -> String {
         .output()
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().rsplit_once(' ').map(|(_, v)| format!("PostgreSQL {v}")))
+        .and_then(|s| parse_version(&s))
         .unwrap_or_else(|| "PostgreSQL".into())
+}
+
+/// `pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> `PostgreSQL 15.18`.
+fn parse_version(text: &str) -> Option<String> {
+    let rest = text.split_once("(PostgreSQL)")?.1;
+    rest.split_whitespace().next().map(|v| format!("PostgreSQL {v}"))
 }
 
 /// Major version, as the table's column header shows it: `PostgreSQL 15`.
@@ -117,7 +123,11 @@ pub struct Cluster {
 
 impl Cluster {
     /// `initdb` and start a cluster in a new directory under `parent`.
-    pub fn start(bin_dir: &Path, parent: &Path) -> anyhow::Result<Cluster> {
+    /// `shared_buffers`: PostgreSQL's own cache (`128MB` is its default).
+    pub fn start(bin_dir: &Path, parent: &Path, shared_buffers: &str) -> anyhow::Result<Cluster> {
+        if shared_buffers.is_empty() || !shared_buffers.chars().all(|c| c.is_ascii_alphanumeric()) {
+            bail!("shared_buffers {shared_buffers:?}: expected a size like 128MB or 1GB");
+        }
         let root = tempfile::Builder::new().prefix("pg-").tempdir_in(parent).context("creating the cluster directory")?.keep();
         let as_postgres = running_as_root();
         let data = root.join("data");
@@ -145,7 +155,7 @@ impl Cluster {
             as_postgres,
         )?;
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -c synchronous_commit=on -c fsync=on -c unix_socket_directories={}",
+            "-c listen_addresses=127.0.0.1 -p {port} -c synchronous_commit=on -c fsync=on -c unix_socket_directories={} -c shared_buffers={shared_buffers}",
             sock.display()
         );
         cluster.stopped = false;
@@ -189,6 +199,17 @@ impl Cluster {
         Ok((total, pids.len()))
     }
 
+    /// CPU time of the whole server: the postmaster, its live children and
+    /// the children it has reaped (backends of closed connections).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let Ok(pm) = self.postmaster_pid() else { return Default::default() };
+        let mut total = cpu_time(pm, true).unwrap_or_default();
+        for c in children_of(pm) {
+            total += cpu_time(c, false).unwrap_or_default();
+        }
+        total
+    }
+
     /// Stops the server and deletes its directory.
     pub fn stop(&mut self) -> anyhow::Result<()> {
         if self.stopped {
@@ -221,5 +242,14 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.root);
             cleanup::cancel(self.ticket);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn versions() {
+        assert_eq!(super::parse_version("pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(), Some("PostgreSQL 15.18"));
+        assert_eq!(super::major("PostgreSQL 15.18"), "PostgreSQL 15");
     }
 }

@@ -106,6 +106,11 @@ impl LedgerProcess {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// Its CPU time so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.child.id(), false).unwrap_or_default()
+    }
+
     /// Whether it is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -140,4 +145,27 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&p| parent_of(p) == Some(pid))
         .collect()
+}
+
+/// CPU time of a process from `/proc/PID/stat`: user + system, plus the
+/// time of its children it has already reaped when `reaped_children`.
+pub fn cpu_time(pid: u32, reaped_children: bool) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime are fields 14-17 of the line, 12-15 here.
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    let mut ticks = field(11)? + field(12)?;
+    if reaped_children {
+        ticks += field(13)? + field(14)?;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// CPU time of this process (all threads).
+pub fn own_cpu_time() -> Duration {
+    cpu_time(std::process::id(), false).unwrap_or_default()
 }

@@ -19,7 +19,7 @@ use dc_ledger_client::LedgerClient;
 use dc_ledger_core::Account;
 
 use crate::pg::Cluster;
-use crate::server::LedgerProcess;
+use crate::server::{own_cpu_time, LedgerProcess};
 use crate::stats::Latencies;
 use crate::world::identity;
 
@@ -71,6 +71,10 @@ pub struct TransferRun {
     pub latencies: Latencies,
     /// The receivers' balances add up to every acknowledged transfer.
     pub verified: bool,
+    /// CPU used during the measured window by the server and by the
+    /// benchmark's own process (the clients).
+    pub server_cpu: Duration,
+    pub client_cpu: Duration,
 }
 
 impl TransferRun {
@@ -110,7 +114,7 @@ pub fn write_genesis(path: &Path, clients: usize) -> anyhow::Result<()> {
 
 /// Runs our side: starts `ledger_bin` on a fresh directory and drives it.
 pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result<TransferRun> {
-    let dir = tempfile::Builder::new().prefix("ledger-transfers-").tempdir_in(&cfg.work_dir)?;
+    let dir = crate::cleanup::ScratchDir::new("ledger-transfers-", &cfg.work_dir)?;
     let genesis = dir.path().join("genesis.toml");
     write_genesis(&genesis, cfg.clients)?;
     let data = dir.path().join("ledger");
@@ -131,6 +135,7 @@ pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result
     for w in warm {
         w.await?.map_err(|e| anyhow::anyhow!("warm-up transfer: {e}; ledger log:\n{}", server.log_tail()))?;
     }
+    let (server_cpu0, client_cpu0) = (server.cpu_time(), own_cpu_time());
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let mut tasks = Vec::with_capacity(cfg.clients);
@@ -169,10 +174,12 @@ pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result
         workers.push(t.await?);
     }
     let elapsed = start.elapsed();
+    let (server_cpu, client_cpu) = (server.cpu_time().saturating_sub(server_cpu0), own_cpu_time().saturating_sub(client_cpu0));
     if !server.is_running() {
         bail!("dc-ledger stopped during the run; log:\n{}", server.log_tail());
     }
     let mut run = merge(workers, elapsed);
+    (run.server_cpu, run.client_cpu) = (server_cpu, client_cpu);
     // Every acknowledged transfer (and the warm-up ones) must be in the ledger.
     let reader = LedgerClient::connect(&server.url, None).await?;
     let received: u64 = match cfg.receivers {
@@ -201,7 +208,16 @@ fn merge(workers: Vec<Worker>, elapsed: Duration) -> TransferRun {
         }
         samples.extend(w.samples);
     }
-    TransferRun { transfers: ok, errors, first_error, elapsed, latencies: Latencies::new(samples), verified: false }
+    TransferRun {
+        transfers: ok,
+        errors,
+        first_error,
+        elapsed,
+        latencies: Latencies::new(samples),
+        verified: false,
+        server_cpu: Duration::ZERO,
+        client_cpu: Duration::ZERO,
+    }
 }
 
 /// Account ids in the peer: clients `1..=C`, own receivers `C+1..=2C`, the
@@ -225,10 +241,12 @@ pub fn pg_setup(cluster: &Cluster, clients: usize) -> anyhow::Result<()> {
     let funds = FUNDS_E9S as i64;
     let total = 2 * clients as i64 + 1;
     db.execute(
-        "INSERT INTO accounts (id, balance) SELECT g, CASE WHEN g <= $1 THEN $2 ELSE 0 END FROM generate_series(1, $3) g",
+        "INSERT INTO accounts (id, balance) SELECT g, CASE WHEN g <= $1::bigint THEN $2::bigint ELSE 0 END FROM generate_series(1::bigint, $3::bigint) g",
         &[&(clients as i64), &funds, &total],
     )?;
-    db.batch_execute("VACUUM ANALYZE accounts; CHECKPOINT;")?;
+    // Separate calls: VACUUM cannot run inside the implicit transaction of a batch.
+    db.batch_execute("VACUUM ANALYZE accounts")?;
+    db.batch_execute("CHECKPOINT")?;
     Ok(())
 }
 
@@ -290,6 +308,7 @@ pub fn run_peer(cluster: &Cluster, cfg: &TransferConfig) -> anyhow::Result<Trans
         }));
     }
     ready.wait();
+    let (server_cpu0, client_cpu0) = (cluster.cpu_time(), own_cpu_time());
     let start = Instant::now();
     *start_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(start);
     go.wait();
@@ -298,7 +317,12 @@ pub fn run_peer(cluster: &Cluster, cfg: &TransferConfig) -> anyhow::Result<Trans
         workers.push(t.join().map_err(|_| anyhow::anyhow!("a PostgreSQL client thread panicked"))??);
     }
     let elapsed = start.elapsed();
+    let client_cpu = own_cpu_time().saturating_sub(client_cpu0);
+    // Backends of the closed connections exit and are reaped: let that happen.
+    std::thread::sleep(Duration::from_millis(300));
+    let server_cpu = cluster.cpu_time().saturating_sub(server_cpu0);
     let mut run = merge(workers, elapsed);
+    (run.server_cpu, run.client_cpu) = (server_cpu, client_cpu);
     let mut db = cluster.connect()?;
     let first_receiver = cfg.clients as i64 + 1;
     let row = db.query_one("SELECT COALESCE(SUM(balance), 0)::bigint FROM accounts WHERE id >= $1", &[&first_receiver])?;
@@ -319,7 +343,7 @@ struct PgStatements {
 impl PgStatements {
     fn prepare(db: &mut postgres::Client) -> anyhow::Result<Self> {
         Ok(PgStatements {
-            debit: db.prepare("UPDATE accounts SET balance = balance - $1 - $2 WHERE id = $3 AND balance >= $1 + $2")?,
+            debit: db.prepare("UPDATE accounts SET balance = balance - $1::bigint - $2::bigint WHERE id = $3 AND balance >= $1::bigint + $2::bigint")?,
             credit: db.prepare("UPDATE accounts SET balance = balance + $1 WHERE id = $2")?,
             log: db.prepare("INSERT INTO transfers (from_id, to_id, amount, fee) VALUES ($1, $2, $3, $4)")?,
         })

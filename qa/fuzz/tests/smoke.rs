@@ -52,7 +52,7 @@ proptest! {
 
     #[test]
     fn snapshot_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
-        let mut prefixed = b"DCLEDG01".to_vec();
+        let mut prefixed = b"DCLEDG02".to_vec();
         prefixed.extend(&data);
         dc_fuzz::snapshot(&prefixed);
         dc_fuzz::snapshot(&data);
