@@ -24,9 +24,10 @@ cleanup() {
 trap cleanup EXIT
 cd "$work"
 
-step "Three identities: a developer, a provider and the DAO treasury"
+step "Identities: a developer, a provider, the provider's node and the DAO treasury"
 run dcctl identity new --out developer.pem
 run dcctl identity new --out provider.pem
+run dcctl identity new --out node.pem
 run dcctl identity new --out treasury.pem
 dev=$(dcctl --identity developer.pem identity show)
 prov=$(dcctl --identity provider.pem identity show)
@@ -73,7 +74,55 @@ set -e
 echo "exit code $code (1 = refused by the ledger)"
 run dcctl balance "$prov" --json
 
+step "The provider registers (5 DCT fee) and delegates to its node"
+run dcctl --identity provider.pem provider register --name "Demo Cloud GmbH" --jurisdiction DE --email ops@demo.example --website https://demo.example
+cat > node.toml <<TOML
+cpu_model = "AMD EPYC 9654"
+vcpus = 32
+ram_gib = 128
+storage_gib = 2000
+bandwidth_mbps = 10000
+confidential = "sev-snp"
+region = "eu-central"
+country = "DE"
+TOML
+run dcctl --identity provider.pem node register --node-identity node.pem --file node.toml
+node=$(dcctl --identity node.pem identity show)
+
+step "Two offerings on that node"
+for spec in "small 2 4 none 100000000" "confidential 8 32 sev-snp 400000000"; do
+  set -- $spec
+  cat > "offering-$1.toml" <<TOML
+name = "$1"
+node = "$node"
+price_e9s_per_hour = $5
+min_hours = 1
+max_hours = 720
+confidential = "$4"
+region = "eu-central"
+country = "DE"
+
+[resources]
+vcpus = $2
+ram_gib = $3
+storage_gib = 100
+bandwidth_mbps = 1000
+TOML
+  run dcctl --identity provider.pem offering add --file "offering-$1.toml"
+done
+
+step "The developer searches and rents the best confidential offer for 24 hours"
+run dcctl offers search
+run dcctl offers search --confidential sev-snp --min-vcpus 4
+run dcctl --identity developer.pem rent --best --confidential sev-snp --min-vcpus 4 --hours 24
+run dcctl contract show 0
+
+step "The developer cancels before the node provisioned it: a full refund"
+run dcctl --identity developer.pem cancel 0
+run dcctl --identity developer.pem balance
+run dcctl reputation "$prov"
+
 step "Ledger totals"
 run curl -s "$DC_LEDGER/api/v1/status"
 echo
-step "Done: every acknowledged change is in $work/ledger/journal.log, fsynced before the reply"
+step "Done: every acknowledged change was journaled and fsynced before its reply (KEEP=1 keeps $work)"
