@@ -333,7 +333,7 @@ impl Reference {
         hits.sort_by(|a, b| {
             a.0.spec.price_e9s_per_hour.cmp(&b.0.spec.price_e9s_per_hour).then(b.1.cmp(&a.1)).then(a.0.id.cmp(&b.0.id))
         });
-        let offers: Vec<OfferMatch> = hits.iter().skip(offset).take(limit).map(|(o, rep, _)| offer_match(o, *rep)).collect();
+        let offers: Vec<OfferMatch> = hits.iter().skip(offset).take(limit).map(|(o, rep, _)| OfferMatch::new(o, *rep)).collect();
         let next_offset = (offers.len() == limit).then_some((offset + offers.len()) as u64);
         SearchResult { offers, next_offset }
     }
@@ -343,35 +343,15 @@ impl Reference {
 fn has_room(node: &NodeInfo, s: &OfferingSpec) -> bool {
     let c = &node.capabilities;
     let r = &node.reserved;
-    let (gpus, total) = match &s.gpu {
-        Some(g) => (g.count, c.gpus.iter().filter(|n| n.model.eq_ignore_ascii_case(&g.model)).map(|n| n.count).sum()),
-        None => (0, 0),
+    // GPU capacity is per model.
+    let (gpus, total, taken) = match &s.gpu {
+        Some(g) => (g.count, c.gpus.iter().filter(|n| n.model.eq_ignore_ascii_case(&g.model)).map(|n| n.count).sum(), node.reserved_gpus(&g.model)),
+        None => (0, 0, 0),
     };
     !node.revoked
         && r.vcpus + s.vcpus <= c.vcpus
         && r.ram_gib + s.ram_gib <= c.ram_gib
         && r.storage_gib + s.storage_gib <= c.storage_gib
-        && (gpus == 0 || r.gpus + gpus <= total)
+        && (gpus == 0 || taken + gpus <= total)
 }
 
-fn offer_match(o: &Offering, rep: u64) -> OfferMatch {
-    let s = &o.spec;
-    OfferMatch {
-        offering_id: o.id,
-        provider: o.provider,
-        node: s.node,
-        name: s.name.clone(),
-        price_e9s_per_hour: s.price_e9s_per_hour,
-        vcpus: s.vcpus,
-        ram_gib: s.ram_gib,
-        storage_gib: s.storage_gib,
-        bandwidth_mbps: s.bandwidth_mbps,
-        confidential: s.confidential,
-        gpu: s.gpu.clone(),
-        region: s.region.clone(),
-        country: s.country.clone(),
-        min_hours: s.min_hours,
-        max_hours: s.max_hours,
-        provider_reputation: rep,
-    }
-}

@@ -459,32 +459,10 @@ impl Ledger {
             .into_iter()
             .skip(offset)
             .take(limit as usize)
-            .filter_map(|(_, rep, id)| self.market.offerings.get(&id).map(|o| offer_match(o, rep)))
+            .filter_map(|(_, rep, id)| self.market.offerings.get(&id).map(|o| OfferMatch::new(o, rep)))
             .collect::<Vec<_>>();
         let next_offset = (more || offers.len() == limit as usize).then(|| (offset + offers.len()) as u64);
         Ok(SearchResult { offers, next_offset })
-    }
-}
-
-fn offer_match(o: &Offering, provider_reputation: u64) -> OfferMatch {
-    let s = &o.spec;
-    OfferMatch {
-        offering_id: o.id,
-        provider: o.provider,
-        node: s.node,
-        name: s.name.clone(),
-        price_e9s_per_hour: s.price_e9s_per_hour,
-        vcpus: s.vcpus,
-        ram_gib: s.ram_gib,
-        storage_gib: s.storage_gib,
-        bandwidth_mbps: s.bandwidth_mbps,
-        confidential: s.confidential,
-        gpu: s.gpu.clone(),
-        region: s.region.clone(),
-        country: s.country.clone(),
-        min_hours: s.min_hours,
-        max_hours: s.max_hours,
-        provider_reputation,
     }
 }
 

@@ -399,6 +399,31 @@ pub struct OfferMatch {
     pub provider_reputation: u64,
 }
 
+impl OfferMatch {
+    /// The offer an offering makes, with its provider's current reputation.
+    pub fn new(o: &Offering, provider_reputation: u64) -> Self {
+        let s = &o.spec;
+        OfferMatch {
+            offering_id: o.id,
+            provider: o.provider,
+            node: s.node,
+            name: s.name.clone(),
+            price_e9s_per_hour: s.price_e9s_per_hour,
+            vcpus: s.vcpus,
+            ram_gib: s.ram_gib,
+            storage_gib: s.storage_gib,
+            bandwidth_mbps: s.bandwidth_mbps,
+            confidential: s.confidential,
+            gpu: s.gpu.clone(),
+            region: s.region.clone(),
+            country: s.country.clone(),
+            min_hours: s.min_hours,
+            max_hours: s.max_hours,
+            provider_reputation,
+        }
+    }
+}
+
 /// A page of ranked offers.
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct SearchResult {
