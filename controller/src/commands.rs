@@ -2,18 +2,13 @@
 
 use std::path::PathBuf;
 
-use candid::Principal;
 use dc_identity::Identity;
 use dc_ledger_core::Account;
 use serde_json::json;
 
 use crate::exit::CliError;
 use crate::output::{format_dct, object};
-use crate::Context;
-
-fn parse_principal(what: &str, text: &str) -> Result<Principal, CliError> {
-    Principal::from_text(text).map_err(|e| CliError::usage(format!("{what} {text:?} is not a principal: {e}")))
-}
+use crate::{parse_principal, Context};
 
 /// `dcctl identity new [--out FILE]`
 pub fn identity_new(ctx: &Context, out: Option<PathBuf>) -> Result<(), CliError> {
@@ -37,10 +32,7 @@ pub fn identity_show(ctx: &Context) -> Result<(), CliError> {
 
 /// `dcctl balance [PRINCIPAL]`
 pub async fn balance(ctx: &Context, who: Option<&str>) -> Result<(), CliError> {
-    let principal = match who {
-        Some(text) => parse_principal("principal", text)?,
-        None => ctx.load_identity()?.principal(),
-    };
+    let principal = ctx.principal_or_self("principal", who)?;
     let client = ctx.client().await?;
     let balance = client.balance_of(principal).await?;
     ctx.out.print(object([("principal", json!(principal.to_text())), ("balance_e9s", json!(balance))]), || {

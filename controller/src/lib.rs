@@ -32,7 +32,20 @@ pub fn default_identity_path() -> PathBuf {
     base.join("dcctl").join("identity.pem")
 }
 
+/// Parses a principal given on the command line; `what` names the argument.
+pub fn parse_principal(what: &str, text: &str) -> Result<candid::Principal, CliError> {
+    candid::Principal::from_text(text).map_err(|e| CliError::usage(format!("{what} {text:?} is not a principal: {e}")))
+}
+
 impl Context {
+    /// The principal given as `what`, or the identity's own when none was given.
+    pub fn principal_or_self(&self, what: &str, given: Option<&str>) -> Result<candid::Principal, CliError> {
+        match given {
+            Some(text) => parse_principal(what, text),
+            None => Ok(self.load_identity()?.principal()),
+        }
+    }
+
     /// The identity file in use.
     pub fn identity_file(&self) -> PathBuf {
         self.identity_path.clone().unwrap_or_else(default_identity_path)

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use candid::Principal;
 use dc_identity::{Delegation, Identity, Permission};
 use dc_ledger_core::{Account, Confidential, Contract, OfferMatch, ProviderProfile, RegisterNodeArgs, SearchQuery};
 use serde_json::{json, Value};
@@ -12,11 +11,7 @@ use crate::cli::{ApproveArgs, Filters, RateArgs, RentArgs};
 use crate::exit::CliError;
 use crate::files;
 use crate::output::{format_dct, object, table};
-use crate::Context;
-
-fn principal(what: &str, text: &str) -> Result<Principal, CliError> {
-    Principal::from_text(text).map_err(|e| CliError::usage(format!("{what} {text:?} is not a principal: {e}")))
-}
+use crate::{parse_principal, Context};
 
 fn read_file(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| CliError::local(format!("{}: {e}", path.display())))
@@ -128,7 +123,7 @@ fn contract_text(c: &Contract) -> String {
 
 /// `dcctl approve`
 pub async fn approve(ctx: &Context, a: ApproveArgs) -> Result<(), CliError> {
-    let spender = principal("--spender", &a.spender)?;
+    let spender = parse_principal("--spender", &a.spender)?;
     let client = ctx.signed_client().await?;
     let expires = a.expires_at_secs.map(|s| s.saturating_mul(1_000_000_000));
     let block = client.approve(Account::of(spender), a.amount_e9s, a.expected_allowance_e9s, expires).await?;
@@ -149,10 +144,7 @@ pub async fn provider_register(ctx: &Context, name: String, jurisdiction: String
 
 /// `dcctl provider show [PRINCIPAL]`
 pub async fn provider_show(ctx: &Context, who: Option<&str>) -> Result<(), CliError> {
-    let p = match who {
-        Some(t) => principal("principal", t)?,
-        None => ctx.load_identity()?.principal(),
-    };
+    let p = ctx.principal_or_self("principal", who)?;
     let client = ctx.client().await?;
     let info = client.provider(p).await?.ok_or_else(|| CliError::refused(format!("{p} is not a registered provider")))?;
     let v = json!({
@@ -201,7 +193,7 @@ pub async fn node_register(ctx: &Context, node_key: &Path, file: &Path, valid_da
 
 /// `dcctl node revoke NODE`
 pub async fn node_revoke(ctx: &Context, node: &str) -> Result<(), CliError> {
-    let n = principal("node", node)?;
+    let n = parse_principal("node", node)?;
     ctx.signed_client().await?.revoke_node(n).await?;
     ctx.out.print(object([("node", json!(n.to_text())), ("revoked", json!(true))]), || format!("revoked node {n}"));
     Ok(())
@@ -209,7 +201,7 @@ pub async fn node_revoke(ctx: &Context, node: &str) -> Result<(), CliError> {
 
 /// `dcctl node show NODE`
 pub async fn node_show(ctx: &Context, node: &str) -> Result<(), CliError> {
-    let n = principal("node", node)?;
+    let n = parse_principal("node", node)?;
     let info = ctx.client().await?.node(n).await?.ok_or_else(|| CliError::refused(format!("{n} is not a registered node")))?;
     let c = &info.capabilities;
     let v = json!({
@@ -247,10 +239,7 @@ pub async fn offering_add(ctx: &Context, file: &Path) -> Result<(), CliError> {
 
 /// `dcctl offering list [--provider P]`
 pub async fn offering_list(ctx: &Context, provider: Option<&str>) -> Result<(), CliError> {
-    let p = match provider {
-        Some(t) => principal("--provider", t)?,
-        None => ctx.load_identity()?.principal(),
-    };
+    let p = ctx.principal_or_self("--provider", provider)?;
     let client = ctx.client().await?;
     let info = client.provider(p).await?.ok_or_else(|| CliError::refused(format!("{p} is not a registered provider")))?;
     let mut offerings = Vec::new();
@@ -384,10 +373,7 @@ pub async fn contract_show(ctx: &Context, id: u64) -> Result<(), CliError> {
 
 /// `dcctl contract list`
 pub async fn contract_list(ctx: &Context, party: Option<&str>, limit: u32) -> Result<(), CliError> {
-    let p = match party {
-        Some(t) => principal("--party", t)?,
-        None => ctx.load_identity()?.principal(),
-    };
+    let p = ctx.principal_or_self("--party", party)?;
     if limit == 0 || limit > 1_000 {
         return Err(CliError::usage("--limit must be between 1 and 1000"));
     }
@@ -448,7 +434,7 @@ pub async fn cancel(ctx: &Context, id: u64) -> Result<(), CliError> {
 
 /// `dcctl reputation PRINCIPAL`
 pub async fn reputation(ctx: &Context, who: &str) -> Result<(), CliError> {
-    let p = principal("principal", who)?;
+    let p = parse_principal("principal", who)?;
     let r = ctx.client().await?.reputation(p).await?;
     ctx.out.print(object([("principal", json!(p.to_text())), ("reputation", json!(r))]), || format!("{p}: reputation {r}"));
     Ok(())
@@ -456,7 +442,7 @@ pub async fn reputation(ctx: &Context, who: &str) -> Result<(), CliError> {
 
 /// `dcctl rate PRINCIPAL --spend N --reason TEXT`
 pub async fn rate(ctx: &Context, r: RateArgs) -> Result<(), CliError> {
-    let target = principal("principal", &r.principal)?;
+    let target = parse_principal("principal", &r.principal)?;
     if r.spend == 0 {
         return Err(CliError::usage("--spend must be positive"));
     }
