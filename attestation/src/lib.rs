@@ -1,0 +1,1 @@
+//! Attestation evidence verification and launch-measurement prediction.
