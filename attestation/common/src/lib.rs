@@ -5,6 +5,8 @@
 //! verifier never stops at the first failure when later checks can still say
 //! something useful, so a developer sees every reason at once.
 
+pub mod fetch;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha512};
 
