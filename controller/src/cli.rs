@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::exit::CliError;
-use crate::{commands, market, Context};
+use crate::{attest, commands, market, Context};
 
 const AFTER_HELP: &str = "\
 Amounts are integers in e9s (1 DCT = 1,000,000,000 e9s). Principals are in the
@@ -30,7 +30,12 @@ Examples:
 pub struct Cli {
     /// Ledger to talk to: the local service (http://127.0.0.1:PORT) or the
     /// canister (ic://CANISTER_ID?url=REPLICA_URL).
-    #[arg(long, global = true, env = "DC_LEDGER", default_value = "http://127.0.0.1:8470")]
+    #[arg(
+        long,
+        global = true,
+        env = "DC_LEDGER",
+        default_value = "http://127.0.0.1:8470"
+    )]
     pub ledger: String,
     /// Identity key file (PKCS#8 PEM, as `dfx identity export` writes).
     /// Default: $XDG_CONFIG_HOME/dcctl/identity.pem or ~/.config/dcctl/identity.pem.
@@ -95,6 +100,12 @@ pub enum Command {
     },
     /// Spend your reputation to lower a contract counterparty's, publicly.
     Rate(RateArgs),
+    /// Verify attestation evidence (SEV-SNP, TDX, NVIDIA H100, or a bundle) before trusting a VM.
+    #[command(subcommand, after_help = attest::VERIFY_AFTER_HELP)]
+    Verify(attest::VerifyCmd),
+    /// Predict launch measurements from images or a document of hashes (for auditors).
+    #[command(subcommand)]
+    Measure(attest::MeasureCmd),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -327,31 +338,61 @@ pub struct RateArgs {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
-    let ctx = Context { ledger_url: cli.ledger, identity_path: cli.identity, out: crate::output::Output::new(cli.json) };
+    let ctx = Context {
+        ledger_url: cli.ledger,
+        identity_path: cli.identity,
+        out: crate::output::Output::new(cli.json),
+    };
     match cli.command {
         Command::Identity(IdentityCmd::New { out }) => commands::identity_new(&ctx, out),
         Command::Identity(IdentityCmd::Show) => commands::identity_show(&ctx),
         Command::Balance { principal } => commands::balance(&ctx, principal.as_deref()).await,
         Command::Transfer(t) => commands::transfer(&ctx, &t.to, t.amount_e9s, t.memo).await,
         Command::Approve(a) => market::approve(&ctx, a).await,
-        Command::Provider(ProviderCmd::Register { name, jurisdiction, email, website }) => {
-            market::provider_register(&ctx, name, jurisdiction, email, website).await
+        Command::Provider(ProviderCmd::Register {
+            name,
+            jurisdiction,
+            email,
+            website,
+        }) => market::provider_register(&ctx, name, jurisdiction, email, website).await,
+        Command::Provider(ProviderCmd::Show { principal }) => {
+            market::provider_show(&ctx, principal.as_deref()).await
         }
-        Command::Provider(ProviderCmd::Show { principal }) => market::provider_show(&ctx, principal.as_deref()).await,
-        Command::Node(NodeCmd::Register { node_identity, file, valid_days }) => market::node_register(&ctx, &node_identity, &file, valid_days).await,
+        Command::Node(NodeCmd::Register {
+            node_identity,
+            file,
+            valid_days,
+        }) => market::node_register(&ctx, &node_identity, &file, valid_days).await,
         Command::Node(NodeCmd::Revoke { node }) => market::node_revoke(&ctx, &node).await,
         Command::Node(NodeCmd::Show { node }) => market::node_show(&ctx, &node).await,
         Command::Offering(OfferingCmd::Add { file }) => market::offering_add(&ctx, &file).await,
-        Command::Offering(OfferingCmd::List { provider }) => market::offering_list(&ctx, provider.as_deref()).await,
+        Command::Offering(OfferingCmd::List { provider }) => {
+            market::offering_list(&ctx, provider.as_deref()).await
+        }
         Command::Offering(OfferingCmd::Remove { id }) => market::offering_remove(&ctx, id).await,
-        Command::Offers(OffersCmd::Search { filters, hours, limit, offset }) => market::offers_search(&ctx, &filters, hours, limit, offset).await,
+        Command::Offers(OffersCmd::Search {
+            filters,
+            hours,
+            limit,
+            offset,
+        }) => market::offers_search(&ctx, &filters, hours, limit, offset).await,
         Command::Rent(r) => market::rent(&ctx, r).await,
         Command::Contract(ContractCmd::Show { id }) => market::contract_show(&ctx, id).await,
-        Command::Contract(ContractCmd::List { party, limit }) => market::contract_list(&ctx, party.as_deref(), limit).await,
+        Command::Contract(ContractCmd::List { party, limit }) => {
+            market::contract_list(&ctx, party.as_deref(), limit).await
+        }
         Command::Extend { id, hours } => market::extend(&ctx, id, hours).await,
         Command::Cancel { id } => market::cancel(&ctx, id).await,
         Command::Reputation { principal } => market::reputation(&ctx, &principal).await,
         Command::Rate(r) => market::rate(&ctx, r).await,
+        Command::Verify(attest::VerifyCmd::Snp(a)) => attest::verify_snp(ctx.out, a).await,
+        Command::Verify(attest::VerifyCmd::Tdx(a)) => attest::verify_tdx(ctx.out, a).await,
+        Command::Verify(attest::VerifyCmd::Nvidia(a)) => attest::verify_nvidia(ctx.out, a).await,
+        Command::Verify(attest::VerifyCmd::Evidence(a)) => {
+            attest::verify_evidence(ctx.out, a).await
+        }
+        Command::Measure(attest::MeasureCmd::Snp(a)) => attest::measure_snp(ctx.out, a),
+        Command::Measure(attest::MeasureCmd::Tdx(a)) => attest::measure_tdx(ctx.out, a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "dcctl", &mut std::io::stdout());

@@ -13,11 +13,21 @@ use crate::{parse_principal, Context};
 /// `dcctl identity new [--out FILE]`
 pub fn identity_new(ctx: &Context, out: Option<PathBuf>) -> Result<(), CliError> {
     let path = out.unwrap_or_else(|| ctx.identity_file());
-    let id = Identity::create_file(&path).map_err(|e| CliError::local(format!("{}: {e}", path.display())))?;
+    let id = Identity::create_file(&path)
+        .map_err(|e| CliError::local(format!("{}: {e}", path.display())))?;
     let principal = id.principal().to_text();
-    ctx.out.print(object([("principal", json!(principal)), ("path", json!(path.display().to_string()))]), || {
-        format!("created {} (mode 0600)\nprincipal: {principal}", path.display())
-    });
+    ctx.out.print(
+        object([
+            ("principal", json!(principal)),
+            ("path", json!(path.display().to_string())),
+        ]),
+        || {
+            format!(
+                "created {} (mode 0600)\nprincipal: {principal}",
+                path.display()
+            )
+        },
+    );
     Ok(())
 }
 
@@ -26,7 +36,10 @@ pub fn identity_show(ctx: &Context) -> Result<(), CliError> {
     let id = ctx.load_identity()?;
     let principal = id.principal().to_text();
     let path = ctx.identity_file().display().to_string();
-    ctx.out.print(object([("principal", json!(principal)), ("path", json!(path))]), || principal.clone());
+    ctx.out.print(
+        object([("principal", json!(principal)), ("path", json!(path))]),
+        || principal.clone(),
+    );
     Ok(())
 }
 
@@ -35,14 +48,23 @@ pub async fn balance(ctx: &Context, who: Option<&str>) -> Result<(), CliError> {
     let principal = ctx.principal_or_self("principal", who)?;
     let client = ctx.client().await?;
     let balance = client.balance_of(principal).await?;
-    ctx.out.print(object([("principal", json!(principal.to_text())), ("balance_e9s", json!(balance))]), || {
-        format!("{principal}: {} ({balance} e9s)", format_dct(balance))
-    });
+    ctx.out.print(
+        object([
+            ("principal", json!(principal.to_text())),
+            ("balance_e9s", json!(balance)),
+        ]),
+        || format!("{principal}: {} ({balance} e9s)", format_dct(balance)),
+    );
     Ok(())
 }
 
 /// `dcctl transfer --to PRINCIPAL --amount-e9s N [--memo TEXT]`
-pub async fn transfer(ctx: &Context, to: &str, amount_e9s: u64, memo: Option<String>) -> Result<(), CliError> {
+pub async fn transfer(
+    ctx: &Context,
+    to: &str,
+    amount_e9s: u64,
+    memo: Option<String>,
+) -> Result<(), CliError> {
     let to = parse_principal("--to", to)?;
     if amount_e9s == 0 {
         return Err(CliError::usage("--amount-e9s must be positive"));
@@ -54,7 +76,11 @@ pub async fn transfer(ctx: &Context, to: &str, amount_e9s: u64, memo: Option<Str
     let client = ctx.signed_client().await?;
     let block = client.transfer(Account::of(to), amount_e9s, memo).await?;
     ctx.out.print(
-        object([("block", json!(block)), ("to", json!(to.to_text())), ("amount_e9s", json!(amount_e9s))]),
+        object([
+            ("block", json!(block)),
+            ("to", json!(to.to_text())),
+            ("amount_e9s", json!(amount_e9s)),
+        ]),
         || format!("sent {} to {to} in block {block}", format_dct(amount_e9s)),
     );
     Ok(())

@@ -23,17 +23,26 @@ pub struct CliError {
 impl CliError {
     /// A local problem.
     pub fn local(message: impl Into<String>) -> Self {
-        CliError { code: LOCAL, message: message.into() }
+        CliError {
+            code: LOCAL,
+            message: message.into(),
+        }
     }
 
     /// Bad usage.
     pub fn usage(message: impl Into<String>) -> Self {
-        CliError { code: USAGE, message: message.into() }
+        CliError {
+            code: USAGE,
+            message: message.into(),
+        }
     }
 
     /// A refusal.
     pub fn refused(message: impl Into<String>) -> Self {
-        CliError { code: REFUSED, message: message.into() }
+        CliError {
+            code: REFUSED,
+            message: message.into(),
+        }
     }
 }
 
@@ -42,11 +51,18 @@ impl From<ClientError> for CliError {
         let code = match &e {
             ClientError::BadUrl { .. } => USAGE,
             ClientError::NoIdentity(_) => LOCAL,
-            ClientError::Unreachable { .. } | ClientError::Decode { .. } | ClientError::Agent(_) => UNREACHABLE,
+            ClientError::Unreachable { .. }
+            | ClientError::Decode { .. }
+            | ClientError::Agent(_) => UNREACHABLE,
             ClientError::Rejected { status, .. } if *status >= 500 => UNREACHABLE,
-            ClientError::Rejected { .. } | ClientError::Ledger(_) | ClientError::Transfer(_) => REFUSED,
+            ClientError::Rejected { .. } | ClientError::Ledger(_) | ClientError::Transfer(_) => {
+                REFUSED
+            }
         };
-        CliError { code, message: e.to_string() }
+        CliError {
+            code,
+            message: e.to_string(),
+        }
     }
 }
 

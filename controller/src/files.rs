@@ -110,28 +110,47 @@ fn field_err(path: &str, field: &str, reason: impl std::fmt::Display) -> String 
 }
 
 fn confidential(path: &str, value: &str) -> Result<Confidential, String> {
-    value.parse().map_err(|e| field_err(path, "confidential", e))
+    value
+        .parse()
+        .map_err(|e| field_err(path, "confidential", e))
 }
 
 fn country(path: &str, value: &str) -> Result<String, String> {
     if value.len() == 2 && value.bytes().all(|b| b.is_ascii_alphabetic()) {
         Ok(value.to_ascii_uppercase())
     } else {
-        Err(field_err(path, "country", format!("expected a two-letter ISO 3166-1 code like \"DE\", found {value:?}")))
+        Err(field_err(
+            path,
+            "country",
+            format!("expected a two-letter ISO 3166-1 code like \"DE\", found {value:?}"),
+        ))
     }
 }
 
 fn parse_toml<T: for<'de> Deserialize<'de>>(path: &str, text: &str) -> Result<T, String> {
     toml::from_str(text).map_err(|e| {
         // toml's message names the key or line; keep it on one line.
-        format!("{path}: {}", e.to_string().replace('\n', " ").split_whitespace().collect::<Vec<_>>().join(" "))
+        format!(
+            "{path}: {}",
+            e.to_string()
+                .replace('\n', " ")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
     })
 }
 
 /// Parses `OFFERING.toml`.
 pub fn parse_offering(path: &str, text: &str) -> Result<OfferingSpec, String> {
     let f: OfferingFile = parse_toml(path, text)?;
-    let node = Principal::from_text(&f.node).map_err(|e| field_err(path, "node", format!("{:?} is not a principal: {e}", f.node)))?;
+    let node = Principal::from_text(&f.node).map_err(|e| {
+        field_err(
+            path,
+            "node",
+            format!("{:?} is not a principal: {e}", f.node),
+        )
+    })?;
     if f.name.trim().is_empty() {
         return Err(field_err(path, "name", "must not be empty"));
     }
@@ -142,7 +161,11 @@ pub fn parse_offering(path: &str, text: &str) -> Result<OfferingSpec, String> {
         return Err(field_err(path, "min_hours", "must be at least 1"));
     }
     if f.max_hours < f.min_hours {
-        return Err(field_err(path, "max_hours", format!("{} is below min_hours {}", f.max_hours, f.min_hours)));
+        return Err(field_err(
+            path,
+            "max_hours",
+            format!("{} is below min_hours {}", f.max_hours, f.min_hours),
+        ));
     }
     if f.resources.vcpus == 0 {
         return Err(field_err(path, "resources.vcpus", "must be at least 1"));
@@ -168,7 +191,11 @@ pub fn parse_offering(path: &str, text: &str) -> Result<OfferingSpec, String> {
         ram_gib: f.resources.ram_gib,
         storage_gib: f.resources.storage_gib,
         bandwidth_mbps: f.resources.bandwidth_mbps,
-        gpu: f.gpu.map(|g| GpuSpec { model: g.model, count: g.count, memory_gib: g.memory_gib }),
+        gpu: f.gpu.map(|g| GpuSpec {
+            model: g.model,
+            count: g.count,
+            memory_gib: g.memory_gib,
+        }),
         confidential: confidential(path, &f.confidential)?,
         region: f.region,
         country: country(path, &f.country)?,
@@ -193,7 +220,15 @@ pub fn parse_node(path: &str, text: &str) -> Result<NodeCapabilities, String> {
         ram_gib: f.ram_gib,
         storage_gib: f.storage_gib,
         bandwidth_mbps: f.bandwidth_mbps,
-        gpus: f.gpus.into_iter().map(|g| GpuSpec { model: g.model, count: g.count, memory_gib: g.memory_gib }).collect(),
+        gpus: f
+            .gpus
+            .into_iter()
+            .map(|g| GpuSpec {
+                model: g.model,
+                count: g.count,
+                memory_gib: g.memory_gib,
+            })
+            .collect(),
         confidential: confidential(path, &f.confidential)?,
         region: f.region,
         country: country(path, &f.country)?,
@@ -240,12 +275,24 @@ memory_gib = 80
     fn errors_name_the_field() {
         let cases = [
             (OFFERING.replace("2vxsx-fae", "nope"), "node"),
-            (OFFERING.replace("max_hours = 720", "max_hours = 0"), "max_hours"),
+            (
+                OFFERING.replace("max_hours = 720", "max_hours = 0"),
+                "max_hours",
+            ),
             (OFFERING.replace("\"sev-snp\"", "\"sgx\""), "confidential"),
-            (OFFERING.replace("country = \"de\"", "country = \"Germany\""), "country"),
-            (OFFERING.replace("vcpus = 4", "vcpus = 0"), "resources.vcpus"),
+            (
+                OFFERING.replace("country = \"de\"", "country = \"Germany\""),
+                "country",
+            ),
+            (
+                OFFERING.replace("vcpus = 4", "vcpus = 0"),
+                "resources.vcpus",
+            ),
             (OFFERING.replace("count = 1", "count = 0"), "gpu.count"),
-            (OFFERING.replace("price_e9s_per_hour = 120000000", "price_e9s_per_hour = -1"), "price_e9s_per_hour"),
+            (
+                OFFERING.replace("price_e9s_per_hour = 120000000", "price_e9s_per_hour = -1"),
+                "price_e9s_per_hour",
+            ),
             (format!("{OFFERING}\ncolour = \"red\"\n"), "colour"),
             (OFFERING.replace("region = \"eu-central\"\n", ""), "region"),
         ];

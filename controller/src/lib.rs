@@ -1,6 +1,7 @@
 //! The library behind `dcctl`: command implementations, output formatting
 //! and exit codes. The binary only parses arguments.
 
+pub mod attest;
 pub mod cli;
 pub mod commands;
 pub mod exit;
@@ -34,12 +35,17 @@ pub fn default_identity_path() -> PathBuf {
 
 /// Parses a principal given on the command line; `what` names the argument.
 pub fn parse_principal(what: &str, text: &str) -> Result<candid::Principal, CliError> {
-    candid::Principal::from_text(text).map_err(|e| CliError::usage(format!("{what} {text:?} is not a principal: {e}")))
+    candid::Principal::from_text(text)
+        .map_err(|e| CliError::usage(format!("{what} {text:?} is not a principal: {e}")))
 }
 
 impl Context {
     /// The principal given as `what`, or the identity's own when none was given.
-    pub fn principal_or_self(&self, what: &str, given: Option<&str>) -> Result<candid::Principal, CliError> {
+    pub fn principal_or_self(
+        &self,
+        what: &str,
+        given: Option<&str>,
+    ) -> Result<candid::Principal, CliError> {
         match given {
             Some(text) => parse_principal(what, text),
             None => Ok(self.load_identity()?.principal()),
@@ -48,7 +54,9 @@ impl Context {
 
     /// The identity file in use.
     pub fn identity_file(&self) -> PathBuf {
-        self.identity_path.clone().unwrap_or_else(default_identity_path)
+        self.identity_path
+            .clone()
+            .unwrap_or_else(default_identity_path)
     }
 
     /// Loads the identity, with a hint when it does not exist.
@@ -67,12 +75,20 @@ impl Context {
     /// A client acting as the identity.
     pub async fn signed_client(&self) -> Result<LedgerClient, CliError> {
         let id = self.load_identity()?;
-        LedgerClient::connect(&self.ledger_url, Some(id)).await.map_err(CliError::from)
+        LedgerClient::connect(&self.ledger_url, Some(id))
+            .await
+            .map_err(CliError::from)
     }
 
     /// A client without identity, for reads (uses the identity if one exists).
     pub async fn client(&self) -> Result<LedgerClient, CliError> {
-        let id = if self.identity_file().exists() { Some(self.load_identity()?) } else { None };
-        LedgerClient::connect(&self.ledger_url, id).await.map_err(CliError::from)
+        let id = if self.identity_file().exists() {
+            Some(self.load_identity()?)
+        } else {
+            None
+        };
+        LedgerClient::connect(&self.ledger_url, id)
+            .await
+            .map_err(CliError::from)
     }
 }

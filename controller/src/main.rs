@@ -7,9 +7,16 @@ use dc_controller::{cli, exit};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
-        Err(e) => return exit::report(&exit::CliError::local(format!("cannot start the runtime: {e}"))),
+        Err(e) => {
+            return exit::report(&exit::CliError::local(format!(
+                "cannot start the runtime: {e}"
+            )))
+        }
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,

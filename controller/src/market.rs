@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use dc_identity::{Delegation, Identity, Permission};
-use dc_ledger_core::{Account, Confidential, Contract, OfferMatch, ProviderProfile, RegisterNodeArgs, SearchQuery};
+use dc_ledger_core::{
+    Account, Confidential, Contract, OfferMatch, ProviderProfile, RegisterNodeArgs, SearchQuery,
+};
 use serde_json::{json, Value};
 
 use crate::cli::{ApproveArgs, Filters, RateArgs, RentArgs};
@@ -18,17 +20,30 @@ fn read_file(path: &Path) -> Result<String, CliError> {
 }
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// The query a set of filters describes.
-pub fn search_query(f: &Filters, hours: Option<u32>, limit: u32, offset: u64) -> Result<SearchQuery, CliError> {
+pub fn search_query(
+    f: &Filters,
+    hours: Option<u32>,
+    limit: u32,
+    offset: u64,
+) -> Result<SearchQuery, CliError> {
     let confidential = match &f.confidential {
-        Some(c) => Some(c.parse::<Confidential>().map_err(|e| CliError::usage(format!("--confidential: {e}")))?),
+        Some(c) => Some(
+            c.parse::<Confidential>()
+                .map_err(|e| CliError::usage(format!("--confidential: {e}")))?,
+        ),
         None => None,
     };
     if limit == 0 || limit > 1_000 {
-        return Err(CliError::usage(format!("--limit must be between 1 and 1000, found {limit}")));
+        return Err(CliError::usage(format!(
+            "--limit must be between 1 and 1000, found {limit}"
+        )));
     }
     Ok(SearchQuery {
         max_price_e9s_per_hour: f.max_price_e9s_per_hour,
@@ -126,19 +141,51 @@ pub async fn approve(ctx: &Context, a: ApproveArgs) -> Result<(), CliError> {
     let spender = parse_principal("--spender", &a.spender)?;
     let client = ctx.signed_client().await?;
     let expires = a.expires_at_secs.map(|s| s.saturating_mul(1_000_000_000));
-    let block = client.approve(Account::of(spender), a.amount_e9s, a.expected_allowance_e9s, expires).await?;
+    let block = client
+        .approve(
+            Account::of(spender),
+            a.amount_e9s,
+            a.expected_allowance_e9s,
+            expires,
+        )
+        .await?;
     ctx.out.print(
-        object([("block", json!(block)), ("spender", json!(spender.to_text())), ("amount_e9s", json!(a.amount_e9s))]),
-        || format!("{spender} may now spend {} from your account (block {block})", format_dct(a.amount_e9s)),
+        object([
+            ("block", json!(block)),
+            ("spender", json!(spender.to_text())),
+            ("amount_e9s", json!(a.amount_e9s)),
+        ]),
+        || {
+            format!(
+                "{spender} may now spend {} from your account (block {block})",
+                format_dct(a.amount_e9s)
+            )
+        },
     );
     Ok(())
 }
 
 /// `dcctl provider register`
-pub async fn provider_register(ctx: &Context, name: String, jurisdiction: String, email: String, website: String) -> Result<(), CliError> {
+pub async fn provider_register(
+    ctx: &Context,
+    name: String,
+    jurisdiction: String,
+    email: String,
+    website: String,
+) -> Result<(), CliError> {
     let client = ctx.signed_client().await?;
-    let p = client.register_provider(ProviderProfile { legal_name: name, jurisdiction, email, website }).await?;
-    ctx.out.print(object([("principal", json!(p.to_text()))]), || format!("registered provider {p}"));
+    let p = client
+        .register_provider(ProviderProfile {
+            legal_name: name,
+            jurisdiction,
+            email,
+            website,
+        })
+        .await?;
+    ctx.out
+        .print(object([("principal", json!(p.to_text()))]), || {
+            format!("registered provider {p}")
+        });
     Ok(())
 }
 
@@ -146,7 +193,10 @@ pub async fn provider_register(ctx: &Context, name: String, jurisdiction: String
 pub async fn provider_show(ctx: &Context, who: Option<&str>) -> Result<(), CliError> {
     let p = ctx.principal_or_self("principal", who)?;
     let client = ctx.client().await?;
-    let info = client.provider(p).await?.ok_or_else(|| CliError::refused(format!("{p} is not a registered provider")))?;
+    let info = client
+        .provider(p)
+        .await?
+        .ok_or_else(|| CliError::refused(format!("{p} is not a registered provider")))?;
     let v = json!({
         "principal": p.to_text(),
         "legal_name": info.profile.legal_name,
@@ -176,18 +226,45 @@ pub async fn provider_show(ctx: &Context, who: Option<&str>) -> Result<(), CliEr
 }
 
 /// `dcctl node register`
-pub async fn node_register(ctx: &Context, node_key: &Path, file: &Path, valid_days: u64) -> Result<(), CliError> {
+pub async fn node_register(
+    ctx: &Context,
+    node_key: &Path,
+    file: &Path,
+    valid_days: u64,
+) -> Result<(), CliError> {
     let provider = ctx.load_identity()?;
-    let node = Identity::load(node_key).map_err(|e| CliError::local(format!("{}: {e}", node_key.display())))?;
-    let caps = files::parse_node(&file.display().to_string(), &read_file(file)?).map_err(CliError::usage)?;
+    let node = Identity::load(node_key)
+        .map_err(|e| CliError::local(format!("{}: {e}", node_key.display())))?;
+    let caps = files::parse_node(&file.display().to_string(), &read_file(file)?)
+        .map_err(CliError::usage)?;
     if valid_days == 0 {
         return Err(CliError::usage("--valid-days must be at least 1"));
     }
     let expires = now_ns().saturating_add(valid_days.saturating_mul(86_400_000_000_000));
-    let delegation = Delegation::sign(&provider, node.public_key_der(), &[Permission::CheckIn, Permission::AcceptContracts, Permission::ReportStatus], expires);
+    let delegation = Delegation::sign(
+        &provider,
+        node.public_key_der(),
+        &[
+            Permission::CheckIn,
+            Permission::AcceptContracts,
+            Permission::ReportStatus,
+        ],
+        expires,
+    );
     let client = ctx.signed_client().await?;
-    let n = client.register_node(RegisterNodeArgs { delegation, capabilities: caps }).await?;
-    ctx.out.print(object([("node", json!(n.to_text())), ("expires_at_ns", json!(expires))]), || format!("registered node {n}"));
+    let n = client
+        .register_node(RegisterNodeArgs {
+            delegation,
+            capabilities: caps,
+        })
+        .await?;
+    ctx.out.print(
+        object([
+            ("node", json!(n.to_text())),
+            ("expires_at_ns", json!(expires)),
+        ]),
+        || format!("registered node {n}"),
+    );
     Ok(())
 }
 
@@ -195,14 +272,22 @@ pub async fn node_register(ctx: &Context, node_key: &Path, file: &Path, valid_da
 pub async fn node_revoke(ctx: &Context, node: &str) -> Result<(), CliError> {
     let n = parse_principal("node", node)?;
     ctx.signed_client().await?.revoke_node(n).await?;
-    ctx.out.print(object([("node", json!(n.to_text())), ("revoked", json!(true))]), || format!("revoked node {n}"));
+    ctx.out.print(
+        object([("node", json!(n.to_text())), ("revoked", json!(true))]),
+        || format!("revoked node {n}"),
+    );
     Ok(())
 }
 
 /// `dcctl node show NODE`
 pub async fn node_show(ctx: &Context, node: &str) -> Result<(), CliError> {
     let n = parse_principal("node", node)?;
-    let info = ctx.client().await?.node(n).await?.ok_or_else(|| CliError::refused(format!("{n} is not a registered node")))?;
+    let info = ctx
+        .client()
+        .await?
+        .node(n)
+        .await?
+        .ok_or_else(|| CliError::refused(format!("{n} is not a registered node")))?;
     let c = &info.capabilities;
     let v = json!({
         "node": n.to_text(),
@@ -231,9 +316,12 @@ pub async fn node_show(ctx: &Context, node: &str) -> Result<(), CliError> {
 
 /// `dcctl offering add --file OFFERING.toml`
 pub async fn offering_add(ctx: &Context, file: &Path) -> Result<(), CliError> {
-    let spec = files::parse_offering(&file.display().to_string(), &read_file(file)?).map_err(CliError::usage)?;
+    let spec = files::parse_offering(&file.display().to_string(), &read_file(file)?)
+        .map_err(CliError::usage)?;
     let id = ctx.signed_client().await?.add_offering(spec).await?;
-    ctx.out.print(object([("offering_id", json!(id))]), || format!("published offering {id}"));
+    ctx.out.print(object([("offering_id", json!(id))]), || {
+        format!("published offering {id}")
+    });
     Ok(())
 }
 
@@ -241,7 +329,10 @@ pub async fn offering_add(ctx: &Context, file: &Path) -> Result<(), CliError> {
 pub async fn offering_list(ctx: &Context, provider: Option<&str>) -> Result<(), CliError> {
     let p = ctx.principal_or_self("--provider", provider)?;
     let client = ctx.client().await?;
-    let info = client.provider(p).await?.ok_or_else(|| CliError::refused(format!("{p} is not a registered provider")))?;
+    let info = client
+        .provider(p)
+        .await?
+        .ok_or_else(|| CliError::refused(format!("{p} is not a registered provider")))?;
     let mut offerings = Vec::new();
     for id in info.offerings {
         if let Some(o) = client.offering(id).await? {
@@ -261,36 +352,46 @@ pub async fn offering_list(ctx: &Context, provider: Option<&str>) -> Result<(), 
             })
         })
         .collect();
-    ctx.out.print(object([("provider", json!(p.to_text())), ("offerings", json!(rows))]), || {
-        table(
-            &["ID", "NAME", "PRICE/H", "VCPU", "RAM", "DISK", "CC", "GPU", "REGION", "HOURS"],
-            offerings
-                .iter()
-                .map(|o| {
-                    let s = &o.spec;
-                    vec![
-                        o.id.to_string(),
-                        s.name.clone(),
-                        format_dct(s.price_e9s_per_hour),
-                        s.vcpus.to_string(),
-                        format!("{} GiB", s.ram_gib),
-                        format!("{} GiB", s.storage_gib),
-                        s.confidential.as_str().into(),
-                        s.gpu.as_ref().map_or("-".into(), |g| format!("{}×{}", g.count, g.model)),
-                        format!("{}/{}", s.region, s.country),
-                        format!("{}-{}", s.min_hours, s.max_hours),
-                    ]
-                })
-                .collect(),
-        )
-    });
+    ctx.out.print(
+        object([("provider", json!(p.to_text())), ("offerings", json!(rows))]),
+        || {
+            table(
+                &[
+                    "ID", "NAME", "PRICE/H", "VCPU", "RAM", "DISK", "CC", "GPU", "REGION", "HOURS",
+                ],
+                offerings
+                    .iter()
+                    .map(|o| {
+                        let s = &o.spec;
+                        vec![
+                            o.id.to_string(),
+                            s.name.clone(),
+                            format_dct(s.price_e9s_per_hour),
+                            s.vcpus.to_string(),
+                            format!("{} GiB", s.ram_gib),
+                            format!("{} GiB", s.storage_gib),
+                            s.confidential.as_str().into(),
+                            s.gpu
+                                .as_ref()
+                                .map_or("-".into(), |g| format!("{}×{}", g.count, g.model)),
+                            format!("{}/{}", s.region, s.country),
+                            format!("{}-{}", s.min_hours, s.max_hours),
+                        ]
+                    })
+                    .collect(),
+            )
+        },
+    );
     Ok(())
 }
 
 /// `dcctl offering remove ID`
 pub async fn offering_remove(ctx: &Context, id: u64) -> Result<(), CliError> {
     ctx.signed_client().await?.remove_offering(id).await?;
-    ctx.out.print(object([("offering_id", json!(id)), ("removed", json!(true))]), || format!("removed offering {id}"));
+    ctx.out.print(
+        object([("offering_id", json!(id)), ("removed", json!(true))]),
+        || format!("removed offering {id}"),
+    );
     Ok(())
 }
 
@@ -299,7 +400,9 @@ fn offers_table(offers: &[OfferMatch]) -> String {
         return "no matching offers".into();
     }
     table(
-        &["ID", "PRICE/H", "VCPU", "RAM", "DISK", "CC", "GPU", "REGION", "REP", "PROVIDER"],
+        &[
+            "ID", "PRICE/H", "VCPU", "RAM", "DISK", "CC", "GPU", "REGION", "REP", "PROVIDER",
+        ],
         offers
             .iter()
             .map(|o| {
@@ -310,7 +413,9 @@ fn offers_table(offers: &[OfferMatch]) -> String {
                     format!("{} GiB", o.ram_gib),
                     format!("{} GiB", o.storage_gib),
                     o.confidential.as_str().into(),
-                    o.gpu.as_ref().map_or("-".into(), |g| format!("{}×{}", g.count, g.model)),
+                    o.gpu
+                        .as_ref()
+                        .map_or("-".into(), |g| format!("{}×{}", g.count, g.model)),
                     format!("{}/{}", o.region, o.country),
                     o.provider_reputation.to_string(),
                     o.provider.to_text(),
@@ -321,17 +426,29 @@ fn offers_table(offers: &[OfferMatch]) -> String {
 }
 
 /// `dcctl offers search …`
-pub async fn offers_search(ctx: &Context, filters: &Filters, hours: Option<u32>, limit: u32, offset: u64) -> Result<(), CliError> {
+pub async fn offers_search(
+    ctx: &Context,
+    filters: &Filters,
+    hours: Option<u32>,
+    limit: u32,
+    offset: u64,
+) -> Result<(), CliError> {
     let q = search_query(filters, hours, limit, offset)?;
     let r = ctx.client().await?.search(q).await?;
     let offers: Vec<Value> = r.offers.iter().map(offer_json).collect();
-    ctx.out.print(object([("offers", json!(offers)), ("next_offset", json!(r.next_offset))]), || {
-        let mut s = offers_table(&r.offers);
-        if let Some(n) = r.next_offset {
-            s.push_str(&format!("\nmore: --offset {n}"));
-        }
-        s
-    });
+    ctx.out.print(
+        object([
+            ("offers", json!(offers)),
+            ("next_offset", json!(r.next_offset)),
+        ]),
+        || {
+            let mut s = offers_table(&r.offers);
+            if let Some(n) = r.next_offset {
+                s.push_str(&format!("\nmore: --offset {n}"));
+            }
+            s
+        },
+    );
     Ok(())
 }
 
@@ -343,7 +460,11 @@ pub async fn rent(ctx: &Context, r: RentArgs) -> Result<(), CliError> {
         (None, true) => {
             let q = search_query(&r.filters, Some(r.hours), 1, 0)?;
             let found = client.search(q).await?;
-            found.offers.first().map(|o| o.offering_id).ok_or_else(|| CliError::refused("no offer matches these requirements"))?
+            found
+                .offers
+                .first()
+                .map(|o| o.offering_id)
+                .ok_or_else(|| CliError::refused("no offer matches these requirements"))?
         }
         _ => return Err(CliError::usage("give either --offering ID or --best")),
     };
@@ -355,13 +476,24 @@ pub async fn rent(ctx: &Context, r: RentArgs) -> Result<(), CliError> {
             ("paid_e9s", json!(c.paid_e9s)),
             ("state", json!(c.state.as_str())),
         ]),
-        || format!("contract {} on offering {}: paid {} into escrow", c.id, c.offering_id, format_dct(c.paid_e9s)),
+        || {
+            format!(
+                "contract {} on offering {}: paid {} into escrow",
+                c.id,
+                c.offering_id,
+                format_dct(c.paid_e9s)
+            )
+        },
     );
     Ok(())
 }
 
 async fn fetch_contract(ctx: &Context, id: u64) -> Result<Contract, CliError> {
-    ctx.client().await?.contract(id).await?.ok_or_else(|| CliError::refused(format!("contract {id} not found")))
+    ctx.client()
+        .await?
+        .contract(id)
+        .await?
+        .ok_or_else(|| CliError::refused(format!("contract {id} not found")))
 }
 
 /// `dcctl contract show ID`
@@ -377,20 +509,30 @@ pub async fn contract_list(ctx: &Context, party: Option<&str>, limit: u32) -> Re
     if limit == 0 || limit > 1_000 {
         return Err(CliError::usage("--limit must be between 1 and 1000"));
     }
-    let list = ctx.client().await?.list_contracts(Some(p), 0, limit).await?;
+    let list = ctx
+        .client()
+        .await?
+        .list_contracts(Some(p), 0, limit)
+        .await?;
     let rows: Vec<Value> = list.iter().map(contract_json).collect();
     ctx.out.print(object([("contracts", json!(rows))]), || {
         if list.is_empty() {
             return "no contracts".into();
         }
         table(
-            &["ID", "STATE", "ROLE", "OFFERING", "HOURS", "PAID", "RELEASED", "REFUNDED"],
+            &[
+                "ID", "STATE", "ROLE", "OFFERING", "HOURS", "PAID", "RELEASED", "REFUNDED",
+            ],
             list.iter()
                 .map(|c| {
                     vec![
                         c.id.to_string(),
                         c.state.as_str().into(),
-                        if c.developer == p { "developer".into() } else { "provider".into() },
+                        if c.developer == p {
+                            "developer".into()
+                        } else {
+                            "provider".into()
+                        },
                         c.offering_id.to_string(),
                         c.hours.to_string(),
                         format_dct(c.paid_e9s),
@@ -411,8 +553,19 @@ pub async fn extend(ctx: &Context, id: u64, hours: u32) -> Result<(), CliError> 
     }
     let c = ctx.signed_client().await?.extend(id, hours).await?;
     ctx.out.print(
-        object([("contract_id", json!(c.id)), ("paid_e9s", json!(c.paid_e9s)), ("hours", json!(c.hours))]),
-        || format!("contract {} now runs {} hours; paid {} in total", c.id, c.hours, format_dct(c.paid_e9s)),
+        object([
+            ("contract_id", json!(c.id)),
+            ("paid_e9s", json!(c.paid_e9s)),
+            ("hours", json!(c.hours)),
+        ]),
+        || {
+            format!(
+                "contract {} now runs {} hours; paid {} in total",
+                c.id,
+                c.hours,
+                format_dct(c.paid_e9s)
+            )
+        },
     );
     Ok(())
 }
@@ -427,7 +580,15 @@ pub async fn cancel(ctx: &Context, id: u64) -> Result<(), CliError> {
             ("refunded_e9s", json!(c.refunded_e9s)),
             ("released_e9s", json!(c.released_e9s)),
         ]),
-        || format!("contract {} {}: refunded {}, released {}", c.id, c.state.as_str(), format_dct(c.refunded_e9s), format_dct(c.released_e9s)),
+        || {
+            format!(
+                "contract {} {}: refunded {}, released {}",
+                c.id,
+                c.state.as_str(),
+                format_dct(c.refunded_e9s),
+                format_dct(c.released_e9s)
+            )
+        },
     );
     Ok(())
 }
@@ -436,7 +597,10 @@ pub async fn cancel(ctx: &Context, id: u64) -> Result<(), CliError> {
 pub async fn reputation(ctx: &Context, who: &str) -> Result<(), CliError> {
     let p = parse_principal("principal", who)?;
     let r = ctx.client().await?.reputation(p).await?;
-    ctx.out.print(object([("principal", json!(p.to_text())), ("reputation", json!(r))]), || format!("{p}: reputation {r}"));
+    ctx.out.print(
+        object([("principal", json!(p.to_text())), ("reputation", json!(r))]),
+        || format!("{p}: reputation {r}"),
+    );
     Ok(())
 }
 
@@ -446,10 +610,22 @@ pub async fn rate(ctx: &Context, r: RateArgs) -> Result<(), CliError> {
     if r.spend == 0 {
         return Err(CliError::usage("--spend must be positive"));
     }
-    let res = ctx.signed_client().await?.rate(target, r.spend, r.reason).await?;
+    let res = ctx
+        .signed_client()
+        .await?
+        .rate(target, r.spend, r.reason)
+        .await?;
     ctx.out.print(
-        object([("sender_reputation", json!(res.sender_reputation)), ("target_reputation", json!(res.target_reputation))]),
-        || format!("your reputation is now {}; {target}'s is {}", res.sender_reputation, res.target_reputation),
+        object([
+            ("sender_reputation", json!(res.sender_reputation)),
+            ("target_reputation", json!(res.target_reputation)),
+        ]),
+        || {
+            format!(
+                "your reputation is now {}; {target}'s is {}",
+                res.sender_reputation, res.target_reputation
+            )
+        },
     );
     Ok(())
 }

@@ -113,16 +113,23 @@ fn describe(run: &TransferRun) -> String {
         ms(run.latencies.p99()),
         cpu_per_transfer(run),
         run.errors,
-        if run.verified { ", balances verified" } else { ", BALANCES DO NOT MATCH" }
+        if run.verified {
+            ", balances verified"
+        } else {
+            ", BALANCES DO NOT MATCH"
+        }
     )
 }
 
 /// Runs what `args` asks and reports it.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
     let machine = Machine::detect(&work_dir);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     // Interrupted: stop the clusters and servers no destructor will.
     rt.spawn(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -141,7 +148,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let bin = pg::find_bin_dir()?;
         let version = pg::version(&bin);
         eprintln!("starting a {version} cluster ({})", bin.display());
-        (version, Some(Cluster::start(&bin, &work_dir, &args.pg_shared_buffers)?))
+        (
+            version,
+            Some(Cluster::start(&bin, &work_dir, &args.pg_shared_buffers)?),
+        )
     };
 
     let mut pairs = Vec::new();
@@ -152,8 +162,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ReceiversArg::Both => vec![Receivers::Sink, Receivers::Own],
         };
         for receivers in modes {
-            let cfg = TransferConfig { clients: args.clients, duration: Duration::from_secs(args.seconds), receivers, work_dir: work_dir.clone() };
-            eprintln!("transfers, {} clients, {}, {} s:", cfg.clients, receivers.label(), args.seconds);
+            let cfg = TransferConfig {
+                clients: args.clients,
+                duration: Duration::from_secs(args.seconds),
+                receivers,
+                work_dir: work_dir.clone(),
+            };
+            eprintln!(
+                "transfers, {} clients, {}, {} s:",
+                cfg.clients,
+                receivers.label(),
+                args.seconds
+            );
             let ours = rt.block_on(transfers::run_ours(&args.ledger_bin, &cfg))?;
             eprintln!("  dc-ledger:  {}", describe(&ours));
             let peer = match &cluster {
@@ -164,7 +184,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            pairs.push(TransferPair { receivers, ours, peer });
+            pairs.push(TransferPair {
+                receivers,
+                ours,
+                peer,
+            });
         }
     }
 
@@ -195,7 +219,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!();
     print!("{}", report::targets_text(&targets));
     if let Some(path) = &args.markdown {
-        let md = markdown(&machine, &pg_version, &args.pg_shared_buffers, &table, &targets, &notes);
+        let md = markdown(
+            &machine,
+            &pg_version,
+            &args.pg_shared_buffers,
+            &table,
+            &targets,
+            &notes,
+        );
         std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
@@ -217,7 +248,11 @@ fn tabulate(
     for p in pairs {
         let peer_rate = p.peer.as_ref().map(|r| r.per_sec());
         rows.push(Row::new(
-            format!("durable transfers/s ({} clients, {})", args.clients, p.receivers.label()),
+            format!(
+                "durable transfers/s ({} clients, {})",
+                args.clients,
+                p.receivers.label()
+            ),
             thousands(p.ours.per_sec().round() as u64),
             peer_rate.map_or(none.clone(), |r| thousands(r.round() as u64)),
             peer_rate.map_or(String::new(), |r| ratio(p.ours.per_sec() / r)),
@@ -225,13 +260,23 @@ fn tabulate(
         rows.push(Row::new(
             "  p50 / p99 latency",
             lat_pair(p.ours.latencies.p50(), p.ours.latencies.p99()),
-            p.peer.as_ref().map_or(none.clone(), |r| lat_pair(r.latencies.p50(), r.latencies.p99())),
+            p.peer.as_ref().map_or(none.clone(), |r| {
+                lat_pair(r.latencies.p50(), r.latencies.p99())
+            }),
             "",
         ));
         if let Some(r) = peer_rate {
             targets.push(Target {
-                name: format!("durable transfers/s ≥ PostgreSQL ({} clients, {})", args.clients, p.receivers.label()),
-                measured: format!("{} vs {}", thousands(p.ours.per_sec().round() as u64), thousands(r.round() as u64)),
+                name: format!(
+                    "durable transfers/s ≥ PostgreSQL ({} clients, {})",
+                    args.clients,
+                    p.receivers.label()
+                ),
+                measured: format!(
+                    "{} vs {}",
+                    thousands(p.ours.per_sec().round() as u64),
+                    thousands(r.round() as u64)
+                ),
                 met: p.ours.per_sec() >= r,
             });
         }
@@ -254,7 +299,13 @@ fn tabulate(
                 if r.verified { "verified" } else { "DO NOT MATCH" }
             ));
         }
-        for e in [p.ours.first_error.as_ref(), p.peer.as_ref().and_then(|r| r.first_error.as_ref())].into_iter().flatten() {
+        for e in [
+            p.ours.first_error.as_ref(),
+            p.peer.as_ref().and_then(|r| r.first_error.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        {
             check.push_str(&format!("; first error: {e}"));
         }
         notes.push(check);
@@ -285,33 +336,56 @@ fn tabulate(
         rows.push(Row::new(
             format!("matching median ({n} offerings)"),
             format!("{} ms", ms(ours.p50())),
-            peer.map_or(none.clone(), |p| format!("{} ms", ms(p.side.latencies.p50()))),
-            peer.map_or(String::new(), |p| ratio(p.side.latencies.p50().as_secs_f64() / ours.p50().as_secs_f64())),
+            peer.map_or(none.clone(), |p| {
+                format!("{} ms", ms(p.side.latencies.p50()))
+            }),
+            peer.map_or(String::new(), |p| {
+                ratio(p.side.latencies.p50().as_secs_f64() / ours.p50().as_secs_f64())
+            }),
         ));
         rows.push(Row::new(
             "  p99 / max",
             lat_pair(ours.p99(), ours.max()),
-            peer.map_or(none.clone(), |p| lat_pair(p.side.latencies.p99(), p.side.latencies.max())),
+            peer.map_or(none.clone(), |p| {
+                lat_pair(p.side.latencies.p99(), p.side.latencies.max())
+            }),
             "",
         ));
         let http = &m.service.side.latencies;
         rows.push(Row::new(
             "  service over HTTP: median / p99",
             lat_pair(http.p50(), http.p99()),
-            peer.map_or(none.clone(), |p| lat_pair(p.side.latencies.p50(), p.side.latencies.p99())),
-            peer.map_or(String::new(), |p| ratio(p.side.latencies.p50().as_secs_f64() / http.p50().as_secs_f64())),
+            peer.map_or(none.clone(), |p| {
+                lat_pair(p.side.latencies.p50(), p.side.latencies.p99())
+            }),
+            peer.map_or(String::new(), |p| {
+                ratio(p.side.latencies.p50().as_secs_f64() / http.p50().as_secs_f64())
+            }),
         ));
         rows.push(Row::new(
-            format!("  offers returned ({} queries)", thousands(m.queries as u64)),
+            format!(
+                "  offers returned ({} queries)",
+                thousands(m.queries as u64)
+            ),
             thousands(m.in_process.matches),
             peer.map_or(none.clone(), |p| thousands(p.side.matches)),
-            peer.map_or(String::new(), |p| if p.side.mismatches == 0 { "same pages".into() } else { format!("{} differ", p.side.mismatches) }),
+            peer.map_or(String::new(), |p| {
+                if p.side.mismatches == 0 {
+                    "same pages".into()
+                } else {
+                    format!("{} differ", p.side.mismatches)
+                }
+            }),
         ));
         rows.push(Row::new(
             format!("service memory, VmRSS ({n} offerings)"),
             mib(m.service.rss_bytes),
-            peer.map_or(none.clone(), |p| format!("{} ({} proc.)", mib(p.rss_bytes), p.processes)),
-            peer.map_or(String::new(), |p| ratio(p.rss_bytes as f64 / m.service.rss_bytes as f64)),
+            peer.map_or(none.clone(), |p| {
+                format!("{} ({} proc.)", mib(p.rss_bytes), p.processes)
+            }),
+            peer.map_or(String::new(), |p| {
+                ratio(p.rss_bytes as f64 / m.service.rss_bytes as f64)
+            }),
         ));
         targets.push(Target {
             name: format!("matching median < 20 ms ({n} offerings, `Ledger::search`)"),
@@ -379,12 +453,30 @@ fn tabulate(
         }
         notes.push(mem);
     }
-    notes.push(format!("data directories of both systems on {} ({}).", machine.data_fs, args.work_dir.as_ref().map_or_else(|| std::env::temp_dir().display().to_string(), |d| d.display().to_string())));
-    let peer_header = if pg_version == "not run" { "not run".to_string() } else { pg::major(pg_version) };
+    notes.push(format!(
+        "data directories of both systems on {} ({}).",
+        machine.data_fs,
+        args.work_dir.as_ref().map_or_else(
+            || std::env::temp_dir().display().to_string(),
+            |d| d.display().to_string()
+        )
+    ));
+    let peer_header = if pg_version == "not run" {
+        "not run".to_string()
+    } else {
+        pg::major(pg_version)
+    };
     (Table { peer_header, rows }, targets, notes)
 }
 
-fn markdown(machine: &Machine, pg_version: &str, shared_buffers: &str, table: &Table, targets: &[Target], notes: &[String]) -> String {
+fn markdown(
+    machine: &Machine,
+    pg_version: &str,
+    shared_buffers: &str,
+    table: &Table,
+    targets: &[Target],
+    notes: &[String],
+) -> String {
     let argv: Vec<String> = std::env::args().collect();
     let mut md = String::new();
     md.push_str("# Ledger benchmarks\n\n");
@@ -393,14 +485,23 @@ fn markdown(machine: &Machine, pg_version: &str, shared_buffers: &str, table: &T
         utc_now()
     ));
     md.push_str("## Machine\n\n");
-    md.push_str(&format!("- CPU: {}, {} cores\n", machine.cpu_model, machine.cores));
+    md.push_str(&format!(
+        "- CPU: {}, {} cores\n",
+        machine.cpu_model, machine.cores
+    ));
     md.push_str(&format!("- memory: {:.1} GiB\n", machine.memory_gib));
     md.push_str(&format!("- kernel: {}\n", machine.kernel));
     md.push_str(&format!("- data directories on: {}\n", machine.data_fs));
     if let Some(d) = machine.fdatasync {
-        md.push_str(&format!("- append 4 KiB + `fdatasync` there: {} ms (median of 200)\n", ms(d)));
+        md.push_str(&format!(
+            "- append 4 KiB + `fdatasync` there: {} ms (median of 200)\n",
+            ms(d)
+        ));
     }
-    md.push_str(&format!("- load average when the run started (1/5/15 min): {}\n", machine.load_at_start));
+    md.push_str(&format!(
+        "- load average when the run started (1/5/15 min): {}\n",
+        machine.load_at_start
+    ));
     if pg_version == "not run" {
         md.push_str("- peer: not run (`--no-peer`)\n\n");
     } else {
@@ -410,7 +511,9 @@ fn markdown(machine: &Machine, pg_version: &str, shared_buffers: &str, table: &T
         ));
     }
     md.push_str("## Commands\n\n```sh\n");
-    md.push_str("qa/bench/ledger.sh   # installs PostgreSQL if missing, builds in release, then runs:\n");
+    md.push_str(
+        "qa/bench/ledger.sh   # installs PostgreSQL if missing, builds in release, then runs:\n",
+    );
     md.push_str(&argv.join(" "));
     md.push_str("\n```\n\n## Results\n\n");
     md.push_str(&table.markdown());

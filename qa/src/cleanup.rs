@@ -53,12 +53,17 @@ impl ScratchDir {
         let ticket = register(move || {
             let _ = std::fs::remove_dir_all(&path);
         });
-        Ok(ScratchDir { dir: Some(dir), ticket })
+        Ok(ScratchDir {
+            dir: Some(dir),
+            ticket,
+        })
     }
 
     /// Its path.
     pub fn path(&self) -> &std::path::Path {
-        self.dir.as_ref().map_or(std::path::Path::new(""), |d| d.path())
+        self.dir
+            .as_ref()
+            .map_or(std::path::Path::new(""), |d| d.path())
     }
 }
 

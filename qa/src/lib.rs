@@ -9,7 +9,11 @@
 //!
 //! [`world`] builds the deterministic marketplace and queries, and holds the
 //! brute-force reference of the ranking the tests compare against.
+//!
+//! [`attest_bench`] (program `attest-bench`) measures the attestation
+//! verifiers against `snpguest`.
 
+pub mod attest_bench;
 pub mod bench;
 pub mod cleanup;
 pub mod machine;

@@ -21,27 +21,51 @@ impl Machine {
     /// Reads /proc; `data_dir` is where both systems keep their files.
     pub fn detect(data_dir: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count().max(
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        );
+        let cores = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count()
+            .max(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+            );
         let cpu_model = cpuinfo
             .lines()
             .find(|l| l.starts_with("model name"))
             .and_then(|l| l.split_once(':'))
             .map(|(_, v)| v.trim().to_string())
             .unwrap_or_else(|| "unknown".into());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
         let memory_gib = std::fs::read_to_string("/proc/meminfo")
             .ok()
-            .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(str::to_string))
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .map(str::to_string)
+            })
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
             .map(|kb| kb / 1024.0 / 1024.0)
             .unwrap_or(0.0);
         let load_at_start = std::fs::read_to_string("/proc/loadavg")
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_else(|_| "unknown".into());
         let fdatasync = fdatasync_latency(data_dir, 200).ok();
-        Machine { cores, cpu_model, kernel, memory_gib, data_fs: filesystem_of(data_dir), load_at_start, fdatasync }
+        Machine {
+            cores,
+            cpu_model,
+            kernel,
+            memory_gib,
+            data_fs: filesystem_of(data_dir),
+            load_at_start,
+            fdatasync,
+        }
     }
 }
 
@@ -49,7 +73,9 @@ impl Machine {
 /// scratch file under `dir`: the floor of every durable commit here.
 pub fn fdatasync_latency(dir: &Path, n: usize) -> std::io::Result<std::time::Duration> {
     use std::io::Write;
-    let scratch = tempfile::Builder::new().prefix("fsync-probe-").tempfile_in(dir)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("fsync-probe-")
+        .tempfile_in(dir)?;
     let mut f = scratch.as_file();
     let block = [0xA5u8; 4096];
     let mut samples = Vec::with_capacity(n);
@@ -85,11 +111,18 @@ pub fn filesystem_of(path: &Path) -> String {
 
 /// Current UTC time as `YYYY-MM-DD HH:MM UTC`.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, (rem % 3600) / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).

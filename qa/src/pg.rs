@@ -22,7 +22,13 @@ pub fn find_bin_dir() -> anyhow::Result<PathBuf> {
     if let Ok(dir) = std::fs::read_dir("/usr/lib/postgresql") {
         for e in dir.flatten() {
             let bin = e.path().join("bin");
-            let version = e.file_name().to_string_lossy().split('.').next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let version = e
+                .file_name()
+                .to_string_lossy()
+                .split('.')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             if bin.join("initdb").is_file() && bin.join("pg_ctl").is_file() {
                 found.push((version, bin));
             }
@@ -49,7 +55,9 @@ pub fn version(bin_dir: &Path) -> String {
 /// `pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> `PostgreSQL 15.18`.
 fn parse_version(text: &str) -> Option<String> {
     let rest = text.split_once("(PostgreSQL)")?.1;
-    rest.split_whitespace().next().map(|v| format!("PostgreSQL {v}"))
+    rest.split_whitespace()
+        .next()
+        .map(|v| format!("PostgreSQL {v}"))
 }
 
 /// Major version, as the table's column header shows it: `PostgreSQL 15`.
@@ -79,7 +87,11 @@ fn run_pg(bin: &Path, args: &[String], as_postgres: bool) -> anyhow::Result<()> 
                 line.push_str(&shell_quote(a));
             }
             let mut c = Command::new("su");
-            c.arg("postgres").arg("-s").arg("/bin/sh").arg("-c").arg(line);
+            c.arg("postgres")
+                .arg("-s")
+                .arg("/bin/sh")
+                .arg("-c")
+                .arg(line);
             c
         }
     } else {
@@ -87,7 +99,10 @@ fn run_pg(bin: &Path, args: &[String], as_postgres: bool) -> anyhow::Result<()> 
         c.args(args);
         c
     };
-    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("running {}", bin.display()))?;
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
     if !out.status.success() {
         bail!(
             "{} {} failed ({}):\n{}{}",
@@ -128,30 +143,66 @@ impl Cluster {
         if shared_buffers.is_empty() || !shared_buffers.chars().all(|c| c.is_ascii_alphanumeric()) {
             bail!("shared_buffers {shared_buffers:?}: expected a size like 128MB or 1GB");
         }
-        let root = tempfile::Builder::new().prefix("pg-").tempdir_in(parent).context("creating the cluster directory")?.keep();
+        let root = tempfile::Builder::new()
+            .prefix("pg-")
+            .tempdir_in(parent)
+            .context("creating the cluster directory")?
+            .keep();
         let as_postgres = running_as_root();
         let data = root.join("data");
         let sock = root.join("sock");
         std::fs::create_dir_all(&sock)?;
         if as_postgres {
-            let status = Command::new("chown").arg("-R").arg("postgres:").arg(&root).status().context("chown")?;
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:")
+                .arg(&root)
+                .status()
+                .context("chown")?;
             if !status.success() {
                 let _ = std::fs::remove_dir_all(&root);
                 bail!("chown -R postgres: {} failed; is the Debian `postgresql` package (and its `postgres` user) installed?", root.display());
             }
         }
         let port = free_port()?;
-        let mut cluster = Cluster { bin_dir: bin_dir.to_path_buf(), root: root.clone(), data: data.clone(), port, as_postgres, stopped: true, ticket: 0 };
+        let mut cluster = Cluster {
+            bin_dir: bin_dir.to_path_buf(),
+            root: root.clone(),
+            data: data.clone(),
+            port,
+            as_postgres,
+            stopped: true,
+            ticket: 0,
+        };
         {
             let (bin, data, root) = (bin_dir.join("pg_ctl"), data.clone(), root.clone());
             cluster.ticket = cleanup::register(move || {
-                let _ = run_pg(&bin, &["-D".into(), data.to_string_lossy().into(), "-m".into(), "immediate".into(), "stop".into()], as_postgres);
+                let _ = run_pg(
+                    &bin,
+                    &[
+                        "-D".into(),
+                        data.to_string_lossy().into(),
+                        "-m".into(),
+                        "immediate".into(),
+                        "stop".into(),
+                    ],
+                    as_postgres,
+                );
                 let _ = std::fs::remove_dir_all(&root);
             });
         }
         run_pg(
             &bin_dir.join("initdb"),
-            &["-D".into(), data.to_string_lossy().into(), "-U".into(), USER.into(), "--auth=trust".into(), "-E".into(), "UTF8".into(), "--locale=C".into()],
+            &[
+                "-D".into(),
+                data.to_string_lossy().into(),
+                "-U".into(),
+                USER.into(),
+                "--auth=trust".into(),
+                "-E".into(),
+                "UTF8".into(),
+                "--locale=C".into(),
+            ],
             as_postgres,
         )?;
         let options = format!(
@@ -178,14 +229,22 @@ impl Cluster {
 
     /// A new connection (TCP loopback, like the ledger's HTTP).
     pub fn connect(&self) -> anyhow::Result<postgres::Client> {
-        let url = format!("host=127.0.0.1 port={} user={USER} dbname=postgres", self.port);
-        postgres::Client::connect(&url, postgres::NoTls).with_context(|| format!("connecting to PostgreSQL on port {}", self.port))
+        let url = format!(
+            "host=127.0.0.1 port={} user={USER} dbname=postgres",
+            self.port
+        );
+        postgres::Client::connect(&url, postgres::NoTls)
+            .with_context(|| format!("connecting to PostgreSQL on port {}", self.port))
     }
 
     /// The postmaster's pid (first line of `postmaster.pid`).
     pub fn postmaster_pid(&self) -> anyhow::Result<u32> {
-        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).context("reading postmaster.pid")?;
-        text.lines().next().and_then(|l| l.trim().parse().ok()).context("postmaster.pid has no pid")
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid"))
+            .context("reading postmaster.pid")?;
+        text.lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("postmaster.pid has no pid")
     }
 
     /// Sum of `VmRSS` of the postmaster and all its children (backends,
@@ -202,7 +261,9 @@ impl Cluster {
     /// CPU time of the whole server: the postmaster, its live children and
     /// the children it has reaped (backends of closed connections).
     pub fn cpu_time(&self) -> std::time::Duration {
-        let Ok(pm) = self.postmaster_pid() else { return Default::default() };
+        let Ok(pm) = self.postmaster_pid() else {
+            return Default::default();
+        };
         let mut total = cpu_time(pm, true).unwrap_or_default();
         for c in children_of(pm) {
             total += cpu_time(c, false).unwrap_or_default();
@@ -218,13 +279,26 @@ impl Cluster {
         self.stopped = true;
         let result = run_pg(
             &self.bin_dir.join("pg_ctl"),
-            &["-D".into(), self.data.to_string_lossy().into(), "-m".into(), "fast".into(), "-w".into(), "stop".into()],
+            &[
+                "-D".into(),
+                self.data.to_string_lossy().into(),
+                "-m".into(),
+                "fast".into(),
+                "-w".into(),
+                "stop".into(),
+            ],
             self.as_postgres,
         );
         if result.is_err() {
             let _ = run_pg(
                 &self.bin_dir.join("pg_ctl"),
-                &["-D".into(), self.data.to_string_lossy().into(), "-m".into(), "immediate".into(), "stop".into()],
+                &[
+                    "-D".into(),
+                    self.data.to_string_lossy().into(),
+                    "-m".into(),
+                    "immediate".into(),
+                    "stop".into(),
+                ],
                 self.as_postgres,
             );
         }
@@ -249,7 +323,10 @@ impl Drop for Cluster {
 mod tests {
     #[test]
     fn versions() {
-        assert_eq!(super::parse_version("pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(), Some("PostgreSQL 15.18"));
+        assert_eq!(
+            super::parse_version("pg_ctl (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n").as_deref(),
+            Some("PostgreSQL 15.18")
+        );
         assert_eq!(super::major("PostgreSQL 15.18"), "PostgreSQL 15");
     }
 }

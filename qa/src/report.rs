@@ -10,8 +10,18 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(label: impl Into<String>, ours: impl Into<String>, peer: impl Into<String>, ratio: impl Into<String>) -> Self {
-        Row { label: label.into(), ours: ours.into(), peer: peer.into(), ratio: ratio.into() }
+    pub fn new(
+        label: impl Into<String>,
+        ours: impl Into<String>,
+        peer: impl Into<String>,
+        ratio: impl Into<String>,
+    ) -> Self {
+        Row {
+            label: label.into(),
+            ours: ours.into(),
+            peer: peer.into(),
+            ratio: ratio.into(),
+        }
     }
 }
 
@@ -32,14 +42,27 @@ pub struct Table {
 
 impl Table {
     fn header(&self) -> [String; 4] {
-        ["benchmark".into(), "ours".into(), format!("peer ({})", self.peer_header), "ratio".into()]
+        [
+            "benchmark".into(),
+            "ours".into(),
+            format!("peer ({})", self.peer_header),
+            "ratio".into(),
+        ]
     }
 
     /// Aligned columns, as printed on the terminal.
     pub fn text(&self) -> String {
         let header = self.header();
-        let cells: Vec<[String; 4]> =
-            std::iter::once(header).chain(self.rows.iter().map(|r| [r.label.clone(), r.ours.clone(), r.peer.clone(), r.ratio.clone()])).collect();
+        let cells: Vec<[String; 4]> = std::iter::once(header)
+            .chain(self.rows.iter().map(|r| {
+                [
+                    r.label.clone(),
+                    r.ours.clone(),
+                    r.peer.clone(),
+                    r.ratio.clone(),
+                ]
+            }))
+            .collect();
         let mut widths = [0usize; 4];
         for row in &cells {
             for (w, c) in widths.iter_mut().zip(row) {
@@ -67,14 +90,23 @@ impl Table {
     pub fn markdown(&self) -> String {
         let header = self.header();
         let esc = |s: &str| s.replace('|', "\\|");
-        let mut out = format!("| {} | {} | {} | {} |\n|---|---:|---:|---:|\n", header[0], header[1], header[2], header[3]);
+        let mut out = format!(
+            "| {} | {} | {} | {} |\n|---|---:|---:|---:|\n",
+            header[0], header[1], header[2], header[3]
+        );
         for r in &self.rows {
             // Keep the indentation of sub-rows visible in markdown.
             let label = match r.label.strip_prefix("  ") {
                 Some(rest) => format!("&nbsp;&nbsp;{}", esc(rest)),
                 None => esc(&r.label),
             };
-            out.push_str(&format!("| {} | {} | {} | {} |\n", label, esc(&r.ours), esc(&r.peer), esc(&r.ratio)));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                label,
+                esc(&r.ours),
+                esc(&r.peer),
+                esc(&r.ratio)
+            ));
         }
         out
     }
@@ -82,14 +114,29 @@ impl Table {
 
 /// Targets as a checklist, for the terminal.
 pub fn targets_text(targets: &[Target]) -> String {
-    targets.iter().map(|t| format!("[{}] {}: {}\n", if t.met { "met" } else { "MISSED" }, t.name, t.measured)).collect()
+    targets
+        .iter()
+        .map(|t| {
+            format!(
+                "[{}] {}: {}\n",
+                if t.met { "met" } else { "MISSED" },
+                t.name,
+                t.measured
+            )
+        })
+        .collect()
 }
 
 /// Targets as a markdown table.
 pub fn targets_markdown(targets: &[Target]) -> String {
     let mut out = String::from("| target | measured | met |\n|---|---|---|\n");
     for t in targets {
-        out.push_str(&format!("| {} | {} | {} |\n", t.name, t.measured, if t.met { "yes" } else { "**no**" }));
+        out.push_str(&format!(
+            "| {} | {} | {} |\n",
+            t.name,
+            t.measured,
+            if t.met { "yes" } else { "**no**" }
+        ));
     }
     out
 }
@@ -102,7 +149,10 @@ mod tests {
     fn text_columns_align() {
         let t = Table {
             peer_header: "PostgreSQL 15".into(),
-            rows: vec![Row::new("durable transfers/s", "4,210", "3,950", "1.07x"), Row::new("  p50 / p99", "6.8 / 14 ms", "7.9 / 18 ms", "")],
+            rows: vec![
+                Row::new("durable transfers/s", "4,210", "3,950", "1.07x"),
+                Row::new("  p50 / p99", "6.8 / 14 ms", "7.9 / 18 ms", ""),
+            ],
         };
         let text = t.text();
         let lines: Vec<&str> = text.lines().collect();
@@ -110,6 +160,8 @@ mod tests {
         let col = lines[0].find("ours").unwrap();
         assert_eq!(lines[1].find("4,210").unwrap(), col);
         assert_eq!(lines[2].find("6.8").unwrap(), col);
-        assert!(t.markdown().contains("| &nbsp;&nbsp;p50 / p99 | 6.8 / 14 ms |"));
+        assert!(t
+            .markdown()
+            .contains("| &nbsp;&nbsp;p50 / p99 | 6.8 / 14 ms |"));
     }
 }

@@ -25,20 +25,35 @@ impl LedgerProcess {
     /// Starts `bin serve --data DATA --listen 127.0.0.1:0 [--genesis G]` and
     /// waits (up to `timeout`) for its `dc-ledger listening on URL` line.
     /// Its log goes to `DATA/../NAME.log`.
-    pub fn start(bin: &Path, data: &Path, genesis: Option<&Path>, timeout: Duration) -> anyhow::Result<LedgerProcess> {
+    pub fn start(
+        bin: &Path,
+        data: &Path,
+        genesis: Option<&Path>,
+        timeout: Duration,
+    ) -> anyhow::Result<LedgerProcess> {
         if !bin.is_file() {
             bail!("{}: no such file; build it with `cargo build --release -p dc-ledger` or pass --ledger-bin", bin.display());
         }
         let log = data.with_extension("log");
-        let log_file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let log_file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let mut cmd = Command::new(bin);
-        cmd.arg("serve").arg("--data").arg(data).arg("--listen").arg("127.0.0.1:0");
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg("127.0.0.1:0");
         if let Some(g) = genesis {
             cmd.arg("--genesis").arg(g);
         }
-        cmd.env("DC_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
+        cmd.env("DC_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file));
         let started = Instant::now();
-        let mut child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         let pid = child.id() as libc::pid_t;
         let ticket = cleanup::register(move || unsafe {
             libc::kill(pid, libc::SIGKILL);
@@ -64,7 +79,13 @@ impl LedgerProcess {
                 }
             }
         });
-        let mut process = LedgerProcess { child, url: String::new(), startup: Duration::ZERO, log, ticket };
+        let mut process = LedgerProcess {
+            child,
+            url: String::new(),
+            startup: Duration::ZERO,
+            log,
+            ticket,
+        };
         let deadline = started + timeout;
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
@@ -75,15 +96,24 @@ impl LedgerProcess {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = process.child.try_wait() {
-                        bail!("dc-ledger exited ({status}) before it was ready; log:\n{}", process.log_tail());
+                        bail!(
+                            "dc-ledger exited ({status}) before it was ready; log:\n{}",
+                            process.log_tail()
+                        );
                     }
                     if Instant::now() > deadline {
-                        bail!("dc-ledger not ready after {timeout:?}; log:\n{}", process.log_tail());
+                        bail!(
+                            "dc-ledger not ready after {timeout:?}; log:\n{}",
+                            process.log_tail()
+                        );
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let _ = process.child.wait();
-                    bail!("dc-ledger closed its output before it was ready; log:\n{}", process.log_tail());
+                    bail!(
+                        "dc-ledger closed its output before it was ready; log:\n{}",
+                        process.log_tail()
+                    );
                 }
             }
         }
@@ -136,12 +166,20 @@ pub fn vm_rss(pid: u32) -> Option<u64> {
 /// Parent pid of a process.
 pub fn parent_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("PPid:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("PPid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Every live process whose parent is `pid`.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&p| parent_of(p) == Some(pid))
         .collect()

@@ -107,7 +107,10 @@ fn receiver_principal(receivers: Receivers, i: usize) -> candid::Principal {
 pub fn write_genesis(path: &Path, clients: usize) -> anyhow::Result<()> {
     let mut text = format!("treasury = \"{}\"\n", identity(b't', 0).principal());
     for i in 0..clients {
-        text.push_str(&format!("[[balances]]\nprincipal = \"{}\"\namount_e9s = {FUNDS_E9S}\n", client_id(i).principal()));
+        text.push_str(&format!(
+            "[[balances]]\nprincipal = \"{}\"\namount_e9s = {FUNDS_E9S}\n",
+            client_id(i).principal()
+        ));
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
@@ -118,10 +121,13 @@ pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result
     let genesis = dir.path().join("genesis.toml");
     write_genesis(&genesis, cfg.clients)?;
     let data = dir.path().join("ledger");
-    let mut server = LedgerProcess::start(ledger_bin, &data, Some(&genesis), Duration::from_secs(60))?;
+    let mut server =
+        LedgerProcess::start(ledger_bin, &data, Some(&genesis), Duration::from_secs(60))?;
     let mut clients = Vec::with_capacity(cfg.clients);
     for i in 0..cfg.clients {
-        let c = LedgerClient::connect(&server.url, Some(client_id(i))).await.context("connecting a client")?;
+        let c = LedgerClient::connect(&server.url, Some(client_id(i)))
+            .await
+            .context("connecting a client")?;
         clients.push(c);
     }
     // One acknowledged transfer per client before the clock starts: opens
@@ -130,10 +136,14 @@ pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result
     for (i, c) in clients.iter().enumerate() {
         let c = c.clone();
         let to = Account::of(receiver_principal(cfg.receivers, i));
-        warm.push(tokio::spawn(async move { c.transfer(to, AMOUNT_E9S, Some(vec![0xFF])).await }));
+        warm.push(tokio::spawn(async move {
+            c.transfer(to, AMOUNT_E9S, Some(vec![0xFF])).await
+        }));
     }
     for w in warm {
-        w.await?.map_err(|e| anyhow::anyhow!("warm-up transfer: {e}; ledger log:\n{}", server.log_tail()))?;
+        w.await?.map_err(|e| {
+            anyhow::anyhow!("warm-up transfer: {e}; ledger log:\n{}", server.log_tail())
+        })?;
     }
     let (server_cpu0, client_cpu0) = (server.cpu_time(), own_cpu_time());
     let start = Instant::now();
@@ -142,7 +152,10 @@ pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result
     for (i, c) in clients.into_iter().enumerate() {
         let to = Account::of(receiver_principal(cfg.receivers, i));
         tasks.push(tokio::spawn(async move {
-            let mut w = Worker { samples: Vec::with_capacity(4096), ..Worker::default() };
+            let mut w = Worker {
+                samples: Vec::with_capacity(4096),
+                ..Worker::default()
+            };
             let mut n: u64 = 0;
             let mut consecutive_errors = 0;
             while Instant::now() < deadline {
@@ -150,7 +163,10 @@ pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result
                 let t0 = Instant::now();
                 // A distinct memo per transfer keeps ICRC-1 deduplication
                 // from ever refusing two transfers created in the same ns.
-                match c.transfer(to, AMOUNT_E9S, Some(n.to_le_bytes().to_vec())).await {
+                match c
+                    .transfer(to, AMOUNT_E9S, Some(n.to_le_bytes().to_vec()))
+                    .await
+                {
                     Ok(_) => {
                         w.samples.push(t0.elapsed());
                         w.ok += 1;
@@ -174,20 +190,32 @@ pub async fn run_ours(ledger_bin: &Path, cfg: &TransferConfig) -> anyhow::Result
         workers.push(t.await?);
     }
     let elapsed = start.elapsed();
-    let (server_cpu, client_cpu) = (server.cpu_time().saturating_sub(server_cpu0), own_cpu_time().saturating_sub(client_cpu0));
+    let (server_cpu, client_cpu) = (
+        server.cpu_time().saturating_sub(server_cpu0),
+        own_cpu_time().saturating_sub(client_cpu0),
+    );
     if !server.is_running() {
-        bail!("dc-ledger stopped during the run; log:\n{}", server.log_tail());
+        bail!(
+            "dc-ledger stopped during the run; log:\n{}",
+            server.log_tail()
+        );
     }
     let mut run = merge(workers, elapsed);
     (run.server_cpu, run.client_cpu) = (server_cpu, client_cpu);
     // Every acknowledged transfer (and the warm-up ones) must be in the ledger.
     let reader = LedgerClient::connect(&server.url, None).await?;
     let received: u64 = match cfg.receivers {
-        Receivers::Sink => reader.balance_of(receiver_principal(Receivers::Sink, 0)).await?,
+        Receivers::Sink => {
+            reader
+                .balance_of(receiver_principal(Receivers::Sink, 0))
+                .await?
+        }
         Receivers::Own => {
             let mut sum = 0;
             for i in 0..cfg.clients {
-                sum += reader.balance_of(receiver_principal(Receivers::Own, i)).await?;
+                sum += reader
+                    .balance_of(receiver_principal(Receivers::Own, i))
+                    .await?;
             }
             sum
         }
@@ -282,8 +310,15 @@ pub fn run_peer(cluster: &Cluster, cfg: &TransferConfig) -> anyhow::Result<Trans
             ready.wait();
             go.wait();
             let st = setup?;
-            let deadline = start_at.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.context("start time")? + duration;
-            let mut w = Worker { samples: Vec::with_capacity(4096), ..Worker::default() };
+            let deadline = start_at
+                .lock()
+                .map_err(|_| anyhow::anyhow!("poisoned"))?
+                .context("start time")?
+                + duration;
+            let mut w = Worker {
+                samples: Vec::with_capacity(4096),
+                ..Worker::default()
+            };
             while Instant::now() < deadline {
                 let t0 = Instant::now();
                 match st.transfer(&mut db, from, to) {
@@ -293,7 +328,8 @@ pub fn run_peer(cluster: &Cluster, cfg: &TransferConfig) -> anyhow::Result<Trans
                     }
                     Ok(false) => {
                         w.errors += 1;
-                        w.first_error.get_or_insert_with(|| "insufficient funds".into());
+                        w.first_error
+                            .get_or_insert_with(|| "insufficient funds".into());
                     }
                     Err(e) => {
                         w.errors += 1;
@@ -314,7 +350,10 @@ pub fn run_peer(cluster: &Cluster, cfg: &TransferConfig) -> anyhow::Result<Trans
     go.wait();
     let mut workers = Vec::with_capacity(threads.len());
     for t in threads {
-        workers.push(t.join().map_err(|_| anyhow::anyhow!("a PostgreSQL client thread panicked"))??);
+        workers.push(
+            t.join()
+                .map_err(|_| anyhow::anyhow!("a PostgreSQL client thread panicked"))??,
+        );
     }
     let elapsed = start.elapsed();
     let client_cpu = own_cpu_time().saturating_sub(client_cpu0);
@@ -325,7 +364,10 @@ pub fn run_peer(cluster: &Cluster, cfg: &TransferConfig) -> anyhow::Result<Trans
     (run.server_cpu, run.client_cpu) = (server_cpu, client_cpu);
     let mut db = cluster.connect()?;
     let first_receiver = cfg.clients as i64 + 1;
-    let row = db.query_one("SELECT COALESCE(SUM(balance), 0)::bigint FROM accounts WHERE id >= $1", &[&first_receiver])?;
+    let row = db.query_one(
+        "SELECT COALESCE(SUM(balance), 0)::bigint FROM accounts WHERE id >= $1",
+        &[&first_receiver],
+    )?;
     let received: i64 = row.get(0);
     let logged: i64 = db.query_one("SELECT count(*) FROM transfers", &[])?.get(0);
     let expected = run.transfers + cfg.clients as u64;

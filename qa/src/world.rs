@@ -29,7 +29,11 @@ pub const REGIONS: &[(&str, &str)] = &[
 ];
 
 /// GPU models: (model, memory GiB, price e9s per GPU-hour).
-pub const GPUS: &[(&str, u32, u64)] = &[("H100", 80, 2_500_000_000), ("A100", 80, 1_500_000_000), ("L4", 24, 400_000_000)];
+pub const GPUS: &[(&str, u32, u64)] = &[
+    ("H100", 80, 2_500_000_000),
+    ("A100", 80, 1_500_000_000),
+    ("L4", 24, 400_000_000),
+];
 
 /// Shape of a generated world.
 #[derive(Clone, Debug)]
@@ -81,7 +85,11 @@ fn node_caps(rng: &mut Rng) -> NodeCapabilities {
     let (region, country) = *rng.pick(REGIONS);
     let gpus = if rng.chance(35) {
         let (model, mem, _) = *rng.pick(GPUS);
-        vec![GpuSpec { model: model.into(), count: 8, memory_gib: mem }]
+        vec![GpuSpec {
+            model: model.into(),
+            count: 8,
+            memory_gib: mem,
+        }]
     } else {
         vec![]
     };
@@ -104,19 +112,39 @@ fn node_caps(rng: &mut Rng) -> NodeCapabilities {
     }
 }
 
-fn offering_spec(rng: &mut Rng, node: Principal, caps: &NodeCapabilities, n: usize, price_step: u64) -> OfferingSpec {
+fn offering_spec(
+    rng: &mut Rng,
+    node: Principal,
+    caps: &NodeCapabilities,
+    n: usize,
+    price_step: u64,
+) -> OfferingSpec {
     let vcpus = *rng.pick(&[1u32, 2, 4, 8, 16, 32, 64, 128]);
     let ram_gib = (vcpus * *rng.pick(&[1u32, 2, 4, 8])).min(caps.ram_gib);
     let storage_gib = *rng.pick(&[10u32, 25, 50, 100, 200, 500, 1_000, 2_000, 4_000]);
     let bandwidth_mbps = *rng.pick(&[100u32, 250, 500, 1_000, 2_500, 10_000]);
     let gpu = match caps.gpus.first() {
-        Some(g) if rng.chance(60) => Some(GpuSpec { model: g.model.clone(), count: *rng.pick(&[1u32, 2, 4, 8]), memory_gib: g.memory_gib }),
+        Some(g) if rng.chance(60) => Some(GpuSpec {
+            model: g.model.clone(),
+            count: *rng.pick(&[1u32, 2, 4, 8]),
+            memory_gib: g.memory_gib,
+        }),
         _ => None,
     };
-    let confidential = if caps.confidential != Confidential::None && rng.chance(70) { caps.confidential } else { Confidential::None };
-    let mut base = vcpus as f64 * 4e6 + ram_gib as f64 * 5e5 + storage_gib as f64 * 2e4 + bandwidth_mbps as f64 * 1e3;
+    let confidential = if caps.confidential != Confidential::None && rng.chance(70) {
+        caps.confidential
+    } else {
+        Confidential::None
+    };
+    let mut base = vcpus as f64 * 4e6
+        + ram_gib as f64 * 5e5
+        + storage_gib as f64 * 2e4
+        + bandwidth_mbps as f64 * 1e3;
     if let Some(g) = &gpu {
-        let per_gpu = GPUS.iter().find(|(m, _, _)| *m == g.model).map_or(1e9, |(_, _, p)| *p as f64);
+        let per_gpu = GPUS
+            .iter()
+            .find(|(m, _, _)| *m == g.model)
+            .map_or(1e9, |(_, _, p)| *p as f64);
         base += g.count as f64 * per_gpu;
     }
     if confidential != Confidential::None {
@@ -150,17 +178,33 @@ pub fn build(config: &WorldConfig, mut progress: impl FnMut(usize)) -> anyhow::R
     let mut rng = Rng::new(config.seed);
     let now = config.time_ns;
     let treasury = identity(b't', 0).principal();
-    let provider_ids: Vec<Identity> = (0..config.providers as u64).map(|i| identity(b'p', i)).collect();
+    let provider_ids: Vec<Identity> = (0..config.providers as u64)
+        .map(|i| identity(b'p', i))
+        .collect();
     let providers: Vec<Principal> = provider_ids.iter().map(|p| p.principal()).collect();
     // About one provider in five has no reputation yet; the rest have
     // values in steps of 10, so equal reputations occur too.
-    let reputations: Vec<(Principal, u64)> =
-        providers.iter().map(|p| (*p, if rng.chance(20) { 0 } else { 10 * (1 + rng.below(100)) })).collect();
+    let reputations: Vec<(Principal, u64)> = providers
+        .iter()
+        .map(|p| {
+            (
+                *p,
+                if rng.chance(20) {
+                    0
+                } else {
+                    10 * (1 + rng.below(100))
+                },
+            )
+        })
+        .collect();
     let mut params = Params::with_treasury(treasury, dc_ledger::genesis::local_minting_account());
     params.provider_registration_fee_e9s = 5 * E9S_PER_TOKEN;
     let genesis = Genesis {
         params,
-        balances: providers.iter().map(|p| (Account::of(*p), 100 * E9S_PER_TOKEN)).collect(),
+        balances: providers
+            .iter()
+            .map(|p| (Account::of(*p), 100 * E9S_PER_TOKEN))
+            .collect(),
         reputations,
         time_ns: now,
     };
@@ -176,19 +220,32 @@ pub fn build(config: &WorldConfig, mut progress: impl FnMut(usize)) -> anyhow::R
             email: format!("ops{i}@provider{i}.example"),
             website: format!("https://provider{i}.example"),
         };
-        ledger.register_provider(p, now, profile).map_err(|e| anyhow::anyhow!("register provider {i}: {e}"))?;
+        ledger
+            .register_provider(p, now, profile)
+            .map_err(|e| anyhow::anyhow!("register provider {i}: {e}"))?;
         let mut mine = Vec::with_capacity(config.nodes_per_provider);
         for j in 0..config.nodes_per_provider {
             let node = identity(b'n', (i * config.nodes_per_provider + j) as u64);
             let delegation = Delegation::sign(
                 provider,
                 node.public_key_der(),
-                &[Permission::CheckIn, Permission::AcceptContracts, Permission::ReportStatus],
+                &[
+                    Permission::CheckIn,
+                    Permission::AcceptContracts,
+                    Permission::ReportStatus,
+                ],
                 expiry,
             );
             let capabilities = node_caps(&mut rng);
             let principal = ledger
-                .register_node(p, now, RegisterNodeArgs { delegation, capabilities: capabilities.clone() })
+                .register_node(
+                    p,
+                    now,
+                    RegisterNodeArgs {
+                        delegation,
+                        capabilities: capabilities.clone(),
+                    },
+                )
                 .map_err(|e| anyhow::anyhow!("register node {j} of provider {i}: {e}"))?;
             mine.push((principal, capabilities));
         }
@@ -199,13 +256,20 @@ pub fn build(config: &WorldConfig, mut progress: impl FnMut(usize)) -> anyhow::R
         let pi = n % config.providers;
         let (node, caps) = &nodes[pi][rng.below(config.nodes_per_provider as u64) as usize];
         let spec = offering_spec(&mut rng, *node, caps, n, config.price_step_e9s);
-        let id = ledger.add_offering(providers[pi], now, spec).map_err(|e| anyhow::anyhow!("offering {n}: {e}"))?;
+        let id = ledger
+            .add_offering(providers[pi], now, spec)
+            .map_err(|e| anyhow::anyhow!("offering {n}: {e}"))?;
         offering_ids.push(id);
         if (n + 1) % 100_000 == 0 {
             progress(n + 1);
         }
     }
-    Ok(World { ledger, config: config.clone(), providers, offering_ids })
+    Ok(World {
+        ledger,
+        config: config.clone(),
+        providers,
+        offering_ids,
+    })
 }
 
 /// `count` mixed queries, seeded: price caps taken from real offerings,
@@ -220,7 +284,8 @@ pub fn queries(world: &World, count: usize, seed: u64) -> Vec<SearchQuery> {
             let mut q = SearchQuery::default();
             if rng.chance(50) && n > 0 {
                 let id = world.offering_ids[rng.below(n) as usize];
-                q.max_price_e9s_per_hour = world.ledger.offering(id).map(|o| o.spec.price_e9s_per_hour);
+                q.max_price_e9s_per_hour =
+                    world.ledger.offering(id).map(|o| o.spec.price_e9s_per_hour);
             }
             if rng.chance(40) {
                 q.min_vcpus = Some(*rng.pick(&[2, 4, 8, 16, 32, 64]));
@@ -236,7 +301,11 @@ pub fn queries(world: &World, count: usize, seed: u64) -> Vec<SearchQuery> {
             }
             if rng.chance(25) {
                 let (model, _, _) = *rng.pick(GPUS);
-                q.gpu_model = Some(if rng.chance(20) { model.to_ascii_lowercase() } else { model.to_string() });
+                q.gpu_model = Some(if rng.chance(20) {
+                    model.to_ascii_lowercase()
+                } else {
+                    model.to_string()
+                });
                 if rng.chance(50) {
                     q.min_gpus = Some(*rng.pick(&[1, 2, 4, 8]));
                 }
@@ -244,11 +313,16 @@ pub fn queries(world: &World, count: usize, seed: u64) -> Vec<SearchQuery> {
                 q.min_gpus = Some(*rng.pick(&[1, 2]));
             }
             if rng.chance(20) {
-                q.confidential = Some(*rng.pick(&[Confidential::SevSnp, Confidential::Tdx, Confidential::None]));
+                q.confidential =
+                    Some(*rng.pick(&[Confidential::SevSnp, Confidential::Tdx, Confidential::None]));
             }
             if rng.chance(30) {
                 let (region, country) = *rng.pick(REGIONS);
-                let r = if rng.chance(50) { region.to_string() } else { country.to_string() };
+                let r = if rng.chance(50) {
+                    region.to_string()
+                } else {
+                    country.to_string()
+                };
                 // Sometimes in the other case: matching is case-insensitive.
                 q.region = Some(match (rng.chance(20), r == r.to_ascii_lowercase()) {
                     (true, true) => r.to_ascii_uppercase(),
@@ -294,7 +368,10 @@ impl Reference {
             .filter_map(|&id| world.ledger.offering(id))
             .map(|o| {
                 let rep = world.ledger.reputation_of(&o.provider);
-                let node = nodes.entry(o.spec.node).or_insert_with(|| world.ledger.node_info(&o.spec.node).expect("node")).clone();
+                let node = nodes
+                    .entry(o.spec.node)
+                    .or_insert_with(|| world.ledger.node_info(&o.spec.node).expect("node"))
+                    .clone();
                 (o, rep, node)
             })
             .collect();
@@ -308,7 +385,9 @@ impl Reference {
         let lower = |s: &str| s.to_ascii_lowercase();
         let gpu_model = q.gpu_model.as_deref().map(lower);
         let region = q.region.as_deref().map(lower);
-        let min_gpus = q.min_gpus.unwrap_or(if gpu_model.is_some() { 1 } else { 0 });
+        let min_gpus = q
+            .min_gpus
+            .unwrap_or(if gpu_model.is_some() { 1 } else { 0 });
         let mut hits: Vec<&(Offering, u64, NodeInfo)> = self
             .rows
             .iter()
@@ -316,7 +395,8 @@ impl Reference {
                 let s = &o.spec;
                 let gpus = s.gpu.as_ref().map_or(0, |g| g.count);
                 let model = s.gpu.as_ref().map(|g| lower(&g.model));
-                q.max_price_e9s_per_hour.is_none_or(|m| s.price_e9s_per_hour <= m)
+                q.max_price_e9s_per_hour
+                    .is_none_or(|m| s.price_e9s_per_hour <= m)
                     && q.min_vcpus.is_none_or(|m| s.vcpus >= m)
                     && q.min_ram_gib.is_none_or(|m| s.ram_gib >= m)
                     && q.min_storage_gib.is_none_or(|m| s.storage_gib >= m)
@@ -324,18 +404,32 @@ impl Reference {
                     && gpus >= min_gpus
                     && gpu_model.as_ref().is_none_or(|m| model.as_ref() == Some(m))
                     && q.confidential.is_none_or(|c| s.confidential == c)
-                    && region.as_ref().is_none_or(|r| lower(&s.region) == *r || lower(&s.country) == *r)
+                    && region
+                        .as_ref()
+                        .is_none_or(|r| lower(&s.region) == *r || lower(&s.country) == *r)
                     && q.hours.is_none_or(|h| s.min_hours <= h && h <= s.max_hours)
                     && q.min_provider_reputation.is_none_or(|m| *rep >= m)
                     && has_room(node, s)
             })
             .collect();
         hits.sort_by(|a, b| {
-            a.0.spec.price_e9s_per_hour.cmp(&b.0.spec.price_e9s_per_hour).then(b.1.cmp(&a.1)).then(a.0.id.cmp(&b.0.id))
+            a.0.spec
+                .price_e9s_per_hour
+                .cmp(&b.0.spec.price_e9s_per_hour)
+                .then(b.1.cmp(&a.1))
+                .then(a.0.id.cmp(&b.0.id))
         });
-        let offers: Vec<OfferMatch> = hits.iter().skip(offset).take(limit).map(|(o, rep, _)| OfferMatch::new(o, *rep)).collect();
+        let offers: Vec<OfferMatch> = hits
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(o, rep, _)| OfferMatch::new(o, *rep))
+            .collect();
         let next_offset = (offers.len() == limit).then_some((offset + offers.len()) as u64);
-        SearchResult { offers, next_offset }
+        SearchResult {
+            offers,
+            next_offset,
+        }
     }
 }
 
@@ -345,7 +439,15 @@ fn has_room(node: &NodeInfo, s: &OfferingSpec) -> bool {
     let r = &node.reserved;
     // GPU capacity is per model.
     let (gpus, total, taken) = match &s.gpu {
-        Some(g) => (g.count, c.gpus.iter().filter(|n| n.model.eq_ignore_ascii_case(&g.model)).map(|n| n.count).sum(), node.reserved_gpus(&g.model)),
+        Some(g) => (
+            g.count,
+            c.gpus
+                .iter()
+                .filter(|n| n.model.eq_ignore_ascii_case(&g.model))
+                .map(|n| n.count)
+                .sum(),
+            node.reserved_gpus(&g.model),
+        ),
         None => (0, 0, 0),
     };
     !node.revoked
@@ -354,4 +456,3 @@ fn has_room(node: &NodeInfo, s: &OfferingSpec) -> bool {
         && r.storage_gib + s.storage_gib <= c.storage_gib
         && (gpus == 0 || taken + gpus <= total)
 }
-

@@ -30,10 +30,20 @@ fn check(config: WorldConfig, queries: usize) -> (usize, usize, u64) {
 
 #[test]
 fn fast_search_returns_exactly_the_reference_pages() {
-    let config = WorldConfig { providers: 20, nodes_per_provider: 10, offerings: 2_000, seed: 7, price_step_e9s: 1_000_000, time_ns: T0 };
+    let config = WorldConfig {
+        providers: 20,
+        nodes_per_provider: 10,
+        offerings: 2_000,
+        seed: 7,
+        price_step_e9s: 1_000_000,
+        time_ns: T0,
+    };
     let (nonempty, full, offers) = check(config, 50);
     // The query set is not degenerate: most queries match something, some fill a page.
-    assert!(nonempty >= 25, "only {nonempty} of 50 queries matched anything");
+    assert!(
+        nonempty >= 25,
+        "only {nonempty} of 50 queries matched anything"
+    );
     assert!(full >= 5, "only {full} of 50 queries filled a page");
     assert!(offers > 500, "only {offers} offers in all");
 }
@@ -41,14 +51,28 @@ fn fast_search_returns_exactly_the_reference_pages() {
 #[test]
 fn ties_on_price_are_ranked_by_reputation_then_id() {
     // Coarse prices: many offerings share one, so the tie-breaks decide pages.
-    let config = WorldConfig { providers: 12, nodes_per_provider: 3, offerings: 1_500, seed: 11, price_step_e9s: 200_000_000, time_ns: T0 };
+    let config = WorldConfig {
+        providers: 12,
+        nodes_per_provider: 3,
+        offerings: 1_500,
+        seed: 11,
+        price_step_e9s: 200_000_000,
+        time_ns: T0,
+    };
     let (nonempty, _, _) = check(config, 50);
     assert!(nonempty >= 25);
 }
 
 #[test]
 fn generator_is_deterministic() {
-    let config = WorldConfig { providers: 5, nodes_per_provider: 2, offerings: 200, seed: 3, price_step_e9s: 1_000_000, time_ns: T0 };
+    let config = WorldConfig {
+        providers: 5,
+        nodes_per_provider: 2,
+        offerings: 200,
+        seed: 3,
+        price_step_e9s: 1_000_000,
+        time_ns: T0,
+    };
     let a = world::build(&config, |_| {}).expect("world");
     let b = world::build(&config, |_| {}).expect("world");
     assert_eq!(a.ledger.state_digest(), b.ledger.state_digest());

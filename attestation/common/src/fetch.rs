@@ -106,7 +106,10 @@ impl<F: Fetcher + ?Sized> Fetcher for CachingFetcher<'_, F> {
         }
         let response = self.inner.get(url)?;
         if response.status != 200 {
-            return Err(FetchError::Status { url: url.to_string(), status: response.status });
+            return Err(FetchError::Status {
+                url: url.to_string(),
+                status: response.status,
+            });
         }
         self.cache.put(url, &response)?;
         Ok(response)
@@ -143,7 +146,11 @@ fn decode_cached(bytes: &[u8]) -> Option<FetchResponse> {
         let (k, v) = line.split_once(": ")?;
         headers.push((k.to_string(), v.to_string()));
     }
-    Some(FetchResponse { status: 200, headers, body: rest.to_vec() })
+    Some(FetchResponse {
+        status: 200,
+        headers,
+        body: rest.to_vec(),
+    })
 }
 
 #[cfg(test)]
@@ -168,18 +175,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dc-fetch-cache-{}", std::process::id()));
         let cache = FileCache::new(&dir);
         let inner = Counting(Cell::new(0));
-        let f = CachingFetcher { cache: &cache, inner: &inner };
+        let f = CachingFetcher {
+            cache: &cache,
+            inner: &inner,
+        };
         let a = f.get("https://example/a").unwrap();
         let b = f.get("https://example/a").unwrap();
         assert_eq!(a, b);
         assert_eq!(inner.0.get(), 1);
-        assert_eq!(b.header("X-Issuer-Chain"), Some("chain-for-https://example/a"));
+        assert_eq!(
+            b.header("X-Issuer-Chain"),
+            Some("chain-for-https://example/a")
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]
     fn offline_by_default() {
-        assert!(matches!(NoFetch.get("https://kdsintf.amd.com/x"), Err(FetchError::Offline(_))));
+        assert!(matches!(
+            NoFetch.get("https://kdsintf.amd.com/x"),
+            Err(FetchError::Offline(_))
+        ));
     }
 
     #[test]

@@ -37,7 +37,11 @@ impl Checks {
     }
 
     pub fn push(&mut self, name: &str, ok: bool, detail: impl Into<String>) {
-        self.0.push(Check { name: name.to_string(), ok, detail: detail.into() });
+        self.0.push(Check {
+            name: name.to_string(),
+            ok,
+            detail: detail.into(),
+        });
     }
 
     /// Records `Ok(detail)` as a pass and `Err(reason)` as a failure.
@@ -58,11 +62,18 @@ impl Checks {
     pub fn expect_eq(&mut self, name: &str, expected: Option<&[u8]>, actual: &[u8]) {
         if let Some(expected) = expected {
             if expected == actual {
-                self.pass(name, format!("equals the expected {}", hex::encode(expected)));
+                self.pass(
+                    name,
+                    format!("equals the expected {}", hex::encode(expected)),
+                );
             } else {
                 self.fail(
                     name,
-                    format!("is {}, expected {}", hex::encode(actual), hex::encode(expected)),
+                    format!(
+                        "is {}, expected {}",
+                        hex::encode(actual),
+                        hex::encode(expected)
+                    ),
                 );
             }
         }
@@ -96,14 +107,21 @@ pub enum InputError {
     #[error("input too large: {actual} bytes, at most {limit}")]
     TooLarge { actual: usize, limit: usize },
     #[error("nonce must be {min} to {max} bytes, got {actual}")]
-    NonceLength { min: usize, max: usize, actual: usize },
+    NonceLength {
+        min: usize,
+        max: usize,
+        actual: usize,
+    },
 }
 
 /// Parses hex (optionally `0x`-prefixed, surrounding whitespace allowed) of exactly `len` bytes.
 pub fn parse_hex_exact(s: &str, len: usize) -> Result<Vec<u8>, InputError> {
     let bytes = parse_hex(s)?;
     if bytes.len() != len {
-        return Err(InputError::HexLength { expected: len, actual: bytes.len() });
+        return Err(InputError::HexLength {
+            expected: len,
+            actual: bytes.len(),
+        });
     }
     Ok(bytes)
 }
@@ -111,7 +129,10 @@ pub fn parse_hex_exact(s: &str, len: usize) -> Result<Vec<u8>, InputError> {
 /// Parses hex of any length (optionally `0x`-prefixed; whitespace inside is ignored).
 pub fn parse_hex(s: &str) -> Result<Vec<u8>, InputError> {
     let s = s.trim();
-    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     let compact: String = s.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     hex::decode(&compact).map_err(|e| InputError::Hex(e.to_string()))
 }
@@ -121,13 +142,18 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, InputError> {
 /// byte is a hex digit or whitespace and the digit count is even.
 pub fn decode_maybe_hex(bytes: &[u8], limit: usize) -> Result<Vec<u8>, InputError> {
     if bytes.len() > limit.saturating_mul(2).saturating_add(1024) {
-        return Err(InputError::TooLarge { actual: bytes.len(), limit });
+        return Err(InputError::TooLarge {
+            actual: bytes.len(),
+            limit,
+        });
     }
     let digits = bytes.iter().filter(|b| b.is_ascii_hexdigit()).count();
     let is_text = !bytes.is_empty()
         && digits > 0
         && digits % 2 == 0
-        && bytes.iter().all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace());
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace());
     let out = if is_text {
         let text = std::str::from_utf8(bytes).map_err(|e| InputError::Hex(e.to_string()))?;
         parse_hex(text)?
@@ -135,7 +161,10 @@ pub fn decode_maybe_hex(bytes: &[u8], limit: usize) -> Result<Vec<u8>, InputErro
         bytes.to_vec()
     };
     if out.len() > limit {
-        return Err(InputError::TooLarge { actual: out.len(), limit });
+        return Err(InputError::TooLarge {
+            actual: out.len(),
+            limit,
+        });
     }
     Ok(out)
 }
@@ -162,7 +191,10 @@ pub fn report_data(nonce: &[u8], tls_spki_der: &[u8]) -> Result<[u8; 64], InputE
 }
 
 /// [`report_data`] from an already computed SHA-256 of the SubjectPublicKeyInfo.
-pub fn report_data_from_spki_hash(nonce: &[u8], spki_sha256: &[u8; 32]) -> Result<[u8; 64], InputError> {
+pub fn report_data_from_spki_hash(
+    nonce: &[u8],
+    spki_sha256: &[u8; 32],
+) -> Result<[u8; 64], InputError> {
     if !(MIN_NONCE_LEN..=MAX_NONCE_LEN).contains(&nonce.len()) {
         return Err(InputError::NonceLength {
             min: MIN_NONCE_LEN,
@@ -226,12 +258,21 @@ mod tests {
     #[test]
     fn hex_inputs() {
         assert_eq!(parse_hex_exact("0xABcd", 2).unwrap(), vec![0xab, 0xcd]);
-        assert!(matches!(parse_hex_exact("abcd", 3), Err(InputError::HexLength { .. })));
+        assert!(matches!(
+            parse_hex_exact("abcd", 3),
+            Err(InputError::HexLength { .. })
+        ));
         assert!(parse_hex("zz").is_err());
-        assert_eq!(decode_maybe_hex(b"0a0b\n0c\n", 10).unwrap(), vec![10, 11, 12]);
+        assert_eq!(
+            decode_maybe_hex(b"0a0b\n0c\n", 10).unwrap(),
+            vec![10, 11, 12]
+        );
         assert_eq!(decode_maybe_hex(&[0, 1, 2], 10).unwrap(), vec![0, 1, 2]);
         assert!(decode_maybe_hex(&[0; 11], 10).is_err());
-        assert!(decode_maybe_hex(b"abc", 10).unwrap() == b"abc".to_vec(), "odd digit count is raw bytes");
+        assert!(
+            decode_maybe_hex(b"abc", 10).unwrap() == b"abc".to_vec(),
+            "odd digit count is raw bytes"
+        );
     }
 
     #[test]

@@ -729,5 +729,8 @@ fn vmsa_page(eip: u32, vcpu_sig: u32, sev_features: u64) -> [u8; 4096] {
     p
 }
 
+mod dstack;
+pub use dstack::MAX_DSTACK_CBOR_BYTES;
+
 #[cfg(test)]
 mod tests;

@@ -34,7 +34,8 @@ EY55WYoDBvs2wPAH1Gw4LbcwUN8QCff8bFmV4ZxjCRr4WXTLFHBKjbfneGSBWwA=
 ";
 
 /// SHA-256 fingerprint of the pinned root's DER encoding.
-pub const PINNED_ROOT_SHA256_HEX: &str = "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48";
+pub const PINNED_ROOT_SHA256_HEX: &str =
+    "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48";
 
 /// Number of certificates in a Hopper GPU chain (leaf to root), as nvtrust requires.
 pub const GPU_CHAIN_LEN: usize = 5;
@@ -43,26 +44,38 @@ pub const MAX_PEM_LEN: usize = 64 * 1024;
 /// Most certificates accepted in one PEM input.
 pub const MAX_CERTS: usize = 16;
 
-const OID_EC_PUBLIC_KEY: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_SECP384R1: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const OID_ECDSA_SHA384: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const OID_BASIC_CONSTRAINTS: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.29.19");
+const OID_EC_PUBLIC_KEY: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_SECP384R1: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const OID_ECDSA_SHA384: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+const OID_BASIC_CONSTRAINTS: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.5.29.19");
 /// TCG DICE TcbInfo extension, which carries the firmware ID (FWID).
 pub const OID_TCG_DICE_TCB_INFO: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("2.23.133.5.4.1");
-const OID_SHA384: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+const OID_SHA384: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
 
 /// Parses a PEM bundle of certificates, in order (leaf first for GPU chains).
 pub fn parse_certs_pem(pem: &[u8]) -> Result<Vec<Certificate>, NvidiaError> {
     if pem.len() > MAX_PEM_LEN {
-        return Err(NvidiaError::TooLarge { what: "certificate chain PEM", actual: pem.len(), limit: MAX_PEM_LEN });
+        return Err(NvidiaError::TooLarge {
+            what: "certificate chain PEM",
+            actual: pem.len(),
+            limit: MAX_PEM_LEN,
+        });
     }
     let count = pem.windows(11).filter(|w| *w == b"-----BEGIN ").count();
     if count == 0 {
         return Err(NvidiaError::NoCertificates);
     }
     if count > MAX_CERTS {
-        return Err(NvidiaError::TooManyCertificates { actual: count, limit: MAX_CERTS });
+        return Err(NvidiaError::TooManyCertificates {
+            actual: count,
+            limit: MAX_CERTS,
+        });
     }
     let certs = Certificate::load_pem_chain(pem).map_err(|e| NvidiaError::Pem(e.to_string()))?;
     if certs.is_empty() {
@@ -74,7 +87,8 @@ pub fn parse_certs_pem(pem: &[u8]) -> Result<Vec<Certificate>, NvidiaError> {
 /// The pinned NVIDIA device identity root, parsed.
 pub fn pinned_root() -> Result<Certificate, NvidiaError> {
     use der::DecodePem;
-    Certificate::from_pem(NVIDIA_DEVICE_ROOT_PEM.as_bytes()).map_err(|e| NvidiaError::Pem(e.to_string()))
+    Certificate::from_pem(NVIDIA_DEVICE_ROOT_PEM.as_bytes())
+        .map_err(|e| NvidiaError::Pem(e.to_string()))
 }
 
 /// The outcome of the chain checks, one result per check name.
@@ -104,7 +118,10 @@ fn describe(cert: &Certificate) -> String {
 fn check_linkage(certs: &[Certificate]) -> Result<String, String> {
     let mut problems: Vec<String> = Vec::new();
     if certs.len() != GPU_CHAIN_LEN {
-        problems.push(format!("expected {GPU_CHAIN_LEN} certificates (leaf to root), found {}", certs.len()));
+        problems.push(format!(
+            "expected {GPU_CHAIN_LEN} certificates (leaf to root), found {}",
+            certs.len()
+        ));
     }
     for (i, cert) in certs.iter().enumerate() {
         // The top certificate is checked against itself (self-signed root).
@@ -112,7 +129,10 @@ fn check_linkage(certs: &[Certificate]) -> Result<String, String> {
         let is_top = i + 1 == certs.len();
         if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
             problems.push(if is_top {
-                format!("top certificate {i} ({}) is not self-issued", describe(cert))
+                format!(
+                    "top certificate {i} ({}) is not self-issued",
+                    describe(cert)
+                )
             } else {
                 format!(
                     "certificate {i} ({}) is issued by {}, but certificate {} is {}",
@@ -128,11 +148,17 @@ fn check_linkage(certs: &[Certificate]) -> Result<String, String> {
             problems.push(format!("certificate {i} ({}): {e}", describe(cert)));
         }
         if i > 0 && !is_ca(cert) {
-            problems.push(format!("certificate {i} ({}) issues certificates but is not a CA", describe(cert)));
+            problems.push(format!(
+                "certificate {i} ({}) issues certificates but is not a CA",
+                describe(cert)
+            ));
         }
     }
     if problems.is_empty() {
-        Ok(format!("{} certificates, each issued and signed (ECDSA P-384, SHA-384) by the next", certs.len()))
+        Ok(format!(
+            "{} certificates, each issued and signed (ECDSA P-384, SHA-384) by the next",
+            certs.len()
+        ))
     } else {
         Err(problems.join("; "))
     }
@@ -195,7 +221,9 @@ fn check_validity(certs: &[Certificate], now: u64) -> Result<String, String> {
 fn is_ca(cert: &Certificate) -> bool {
     let exts = cert.tbs_certificate.extensions.as_deref().unwrap_or(&[]);
     match exts.iter().find(|e| e.extn_id == OID_BASIC_CONSTRAINTS) {
-        Some(ext) => BasicConstraints::from_der(ext.extn_value.as_bytes()).map(|bc| bc.ca).unwrap_or(false),
+        Some(ext) => BasicConstraints::from_der(ext.extn_value.as_bytes())
+            .map(|bc| bc.ca)
+            .unwrap_or(false),
         None => false,
     }
 }
@@ -204,28 +232,47 @@ fn is_ca(cert: &Certificate) -> bool {
 pub fn p384_key(cert: &Certificate) -> Result<VerifyingKey, String> {
     let spki = &cert.tbs_certificate.subject_public_key_info;
     if spki.algorithm.oid != OID_EC_PUBLIC_KEY {
-        return Err(format!("public key algorithm {} is not id-ecPublicKey", spki.algorithm.oid));
+        return Err(format!(
+            "public key algorithm {} is not id-ecPublicKey",
+            spki.algorithm.oid
+        ));
     }
-    let curve = spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
     if curve != Some(OID_SECP384R1) {
         return Err("public key curve is not secp384r1 (P-384)".into());
     }
-    let point = spki.subject_public_key.as_bytes().ok_or("public key bit string has unused bits")?;
-    VerifyingKey::from_sec1_bytes(point).map_err(|_| "public key is not a valid P-384 point".to_string())
+    let point = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or("public key bit string has unused bits")?;
+    VerifyingKey::from_sec1_bytes(point)
+        .map_err(|_| "public key is not a valid P-384 point".to_string())
 }
 
 fn verify_cert_signature(cert: &Certificate, issuer: &Certificate) -> Result<(), String> {
     if cert.signature_algorithm.oid != OID_ECDSA_SHA384 {
-        return Err(format!("signature algorithm {} is not ecdsa-with-SHA384", cert.signature_algorithm.oid));
+        return Err(format!(
+            "signature algorithm {} is not ecdsa-with-SHA384",
+            cert.signature_algorithm.oid
+        ));
     }
     if cert.tbs_certificate.signature.oid != cert.signature_algorithm.oid {
         return Err("inner and outer signature algorithms differ".into());
     }
     let key = p384_key(issuer).map_err(|e| format!("issuer key: {e}"))?;
-    let sig_der = cert.signature.as_bytes().ok_or("signature bit string has unused bits")?;
-    let sig = Signature::from_der(sig_der).map_err(|_| "signature is not a DER ECDSA signature".to_string())?;
+    let sig_der = cert
+        .signature
+        .as_bytes()
+        .ok_or("signature bit string has unused bits")?;
+    let sig = Signature::from_der(sig_der)
+        .map_err(|_| "signature is not a DER ECDSA signature".to_string())?;
     let tbs = cert.tbs_certificate.to_der().map_err(|e| e.to_string())?;
-    key.verify(&tbs, &sig).map_err(|_| "signature does not verify with the issuer's key".to_string())
+    key.verify(&tbs, &sig)
+        .map_err(|_| "signature does not verify with the issuer's key".to_string())
 }
 
 /// SHA-384 firmware IDs in the certificate's TCG DICE TcbInfo extension
@@ -254,7 +301,9 @@ fn collect_fwids(mut bytes: &[u8], depth: usize, out: &mut Vec<Vec<u8>>) {
         if tag == 0x30 {
             if let Some((0x06, oid, after)) = split_tlv(content) {
                 if let Some((0x04, digest, [])) = split_tlv(after) {
-                    if der::asn1::ObjectIdentifier::from_bytes(oid).ok() == Some(OID_SHA384) && digest.len() == 48 {
+                    if der::asn1::ObjectIdentifier::from_bytes(oid).ok() == Some(OID_SHA384)
+                        && digest.len() == 48
+                    {
                         out.push(digest.to_vec());
                         continue;
                     }
@@ -296,10 +345,17 @@ mod tests {
     #[test]
     fn pinned_root_matches_its_fingerprint_and_is_self_signed() {
         let root = pinned_root().unwrap();
-        assert_eq!(hex::encode(Sha256::digest(root.to_der().unwrap())), PINNED_ROOT_SHA256_HEX);
+        assert_eq!(
+            hex::encode(Sha256::digest(root.to_der().unwrap())),
+            PINNED_ROOT_SHA256_HEX
+        );
         verify_cert_signature(&root, &root).unwrap();
         assert!(is_ca(&root));
-        assert_eq!(root.tbs_certificate.subject.to_string(), "O=NVIDIA,CN=NVIDIA Device Identity CA", "RFC 4514 order");
+        assert_eq!(
+            root.tbs_certificate.subject.to_string(),
+            "O=NVIDIA,CN=NVIDIA Device Identity CA",
+            "RFC 4514 order"
+        );
     }
 
     #[test]
@@ -315,22 +371,40 @@ mod tests {
     fn validity_uses_now() {
         let root = pinned_root().unwrap();
         // 2021-11-05T00:00:00Z is 1636070400.
-        assert!(check_validity(std::slice::from_ref(&root), 1_636_070_399).unwrap_err().contains("not valid before"));
+        assert!(check_validity(std::slice::from_ref(&root), 1_636_070_399)
+            .unwrap_err()
+            .contains("not valid before"));
         assert!(check_validity(std::slice::from_ref(&root), 1_636_070_400).is_ok());
-        assert!(check_validity(&[root], u64::MAX).unwrap_err().contains("expired"));
+        assert!(check_validity(&[root], u64::MAX)
+            .unwrap_err()
+            .contains("expired"));
     }
 
     #[test]
     fn pem_input_errors() {
-        assert!(matches!(parse_certs_pem(b""), Err(NvidiaError::NoCertificates)));
+        assert!(matches!(
+            parse_certs_pem(b""),
+            Err(NvidiaError::NoCertificates)
+        ));
         assert!(matches!(
             parse_certs_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
             Err(NvidiaError::Pem(_))
         ));
-        assert!(matches!(parse_certs_pem(&vec![b'a'; MAX_PEM_LEN + 1]), Err(NvidiaError::TooLarge { .. })));
+        assert!(matches!(
+            parse_certs_pem(&vec![b'a'; MAX_PEM_LEN + 1]),
+            Err(NvidiaError::TooLarge { .. })
+        ));
         let many = NVIDIA_DEVICE_ROOT_PEM.repeat(MAX_CERTS + 1);
-        assert!(matches!(parse_certs_pem(many.as_bytes()), Err(NvidiaError::TooManyCertificates { .. })));
-        assert_eq!(parse_certs_pem(NVIDIA_DEVICE_ROOT_PEM.as_bytes()).unwrap().len(), 1);
+        assert!(matches!(
+            parse_certs_pem(many.as_bytes()),
+            Err(NvidiaError::TooManyCertificates { .. })
+        ));
+        assert_eq!(
+            parse_certs_pem(NVIDIA_DEVICE_ROOT_PEM.as_bytes())
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub const PLATFORM: &str = "nvidia-h100";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NvidiaError {
     #[error("{what} is {actual} bytes, at most {limit} are accepted")]
-    TooLarge { what: &'static str, actual: usize, limit: usize },
+    TooLarge {
+        what: &'static str,
+        actual: usize,
+        limit: usize,
+    },
     #[error("no PEM certificate found")]
     NoCertificates,
     #[error("{actual} certificates, at most {limit} are accepted")]
@@ -85,7 +89,12 @@ pub struct NvidiaVerification {
 /// Checks, in order: `spdm_parse`, `cert_chain`, `root_pinned`,
 /// `certificate_validity`, `report_signature`, `nonce`, `fwid`,
 /// `rim_versions`, `rim_measurements`.
-pub fn verify(report: &[u8], cert_chain_pem: &[u8], policy: &NvidiaPolicy, now_unix_secs: u64) -> NvidiaVerification {
+pub fn verify(
+    report: &[u8],
+    cert_chain_pem: &[u8],
+    policy: &NvidiaPolicy,
+    now_unix_secs: u64,
+) -> NvidiaVerification {
     let mut checks = Checks::new();
     let mut out = NvidiaVerification {
         verified: false,
@@ -102,7 +111,10 @@ pub fn verify(report: &[u8], cert_chain_pem: &[u8], policy: &NvidiaPolicy, now_u
     let parsed = match spdm::parse(report) {
         Ok(p) => {
             let padding = if p.padding_len > 0 {
-                format!("; {} zero byte(s) of unsigned padding after the signature", p.padding_len)
+                format!(
+                    "; {} zero byte(s) of unsigned padding after the signature",
+                    p.padding_len
+                )
             } else {
                 String::new()
             };
@@ -122,7 +134,10 @@ pub fn verify(report: &[u8], cert_chain_pem: &[u8], policy: &NvidiaPolicy, now_u
                 .response
                 .blocks
                 .iter()
-                .map(|b| MeasurementSummary { index: b.index, value: hex::encode(&b.value) })
+                .map(|b| MeasurementSummary {
+                    index: b.index,
+                    value: hex::encode(&b.value),
+                })
                 .collect();
             Some(p)
         }
@@ -165,11 +180,21 @@ pub fn verify(report: &[u8], cert_chain_pem: &[u8], policy: &NvidiaPolicy, now_u
         (None, _) => checks.fail("nonce", "not checked: the report does not parse"),
         (Some(p), Some(expected)) => {
             if p.request.nonce == expected {
-                checks.pass("nonce", format!("request nonce equals the expected {}", hex::encode(expected)));
+                checks.pass(
+                    "nonce",
+                    format!(
+                        "request nonce equals the expected {}",
+                        hex::encode(expected)
+                    ),
+                );
             } else {
                 checks.fail(
                     "nonce",
-                    format!("request nonce is {}, expected {}", hex::encode(p.request.nonce), hex::encode(expected)),
+                    format!(
+                        "request nonce is {}, expected {}",
+                        hex::encode(p.request.nonce),
+                        hex::encode(expected)
+                    ),
                 );
             }
         }
@@ -203,7 +228,11 @@ pub fn verify(report: &[u8], cert_chain_pem: &[u8], policy: &NvidiaPolicy, now_u
             }
         }
         Some(p) => {
-            let versions: Vec<Result<String, String>> = policy.rims.iter().map(|r| rim::check_version(r, p)).collect();
+            let versions: Vec<Result<String, String>> = policy
+                .rims
+                .iter()
+                .map(|r| rim::check_version(r, p))
+                .collect();
             let failed: Vec<String> = versions.iter().filter_map(|r| r.clone().err()).collect();
             if failed.is_empty() {
                 let ok: Vec<String> = versions.into_iter().filter_map(Result::ok).collect();
@@ -237,18 +266,31 @@ fn verify_report_signature(p: &SpdmMeasurements, leaf: &Certificate) -> Result<S
 }
 
 fn check_fwid(p: &SpdmMeasurements, leaf: &Certificate) -> Result<String, String> {
-    let reported = p.response.opaque.fwid().ok_or("the report's opaque data has no FWID")?;
+    let reported = p
+        .response
+        .opaque
+        .fwid()
+        .ok_or("the report's opaque data has no FWID")?;
     let in_cert = certs::fwids(leaf);
     if in_cert.is_empty() {
-        return Err("the leaf certificate has no SHA-384 FWID (TCG DICE extension 2.23.133.5.4.1)".into());
+        return Err(
+            "the leaf certificate has no SHA-384 FWID (TCG DICE extension 2.23.133.5.4.1)".into(),
+        );
     }
     if in_cert.iter().any(|f| f.as_slice() == reported) {
-        Ok(format!("report FWID {} equals the leaf certificate's", hex::encode(reported)))
+        Ok(format!(
+            "report FWID {} equals the leaf certificate's",
+            hex::encode(reported)
+        ))
     } else {
         Err(format!(
             "report FWID {} differs from the leaf certificate's {}",
             hex::encode(reported),
-            in_cert.iter().map(hex::encode).collect::<Vec<_>>().join(", ")
+            in_cert
+                .iter()
+                .map(hex::encode)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 }
@@ -259,21 +301,35 @@ fn rim_measurements_detail(rims: &[Rim], p: &SpdmMeasurements) -> Result<String,
     let skipped = if c.skipped.is_empty() {
         String::new()
     } else {
-        let s: Vec<String> = c.skipped.iter().map(|(i, why)| format!("{i} ({why})")).collect();
+        let s: Vec<String> = c
+            .skipped
+            .iter()
+            .map(|(i, why)| format!("{i} ({why})"))
+            .collect();
         format!("; skipped RIM index {}", s.join(", "))
     };
     if c.ok() {
-        return Ok(format!("{} active measurements match{skipped}; {unsigned}", c.compared));
+        return Ok(format!(
+            "{} active measurements match{skipped}; {unsigned}",
+            c.compared
+        ));
     }
     let mut problems = Vec::new();
     if c.compared == 0 {
         problems.push("the RIMs have no active measurement to compare".to_string());
     }
     if !c.conflicts.is_empty() {
-        problems.push(format!("RIM indexes active in more than one RIM: {:?}", c.conflicts));
+        problems.push(format!(
+            "RIM indexes active in more than one RIM: {:?}",
+            c.conflicts
+        ));
     }
     if !c.mismatches.is_empty() {
-        let idx: Vec<String> = c.mismatches.iter().map(|m| m.rim_index.to_string()).collect();
+        let idx: Vec<String> = c
+            .mismatches
+            .iter()
+            .map(|m| m.rim_index.to_string())
+            .collect();
         problems.push(format!(
             "{} of {} active measurements differ, at RIM indexes (0-based; SPDM index is one more) {}",
             c.mismatches.len(),
@@ -291,7 +347,12 @@ pub fn fuzz_spdm(data: &[u8]) {
         let _ = rim::vbios_rim_id(&p);
         let _ = p.response.opaque.measurement_counts();
     }
-    let _ = verify(data, NVIDIA_DEVICE_ROOT_PEM.as_bytes(), &NvidiaPolicy::default(), 0);
+    let _ = verify(
+        data,
+        NVIDIA_DEVICE_ROOT_PEM.as_bytes(),
+        &NvidiaPolicy::default(),
+        0,
+    );
 }
 
 /// Fuzz entry for the RIM parser: never panics.

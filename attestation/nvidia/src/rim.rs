@@ -104,13 +104,19 @@ impl Rim {
 
 fn is_vbios_version(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
-    parts.len() == 5 && parts.iter().all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+    parts.len() == 5
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Parses a RIM (SWID tag XML).
 pub fn parse(xml: &[u8]) -> Result<Rim, RimError> {
     if xml.len() > MAX_RIM_LEN {
-        return Err(RimError::TooLarge { actual: xml.len(), limit: MAX_RIM_LEN });
+        return Err(RimError::TooLarge {
+            actual: xml.len(),
+            limit: MAX_RIM_LEN,
+        });
     }
     let mut reader = Reader::from_reader(xml);
     reader.config_mut().trim_text(true);
@@ -179,7 +185,11 @@ pub fn parse(xml: &[u8]) -> Result<Rim, RimError> {
     if rim.measurements.is_empty() {
         return Err(RimError::NoMeasurements);
     }
-    rim.kind = if is_vbios_version(&rim.version) { RimKind::Vbios } else { RimKind::Driver };
+    rim.kind = if is_vbios_version(&rim.version) {
+        RimKind::Vbios
+    } else {
+        RimKind::Driver
+    };
     Ok(rim)
 }
 
@@ -188,14 +198,19 @@ fn attr(reader: &Reader<&[u8]>, e: &BytesStart, name: &str) -> Result<Option<Str
     for a in e.attributes() {
         let a = a.map_err(|err| RimError::Xml(err.to_string()))?;
         if a.key.local_name().as_ref() == name.as_bytes() {
-            let v = a.decode_and_unescape_value(reader.decoder()).map_err(|err| RimError::Xml(err.to_string()))?;
+            let v = a
+                .decode_and_unescape_value(reader.decoder())
+                .map_err(|err| RimError::Xml(err.to_string()))?;
             return Ok(Some(v.into_owned()));
         }
     }
     Ok(None)
 }
 
-fn parse_resource(reader: &Reader<&[u8]>, e: &BytesStart) -> Result<Option<RimMeasurement>, RimError> {
+fn parse_resource(
+    reader: &Reader<&[u8]>,
+    e: &BytesStart,
+) -> Result<Option<RimMeasurement>, RimError> {
     let mut kind = None;
     let mut index = None;
     let mut active = None;
@@ -207,8 +222,10 @@ fn parse_resource(reader: &Reader<&[u8]>, e: &BytesStart) -> Result<Option<RimMe
     for a in e.attributes() {
         let a = a.map_err(|err| RimError::Xml(err.to_string()))?;
         let key = String::from_utf8_lossy(a.key.local_name().as_ref()).into_owned();
-        let value =
-            a.decode_and_unescape_value(reader.decoder()).map_err(|err| RimError::Xml(err.to_string()))?.into_owned();
+        let value = a
+            .decode_and_unescape_value(reader.decoder())
+            .map_err(|err| RimError::Xml(err.to_string()))?
+            .into_owned();
         match key.as_str() {
             "type" => kind = Some(value),
             "index" => index = Some(value),
@@ -218,9 +235,14 @@ fn parse_resource(reader: &Reader<&[u8]>, e: &BytesStart) -> Result<Option<RimMe
             "name" => name = value,
             k => {
                 if let Some(n) = k.strip_prefix("Hash") {
-                    let n: usize = n.parse().map_err(|_| bad(None, format!("attribute {k} is not HashN")))?;
+                    let n: usize = n
+                        .parse()
+                        .map_err(|_| bad(None, format!("attribute {k} is not HashN")))?;
                     if hashes.len() >= MAX_ALTERNATIVES || n >= MAX_ALTERNATIVES {
-                        return Err(bad(None, format!("more than {MAX_ALTERNATIVES} alternatives")));
+                        return Err(bad(
+                            None,
+                            format!("more than {MAX_ALTERNATIVES} alternatives"),
+                        ));
                     }
                     hashes.push((n, value));
                 }
@@ -242,7 +264,12 @@ fn parse_resource(reader: &Reader<&[u8]>, e: &BytesStart) -> Result<Option<RimMe
     let active = match active.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
         Some(s) if s == "true" => true,
         Some(s) if s == "false" => false,
-        other => return Err(bad(idx, format!("active is {other:?}, expected True or False"))),
+        other => {
+            return Err(bad(
+                idx,
+                format!("active is {other:?}, expected True or False"),
+            ))
+        }
     };
     let size: usize = size
         .ok_or_else(|| bad(idx, "no size attribute".into()))?
@@ -250,7 +277,10 @@ fn parse_resource(reader: &Reader<&[u8]>, e: &BytesStart) -> Result<Option<RimMe
         .parse()
         .map_err(|_| bad(idx, "size is not a number".into()))?;
     if size == 0 || size > MAX_MEASUREMENT_SIZE {
-        return Err(bad(idx, format!("size {size} outside 1..={MAX_MEASUREMENT_SIZE}")));
+        return Err(bad(
+            idx,
+            format!("size {size} outside 1..={MAX_MEASUREMENT_SIZE}"),
+        ));
     }
     let count: usize = alternatives_count
         .ok_or_else(|| bad(idx, "no alternatives attribute".into()))?
@@ -261,18 +291,31 @@ fn parse_resource(reader: &Reader<&[u8]>, e: &BytesStart) -> Result<Option<RimMe
     if count == 0 || hashes.len() != count || hashes.iter().enumerate().any(|(i, (n, _))| i != *n) {
         return Err(bad(
             idx,
-            format!("alternatives says {count}, found hashes {:?}", hashes.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
+            format!(
+                "alternatives says {count}, found hashes {:?}",
+                hashes.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+            ),
         ));
     }
     let mut alternatives = Vec::with_capacity(count);
     for (n, h) in hashes {
-        let bytes = hex::decode(h.trim()).map_err(|e| bad(idx, format!("Hash{n} is not hex: {e}")))?;
+        let bytes =
+            hex::decode(h.trim()).map_err(|e| bad(idx, format!("Hash{n} is not hex: {e}")))?;
         if bytes.len() != size {
-            return Err(bad(idx, format!("Hash{n} is {} bytes, size says {size}", bytes.len())));
+            return Err(bad(
+                idx,
+                format!("Hash{n} is {} bytes, size says {size}", bytes.len()),
+            ));
         }
         alternatives.push(bytes);
     }
-    Ok(Some(RimMeasurement { index, name, active, size, alternatives }))
+    Ok(Some(RimMeasurement {
+        index,
+        name,
+        active,
+        size,
+        alternatives,
+    }))
 }
 
 /// One active golden measurement the report does not match.
@@ -324,7 +367,8 @@ pub fn compare(rims: &[Rim], report: &SpdmMeasurements) -> RimComparison {
             }
             seen.push(m.index);
             if m.index == NVDEC0_RIM_INDEX && nvdec0_disabled {
-                out.skipped.push((m.index, "NVDEC0 disabled in the report".into()));
+                out.skipped
+                    .push((m.index, "NVDEC0 disabled in the report".into()));
                 continue;
             }
             out.compared += 1;
@@ -354,7 +398,10 @@ pub fn check_version(rim: &Rim, report: &SpdmMeasurements) -> Result<String, Str
     };
     let reported = reported.ok_or_else(|| format!("the report carries no {what} version"))?;
     if rim.version.eq_ignore_ascii_case(&reported) {
-        Ok(format!("{what} RIM {} version {} equals the report's", rim.tag_id, rim.version))
+        Ok(format!(
+            "{what} RIM {} version {} equals the report's",
+            rim.tag_id, rim.version
+        ))
     } else {
         Err(format!(
             "{what} RIM {} is for version {}, the report's {what} version is {reported}",
@@ -365,14 +412,23 @@ pub fn check_version(rim: &Rim, report: &SpdmMeasurements) -> Result<String, Str
 
 /// RIM id of the driver RIM for this report, e.g. `NV_GPU_DRIVER_GH100_550.90.07`.
 pub fn driver_rim_id(report: &SpdmMeasurements) -> Option<String> {
-    Some(format!("NV_GPU_DRIVER_GH100_{}", report.response.opaque.driver_version()?))
+    Some(format!(
+        "NV_GPU_DRIVER_GH100_{}",
+        report.response.opaque.driver_version()?
+    ))
 }
 
 /// RIM id of the VBIOS RIM, e.g. `NV_GPU_VBIOS_1010_0200_882_96009F0001`.
 pub fn vbios_rim_id(report: &SpdmMeasurements) -> Option<String> {
     let o = &report.response.opaque;
     let vbios = o.vbios_version()?.replace('.', "").to_ascii_uppercase();
-    Some(format!("NV_GPU_VBIOS_{}_{}_{}_{}", o.project()?, o.project_sku()?, o.chip_sku()?, vbios))
+    Some(format!(
+        "NV_GPU_VBIOS_{}_{}_{}_{}",
+        o.project()?,
+        o.project_sku()?,
+        o.chip_sku()?,
+        vbios
+    ))
 }
 
 /// Fetches a RIM by id from NVIDIA's RIM service (JSON with the SWID tag in
@@ -380,12 +436,23 @@ pub fn vbios_rim_id(report: &SpdmMeasurements) -> Option<String> {
 /// [`dc_attestation_common::fetch::CachingFetcher`] to keep what was fetched),
 /// and parses it. The fetched RIM's XML signature is not verified.
 pub fn fetch(fetcher: &dyn Fetcher, rim_id: &str) -> Result<Rim, RimError> {
-    let fail = |reason: String| RimError::Fetch { rim_id: rim_id.to_string(), reason };
-    if rim_id.is_empty() || !rim_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(fail("RIM id must be letters, digits, '.', '_' or '-'".into()));
+    let fail = |reason: String| RimError::Fetch {
+        rim_id: rim_id.to_string(),
+        reason,
+    };
+    if rim_id.is_empty()
+        || !rim_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(fail(
+            "RIM id must be letters, digits, '.', '_' or '-'".into(),
+        ));
     }
     let url = format!("{RIM_SERVICE_URL}{rim_id}");
-    let response = fetcher.get(&url).map_err(|e: FetchError| fail(e.to_string()))?;
+    let response = fetcher
+        .get(&url)
+        .map_err(|e: FetchError| fail(e.to_string()))?;
     if response.status != 200 {
         return Err(fail(format!("HTTP status {}", response.status)));
     }
@@ -396,8 +463,8 @@ pub fn fetch(fetcher: &dyn Fetcher, rim_id: &str) -> Result<Rim, RimError> {
     struct RimServiceResponse {
         rim: String,
     }
-    let parsed: RimServiceResponse =
-        serde_json::from_slice(&response.body).map_err(|e| fail(format!("response is not RIM service JSON: {e}")))?;
+    let parsed: RimServiceResponse = serde_json::from_slice(&response.body)
+        .map_err(|e| fail(format!("response is not RIM service JSON: {e}")))?;
     let xml = base64::engine::general_purpose::STANDARD
         .decode(parsed.rim.trim())
         .map_err(|e| fail(format!("rim is not base64: {e}")))?;
@@ -429,15 +496,26 @@ mod tests {
 
     #[test]
     fn parses_a_small_rim() {
-        let xml = rim_xml("96.00.5E.00.01", &(res(0, "True", &["0102"]) + &res(1, "False", &["0000", "ffff"])));
+        let xml = rim_xml(
+            "96.00.5E.00.01",
+            &(res(0, "True", &["0102"]) + &res(1, "False", &["0000", "ffff"])),
+        );
         let rim = parse(xml.as_bytes()).unwrap();
         assert_eq!(rim.kind, RimKind::Vbios);
         assert_eq!(rim.tag_id, "t1");
         assert_eq!(rim.measurements.len(), 2);
-        assert_eq!(rim.measurements[1].alternatives, vec![vec![0, 0], vec![0xff, 0xff]]);
+        assert_eq!(
+            rim.measurements[1].alternatives,
+            vec![vec![0, 0], vec![0xff, 0xff]]
+        );
         assert_eq!(rim.active().count(), 1);
         assert!(!rim.has_signature);
-        assert_eq!(parse(rim_xml("550.90.07", &res(0, "True", &["0102"])).as_bytes()).unwrap().kind, RimKind::Driver);
+        assert_eq!(
+            parse(rim_xml("550.90.07", &res(0, "True", &["0102"])).as_bytes())
+                .unwrap()
+                .kind,
+            RimKind::Driver
+        );
     }
 
     #[test]
@@ -446,7 +524,10 @@ mod tests {
             rim_xml("1", &res(0, "Maybe", &["0102"])),
             rim_xml("1", &res(0, "True", &["01"])),
             rim_xml("1", &res(0, "True", &["zz02"])),
-            rim_xml("1", &(res(0, "True", &["0102"]) + &res(0, "True", &["0102"]))),
+            rim_xml(
+                "1",
+                &(res(0, "True", &["0102"]) + &res(0, "True", &["0102"])),
+            ),
             rim_xml(
                 "1",
                 r#"<ns0:Resource type="Measurement" index="0" active="True" alternatives="2" ns2:Hash0="0102" size="2"/>"#,
@@ -459,6 +540,9 @@ mod tests {
         for xml in cases {
             assert!(parse(xml.as_bytes()).is_err(), "accepted {xml}");
         }
-        assert!(matches!(parse(&vec![b' '; MAX_RIM_LEN + 1]), Err(RimError::TooLarge { .. })));
+        assert!(matches!(
+            parse(&vec![b' '; MAX_RIM_LEN + 1]),
+            Err(RimError::TooLarge { .. })
+        ));
     }
 }

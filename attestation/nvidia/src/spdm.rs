@@ -56,11 +56,24 @@ pub enum SpdmError {
     #[error("report is {actual} bytes, at most {limit} are accepted")]
     TooLarge { actual: usize, limit: usize },
     #[error("truncated {field}: needs {needed} bytes at offset {offset}, {available} left")]
-    Truncated { field: &'static str, offset: usize, needed: usize, available: usize },
+    Truncated {
+        field: &'static str,
+        offset: usize,
+        needed: usize,
+        available: usize,
+    },
     #[error("{message}: SPDM version {found:#04x}, expected {expected:#04x}")]
-    Version { message: &'static str, expected: u8, found: u8 },
+    Version {
+        message: &'static str,
+        expected: u8,
+        found: u8,
+    },
     #[error("{message}: code {found:#04x}, expected {expected:#04x}")]
-    Code { message: &'static str, expected: u8, found: u8 },
+    Code {
+        message: &'static str,
+        expected: u8,
+        found: u8,
+    },
     #[error("the request did not ask for a signature (param1 {param1:#04x}, bit 0 clear)")]
     SignatureNotRequested { param1: u8 },
     #[error("the response has no measurement blocks")]
@@ -157,13 +170,18 @@ impl OpaqueData {
             let at = r.offset();
             let field_type = r.u16("opaque field type").map_err(opaque_err)?;
             let size = r.u16("opaque field size").map_err(opaque_err)? as usize;
-            let value = r
-                .take(size, "opaque field value")
-                .map_err(|e| SpdmError::Opaque(format!("field type {field_type} at offset {at}: {e}")))?;
+            let value = r.take(size, "opaque field value").map_err(|e| {
+                SpdmError::Opaque(format!("field type {field_type} at offset {at}: {e}"))
+            })?;
             if fields.iter().any(|f| f.field_type == field_type) {
-                return Err(SpdmError::Opaque(format!("field type {field_type} appears twice")));
+                return Err(SpdmError::Opaque(format!(
+                    "field type {field_type} appears twice"
+                )));
             }
-            fields.push(OpaqueField { field_type, value: value.to_vec() });
+            fields.push(OpaqueField {
+                field_type,
+                value: value.to_vec(),
+            });
         }
         let opaque = Self { fields };
         if let Some(counts) = opaque.get(field::MSRSCNT) {
@@ -187,7 +205,10 @@ impl OpaqueData {
 
     /// The raw value of a field.
     pub fn get(&self, field_type: u16) -> Option<&[u8]> {
-        self.fields.iter().find(|f| f.field_type == field_type).map(|f| f.value.as_slice())
+        self.fields
+            .iter()
+            .find(|f| f.field_type == field_type)
+            .map(|f| f.value.as_slice())
     }
 
     fn text(&self, field_type: u16) -> Option<String> {
@@ -209,7 +230,11 @@ impl OpaqueData {
         let raw = self.get(field::VBIOS_VERSION)?;
         let half = raw.len() / 2;
         let last = raw.get(half)?;
-        let mut parts: Vec<String> = raw[..half].iter().rev().map(|b| format!("{b:02x}")).collect();
+        let mut parts: Vec<String> = raw[..half]
+            .iter()
+            .rev()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         parts.push(format!("{last:02x}"));
         Some(parts.join("."))
     }
@@ -244,12 +269,17 @@ impl OpaqueData {
     }
     /// Whether NVDEC0 is enabled (`Some(false)`: disabled, 0x55).
     pub fn nvdec0_enabled(&self) -> Option<bool> {
-        self.get(field::NVDEC0_STATUS).map(|v| v == [NVDEC0_ENABLED])
+        self.get(field::NVDEC0_STATUS)
+            .map(|v| v == [NVDEC0_ENABLED])
     }
     /// Per-index measurement counts (first entry is SPDM index 1).
     pub fn measurement_counts(&self) -> Option<Vec<u32>> {
         let raw = self.get(field::MSRSCNT)?;
-        Some(raw.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Some(
+            raw.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     }
 }
 
@@ -295,14 +325,21 @@ impl SpdmMeasurements {
 /// Parses request || response as the NVIDIA driver hands it out (raw bytes, not hex).
 pub fn parse(bytes: &[u8]) -> Result<SpdmMeasurements, SpdmError> {
     if bytes.len() > MAX_REPORT_LEN {
-        return Err(SpdmError::TooLarge { actual: bytes.len(), limit: MAX_REPORT_LEN });
+        return Err(SpdmError::TooLarge {
+            actual: bytes.len(),
+            limit: MAX_REPORT_LEN,
+        });
     }
     let mut r = Reader::new(bytes);
 
     // Request.
     let version = r.u8("request SPDM version")?;
     if version != SPDM_VERSION_1_1 {
-        return Err(SpdmError::Version { message: "request", expected: SPDM_VERSION_1_1, found: version });
+        return Err(SpdmError::Version {
+            message: "request",
+            expected: SPDM_VERSION_1_1,
+            found: version,
+        });
     }
     let code = r.u8("request code")?;
     if code != GET_MEASUREMENTS {
@@ -319,7 +356,14 @@ pub fn parse(bytes: &[u8]) -> Result<SpdmMeasurements, SpdmError> {
     if param1 & 1 == 0 {
         return Err(SpdmError::SignatureNotRequested { param1 });
     }
-    let request = SpdmRequest { version, code, param1, param2, nonce, slot_id };
+    let request = SpdmRequest {
+        version,
+        code,
+        param1,
+        param2,
+        nonce,
+        slot_id,
+    };
 
     // Response header.
     let rversion = r.u8("response SPDM version")?;
@@ -332,9 +376,16 @@ pub fn parse(bytes: &[u8]) -> Result<SpdmMeasurements, SpdmError> {
     }
     let rcode = r.u8("response code")?;
     if rcode != MEASUREMENTS {
-        let message =
-            if rcode == ERROR { "the device answered with an SPDM ERROR" } else { "response is not MEASUREMENTS" };
-        return Err(SpdmError::Code { message, expected: MEASUREMENTS, found: rcode });
+        let message = if rcode == ERROR {
+            "the device answered with an SPDM ERROR"
+        } else {
+            "response is not MEASUREMENTS"
+        };
+        return Err(SpdmError::Code {
+            message,
+            expected: MEASUREMENTS,
+            found: rcode,
+        });
     }
     let rparam1 = r.u8("response param1")?;
     let rparam2 = r.u8("response param2")?;
@@ -349,7 +400,9 @@ pub fn parse(bytes: &[u8]) -> Result<SpdmMeasurements, SpdmError> {
     let rnonce = r.array::<NONCE_LEN>("response nonce")?;
     let opaque_len = r.u16("opaque data length")? as usize;
     if opaque_len > MAX_OPAQUE_LEN {
-        return Err(SpdmError::Opaque(format!("length {opaque_len}, SPDM 1.1 allows at most {MAX_OPAQUE_LEN}")));
+        return Err(SpdmError::Opaque(format!(
+            "length {opaque_len}, SPDM 1.1 allows at most {MAX_OPAQUE_LEN}"
+        )));
     }
     let opaque = OpaqueData::parse(r.take(opaque_len, "opaque data")?)?;
 
@@ -358,7 +411,10 @@ pub fn parse(bytes: &[u8]) -> Result<SpdmMeasurements, SpdmError> {
     let trailing = r.rest();
     let nonzero = trailing.iter().filter(|&&b| b != 0).count();
     if nonzero > 0 || trailing.len() > MAX_ZERO_PADDING {
-        return Err(SpdmError::TrailingBytes { count: trailing.len(), nonzero });
+        return Err(SpdmError::TrailingBytes {
+            count: trailing.len(),
+            nonzero,
+        });
     }
 
     Ok(SpdmMeasurements {
@@ -405,7 +461,12 @@ fn parse_record(record: &[u8], number_of_blocks: u8) -> Result<Vec<MeasurementBl
         if blocks.iter().any(|b| b.index == index) {
             return Err(SpdmError::Record(format!("index {index} appears twice")));
         }
-        blocks.push(MeasurementBlock { index, spec, value_type, value });
+        blocks.push(MeasurementBlock {
+            index,
+            spec,
+            value_type,
+            value,
+        });
     }
     if r.remaining() != 0 {
         return Err(SpdmError::Record(format!(
@@ -444,7 +505,12 @@ impl<'a> Reader<'a> {
                 self.pos += n;
                 Ok(slice)
             }
-            None => Err(SpdmError::Truncated { field, offset: self.pos, needed: n, available: self.remaining() }),
+            None => Err(SpdmError::Truncated {
+                field,
+                offset: self.pos,
+                needed: n,
+                available: self.remaining(),
+            }),
         }
     }
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], SpdmError> {
@@ -465,7 +531,10 @@ impl<'a> Reader<'a> {
 }
 
 mod hex_bytes {
-    pub fn serialize<S: serde::Serializer>(bytes: &[u8; super::SIGNATURE_LEN], s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        bytes: &[u8; super::SIGNATURE_LEN],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }
 }
@@ -510,7 +579,10 @@ pub(crate) mod tests {
             &[(1, vec![1; 48]), (2, vec![2; 48])],
             &[
                 (field::DRIVER_VERSION, b"550.90.07\0".to_vec()),
-                (field::VBIOS_VERSION, vec![0x00, 0x9f, 0x00, 0x96, 0x01, 0, 0, 0]),
+                (
+                    field::VBIOS_VERSION,
+                    vec![0x00, 0x9f, 0x00, 0x96, 0x01, 0, 0, 0],
+                ),
                 (field::MSRSCNT, vec![1, 0, 0, 0, 2, 0, 0, 0]),
                 (field::NVDEC0_STATUS, vec![0x55]),
             ],
@@ -525,8 +597,14 @@ pub(crate) mod tests {
         assert_eq!(p.response.nonce, [0xCD; 32]);
         assert_eq!(p.response.blocks.len(), 2);
         assert_eq!(p.block(2).unwrap().value, vec![2; 48]);
-        assert_eq!(p.response.opaque.driver_version().as_deref(), Some("550.90.07"));
-        assert_eq!(p.response.opaque.vbios_version().as_deref(), Some("96.00.9f.00.01"));
+        assert_eq!(
+            p.response.opaque.driver_version().as_deref(),
+            Some("550.90.07")
+        );
+        assert_eq!(
+            p.response.opaque.vbios_version().as_deref(),
+            Some("96.00.9f.00.01")
+        );
         assert_eq!(p.response.opaque.measurement_counts(), Some(vec![1, 2]));
         assert_eq!(p.response.opaque.nvdec0_enabled(), Some(false));
         assert_eq!(p.signed_message.len(), bytes.len() - SIGNATURE_LEN);
@@ -537,19 +615,44 @@ pub(crate) mod tests {
     fn every_truncation_is_an_error() {
         let bytes = sample();
         for len in 0..bytes.len() {
-            assert!(parse(&bytes[..len]).is_err(), "prefix of {len} bytes parsed");
+            assert!(
+                parse(&bytes[..len]).is_err(),
+                "prefix of {len} bytes parsed"
+            );
         }
-        assert!(matches!(parse(&bytes[..10]), Err(SpdmError::Truncated { field: "request nonce", .. })));
-        assert!(matches!(parse(&bytes[..bytes.len() - 1]), Err(SpdmError::Truncated { field: "signature", .. })));
+        assert!(matches!(
+            parse(&bytes[..10]),
+            Err(SpdmError::Truncated {
+                field: "request nonce",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&bytes[..bytes.len() - 1]),
+            Err(SpdmError::Truncated {
+                field: "signature",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn trailing_bytes() {
         let mut bytes = sample();
         bytes.push(0);
-        assert_eq!(parse(&bytes).unwrap().padding_len, 1, "one zero byte of padding is tolerated");
+        assert_eq!(
+            parse(&bytes).unwrap().padding_len,
+            1,
+            "one zero byte of padding is tolerated"
+        );
         bytes.push(7);
-        assert!(matches!(parse(&bytes), Err(SpdmError::TrailingBytes { count: 2, nonzero: 1 })));
+        assert!(matches!(
+            parse(&bytes),
+            Err(SpdmError::TrailingBytes {
+                count: 2,
+                nonzero: 1
+            })
+        ));
         let mut long = sample();
         long.extend([0u8; MAX_ZERO_PADDING + 1]);
         assert!(matches!(parse(&long), Err(SpdmError::TrailingBytes { .. })));
@@ -568,7 +671,10 @@ pub(crate) mod tests {
         assert!(matches!(parse(&b), Err(SpdmError::Code { .. })));
         let mut b = good.clone();
         b[2] = 0;
-        assert!(matches!(parse(&b), Err(SpdmError::SignatureNotRequested { .. })));
+        assert!(matches!(
+            parse(&b),
+            Err(SpdmError::SignatureNotRequested { .. })
+        ));
         let mut b = good.clone();
         b[REQUEST_LEN + 1] = ERROR;
         assert!(parse(&b).unwrap_err().to_string().contains("ERROR"));
@@ -596,13 +702,29 @@ pub(crate) mod tests {
 
     #[test]
     fn opaque_data_errors() {
-        assert!(OpaqueData::parse(&[3, 0, 5, 0, b'a']).is_err(), "value runs past the end");
+        assert!(
+            OpaqueData::parse(&[3, 0, 5, 0, b'a']).is_err(),
+            "value runs past the end"
+        );
         assert!(OpaqueData::parse(&[3, 0, 1]).is_err(), "truncated header");
-        assert!(OpaqueData::parse(&[3, 0, 1, 0, b'a', 3, 0, 1, 0, b'b']).is_err(), "duplicate");
-        assert!(OpaqueData::parse(&[12, 0, 3, 0, 1, 2, 3]).is_err(), "count not a multiple of 4");
-        assert!(OpaqueData::parse(&[11, 0, 1, 0, 0x12]).is_err(), "bad NVDEC0 status");
+        assert!(
+            OpaqueData::parse(&[3, 0, 1, 0, b'a', 3, 0, 1, 0, b'b']).is_err(),
+            "duplicate"
+        );
+        assert!(
+            OpaqueData::parse(&[12, 0, 3, 0, 1, 2, 3]).is_err(),
+            "count not a multiple of 4"
+        );
+        assert!(
+            OpaqueData::parse(&[11, 0, 1, 0, 0x12]).is_err(),
+            "bad NVDEC0 status"
+        );
         let unknown = OpaqueData::parse(&[0x99, 0, 1, 0, 7]).unwrap();
-        assert_eq!(unknown.get(0x99), Some(&[7u8][..]), "unknown types are kept");
+        assert_eq!(
+            unknown.get(0x99),
+            Some(&[7u8][..]),
+            "unknown types are kept"
+        );
         let dup = synthetic(&[(1, vec![0; 48]), (1, vec![0; 48])], &[]);
         assert!(matches!(parse(&dup), Err(SpdmError::Record(_))));
     }

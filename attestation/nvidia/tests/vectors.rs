@@ -5,7 +5,9 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use dc_attestation_common::fetch::{CachingFetcher, FetchError, FetchResponse, Fetcher, FileCache, NoFetch};
+use dc_attestation_common::fetch::{
+    CachingFetcher, FetchError, FetchResponse, Fetcher, FileCache, NoFetch,
+};
 use dc_attestation_common::{decode_maybe_hex, vectors_dir};
 use dc_attestation_nvidia::*;
 use proptest::prelude::*;
@@ -34,9 +36,18 @@ fn report(dir: &Path, rel: &str) -> Vec<u8> {
 
 /// (report, chain) pairs from real GPUs.
 const PAIRS: [(&str, &str); 3] = [
-    ("trustee-nvidia/hopperAttestationReport.txt", "trustee-nvidia/hopper_cert_chain_case1.txt"),
-    ("nvtrust/hopperAttestationReport.txt", "nvtrust/hopperCertChain.txt"),
-    ("trustee-nvidia/hopper_coco_report1.txt", "trustee-nvidia/hopper_coco_certs1.txt"),
+    (
+        "trustee-nvidia/hopperAttestationReport.txt",
+        "trustee-nvidia/hopper_cert_chain_case1.txt",
+    ),
+    (
+        "nvtrust/hopperAttestationReport.txt",
+        "nvtrust/hopperCertChain.txt",
+    ),
+    (
+        "trustee-nvidia/hopper_coco_report1.txt",
+        "trustee-nvidia/hopper_coco_certs1.txt",
+    ),
 ];
 const TRUSTEE_REPORT: &str = "trustee-nvidia/hopperAttestationReport.txt";
 const TRUSTEE_CHAIN: &str = "trustee-nvidia/hopper_cert_chain_case1.txt";
@@ -45,10 +56,20 @@ const VBIOS_RIM: &str = "nvtrust/1010_0200_882_96005E0001_test_no_gpu.swidtag";
 
 /// The checks of the default policy: no expected nonce and no RIMs means no
 /// nonce or RIM check is listed (nothing was asked).
-const ALL_CHECKS: [&str; 6] = ["spdm_parse", "cert_chain", "root_pinned", "certificate_validity", "report_signature", "fwid"];
+const ALL_CHECKS: [&str; 6] = [
+    "spdm_parse",
+    "cert_chain",
+    "root_pinned",
+    "certificate_validity",
+    "report_signature",
+    "fwid",
+];
 
 fn ok(v: &NvidiaVerification, name: &str) -> bool {
-    v.checks.get(name).unwrap_or_else(|| panic!("no check {name}: {:#?}", v.checks)).ok
+    v.checks
+        .get(name)
+        .unwrap_or_else(|| panic!("no check {name}: {:#?}", v.checks))
+        .ok
 }
 
 fn failed(v: &NvidiaVerification) -> Vec<String> {
@@ -76,7 +97,10 @@ fn real_reports_verify_with_their_chains() {
 
         // With the right expected nonce too.
         let p = spdm::parse(&bytes).unwrap();
-        let policy = NvidiaPolicy { expected_nonce: Some(p.request.nonce), ..Default::default() };
+        let policy = NvidiaPolicy {
+            expected_nonce: Some(p.request.nonce),
+            ..Default::default()
+        };
         let v = verify(&bytes, &read(&dir, chain), &policy, NOW);
         assert!(v.verified, "{rep}: {:#?}", v.checks);
         assert!(ok(&v, "nonce"));
@@ -91,26 +115,54 @@ fn coco_report_has_one_unsigned_zero_byte_after_the_signature() {
     let bytes = report(&dir, "trustee-nvidia/hopper_coco_report1.txt");
     let p = spdm::parse(&bytes).unwrap();
     assert_eq!(p.padding_len, 1);
-    assert_eq!(p.signed_message.len(), bytes.len() - 1 - spdm::SIGNATURE_LEN);
-    let v = verify(&bytes, &read(&dir, "trustee-nvidia/hopper_coco_certs1.txt"), &NvidiaPolicy::default(), NOW);
+    assert_eq!(
+        p.signed_message.len(),
+        bytes.len() - 1 - spdm::SIGNATURE_LEN
+    );
+    let v = verify(
+        &bytes,
+        &read(&dir, "trustee-nvidia/hopper_coco_certs1.txt"),
+        &NvidiaPolicy::default(),
+        NOW,
+    );
     assert!(detail(&v, "spdm_parse").contains("1 zero byte(s) of unsigned padding"));
     // A non-zero byte there is not padding.
     let mut bad = bytes.clone();
     *bad.last_mut().unwrap() = 1;
-    let v = verify(&bad, &read(&dir, "trustee-nvidia/hopper_coco_certs1.txt"), &NvidiaPolicy::default(), NOW);
+    let v = verify(
+        &bad,
+        &read(&dir, "trustee-nvidia/hopper_coco_certs1.txt"),
+        &NvidiaPolicy::default(),
+        NOW,
+    );
     assert!(!ok(&v, "spdm_parse"));
 }
 
 #[test]
 fn validity_period_is_checked_against_now() {
     let Some(dir) = vectors() else { return };
-    let v = verify(&report(&dir, TRUSTEE_REPORT), &read(&dir, TRUSTEE_CHAIN), &NvidiaPolicy::default(), BEFORE_ICA);
+    let v = verify(
+        &report(&dir, TRUSTEE_REPORT),
+        &read(&dir, TRUSTEE_CHAIN),
+        &NvidiaPolicy::default(),
+        BEFORE_ICA,
+    );
     assert_eq!(failed(&v), vec!["certificate_validity"]);
     assert!(detail(&v, "certificate_validity").contains("not valid before"));
     // The first second every certificate is valid: the GH100 identity's notBefore 2022-03-01T00:00:00Z.
-    let v = verify(&report(&dir, TRUSTEE_REPORT), &read(&dir, TRUSTEE_CHAIN), &NvidiaPolicy::default(), 1_646_092_800);
+    let v = verify(
+        &report(&dir, TRUSTEE_REPORT),
+        &read(&dir, TRUSTEE_CHAIN),
+        &NvidiaPolicy::default(),
+        1_646_092_800,
+    );
     assert!(v.verified, "{:#?}", v.checks);
-    let v = verify(&report(&dir, TRUSTEE_REPORT), &read(&dir, TRUSTEE_CHAIN), &NvidiaPolicy::default(), 1_646_092_799);
+    let v = verify(
+        &report(&dir, TRUSTEE_REPORT),
+        &read(&dir, TRUSTEE_CHAIN),
+        &NvidiaPolicy::default(),
+        1_646_092_799,
+    );
     assert!(!v.verified);
 }
 
@@ -121,8 +173,18 @@ fn broken_chains_fail_the_right_checks() {
     let policy = NvidiaPolicy::default();
 
     // Case 2: the root alone.
-    let v = verify(&rep, &read(&dir, "trustee-nvidia/hopper_cert_chain_case2.txt"), &policy, NOW);
-    assert_eq!(failed(&v), vec!["cert_chain", "report_signature", "fwid"], "{:#?}", v.checks);
+    let v = verify(
+        &rep,
+        &read(&dir, "trustee-nvidia/hopper_cert_chain_case2.txt"),
+        &policy,
+        NOW,
+    );
+    assert_eq!(
+        failed(&v),
+        vec!["cert_chain", "report_signature", "fwid"],
+        "{:#?}",
+        v.checks
+    );
     assert!(
         detail(&v, "cert_chain").contains("expected 5 certificates (leaf to root), found 1"),
         "{}",
@@ -130,19 +192,38 @@ fn broken_chains_fail_the_right_checks() {
     );
 
     // Case 3: the provisioner ICA is missing, so BROM's issuer is not the next certificate.
-    let v = verify(&rep, &read(&dir, "trustee-nvidia/hopper_cert_chain_case3.txt"), &policy, NOW);
+    let v = verify(
+        &rep,
+        &read(&dir, "trustee-nvidia/hopper_cert_chain_case3.txt"),
+        &policy,
+        NOW,
+    );
     assert_eq!(failed(&v), vec!["cert_chain"], "{:#?}", v.checks);
     assert!(detail(&v, "cert_chain").contains("is issued by"));
 
     // Case 4: the leaf is missing; BROM's key did not sign the report.
-    let v = verify(&rep, &read(&dir, "trustee-nvidia/hopper_cert_chain_case4.txt"), &policy, NOW);
-    assert_eq!(failed(&v), vec!["cert_chain", "report_signature", "fwid"], "{:#?}", v.checks);
+    let v = verify(
+        &rep,
+        &read(&dir, "trustee-nvidia/hopper_cert_chain_case4.txt"),
+        &policy,
+        NOW,
+    );
+    assert_eq!(
+        failed(&v),
+        vec!["cert_chain", "report_signature", "fwid"],
+        "{:#?}",
+        v.checks
+    );
 
     // A chain that stops below the root.
     let certs = parse_certs_pem(&read(&dir, TRUSTEE_CHAIN)).unwrap();
     let pem = |certs: &[Certificate]| -> Vec<u8> {
         use x509_cert::der::EncodePem;
-        certs.iter().map(|c| c.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap()).collect::<String>().into_bytes()
+        certs
+            .iter()
+            .map(|c| c.to_pem(x509_cert::der::pem::LineEnding::LF).unwrap())
+            .collect::<String>()
+            .into_bytes()
     };
     let v = verify(&rep, &pem(&certs[..4]), &policy, NOW);
     assert!(!ok(&v, "root_pinned"));
@@ -158,8 +239,18 @@ fn broken_chains_fail_the_right_checks() {
     assert!(!ok(&v, "cert_chain"));
 
     // The other GPU's genuine chain: valid to the root, but its leaf did not sign this report.
-    let v = verify(&rep, &read(&dir, "trustee-nvidia/hopper_coco_certs1.txt"), &policy, NOW);
-    assert_eq!(failed(&v), vec!["report_signature", "fwid"], "{:#?}", v.checks);
+    let v = verify(
+        &rep,
+        &read(&dir, "trustee-nvidia/hopper_coco_certs1.txt"),
+        &policy,
+        NOW,
+    );
+    assert_eq!(
+        failed(&v),
+        vec!["report_signature", "fwid"],
+        "{:#?}",
+        v.checks
+    );
 
     // That GPU's leaf swapped into this chain: the leaf is not issued by this chain's BROM.
     let other = parse_certs_pem(&read(&dir, "trustee-nvidia/hopper_coco_certs1.txt")).unwrap();
@@ -171,7 +262,16 @@ fn broken_chains_fail_the_right_checks() {
 
     // Garbage instead of a chain.
     let v = verify(&rep, b"not a pem", &policy, NOW);
-    assert_eq!(failed(&v), vec!["cert_chain", "root_pinned", "certificate_validity", "report_signature", "fwid"]);
+    assert_eq!(
+        failed(&v),
+        vec![
+            "cert_chain",
+            "root_pinned",
+            "certificate_validity",
+            "report_signature",
+            "fwid"
+        ]
+    );
 }
 
 #[test]
@@ -205,10 +305,19 @@ fn flipped_bytes_fail_the_signature() {
 #[test]
 fn wrong_nonce_fails() {
     let Some(dir) = vectors() else { return };
-    let policy = NvidiaPolicy { expected_nonce: Some([0x11; 32]), ..Default::default() };
-    let v = verify(&report(&dir, TRUSTEE_REPORT), &read(&dir, TRUSTEE_CHAIN), &policy, NOW);
+    let policy = NvidiaPolicy {
+        expected_nonce: Some([0x11; 32]),
+        ..Default::default()
+    };
+    let v = verify(
+        &report(&dir, TRUSTEE_REPORT),
+        &read(&dir, TRUSTEE_CHAIN),
+        &policy,
+        NOW,
+    );
     assert_eq!(failed(&v), vec!["nonce"]);
-    assert!(detail(&v, "nonce").contains("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"));
+    assert!(detail(&v, "nonce")
+        .contains("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"));
 }
 
 #[test]
@@ -223,12 +332,27 @@ fn truncated_and_oversized_reports_fail_to_parse() {
         assert!(ok(&v, "cert_chain"), "chain checks still run");
         assert!(detail(&v, "report_signature").contains("does not parse"));
     }
-    assert!(matches!(spdm::parse(&rep[..rep.len() - 1]), Err(SpdmError::Truncated { field: "signature", .. })));
+    assert!(matches!(
+        spdm::parse(&rep[..rep.len() - 1]),
+        Err(SpdmError::Truncated {
+            field: "signature",
+            ..
+        })
+    ));
     let mut long = rep.clone();
     long.extend([0xFF; 10]);
-    assert!(matches!(spdm::parse(&long), Err(SpdmError::TrailingBytes { count: 10, nonzero: 10 })));
+    assert!(matches!(
+        spdm::parse(&long),
+        Err(SpdmError::TrailingBytes {
+            count: 10,
+            nonzero: 10
+        })
+    ));
     let huge = vec![0u8; spdm::MAX_REPORT_LEN + 1];
-    assert!(matches!(spdm::parse(&huge), Err(SpdmError::TooLarge { .. })));
+    assert!(matches!(
+        spdm::parse(&huge),
+        Err(SpdmError::TooLarge { .. })
+    ));
     // The hex text itself is not a report.
     assert!(spdm::parse(&read(&dir, TRUSTEE_REPORT)).is_err());
 }
@@ -236,8 +360,11 @@ fn truncated_and_oversized_reports_fail_to_parse() {
 #[test]
 fn parsed_fields_equal_trustees_claims() {
     let Some(dir) = vectors() else { return };
-    let claims: serde_json::Value =
-        serde_json::from_slice(&read(&dir, "trustee-nvidia/hopperAttestationReport-claims.txt")).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&read(
+        &dir,
+        "trustee-nvidia/hopperAttestationReport-claims.txt",
+    ))
+    .unwrap();
     let config = &claims["config"];
     let p = spdm::parse(&report(&dir, TRUSTEE_REPORT)).unwrap();
     let o = &p.response.opaque;
@@ -250,17 +377,37 @@ fn parsed_fields_equal_trustees_claims() {
     assert_eq!(o.project_sku_mod(), Some(s("project_sku_mod")));
     assert_eq!(o.chip_sku(), Some(s("chip_sku")));
     assert_eq!(o.chip_sku_mod(), Some(s("chip_sku_mod")));
-    assert_eq!(o.get(spdm::field::BOARD_ID).map(hex::encode), Some(s("board_id")));
-    assert_eq!(o.get(spdm::field::GPU_INFO).map(hex::encode), Some(s("gpu_info")));
-    assert_eq!(o.get(spdm::field::CPRINFO).map(hex::encode), Some(s("cpr_info")));
+    assert_eq!(
+        o.get(spdm::field::BOARD_ID).map(hex::encode),
+        Some(s("board_id"))
+    );
+    assert_eq!(
+        o.get(spdm::field::GPU_INFO).map(hex::encode),
+        Some(s("gpu_info"))
+    );
+    assert_eq!(
+        o.get(spdm::field::CPRINFO).map(hex::encode),
+        Some(s("cpr_info"))
+    );
     // trustee prints these one-byte statuses as characters: 'U' is 0x55.
-    assert_eq!(o.get(spdm::field::NVDEC0_STATUS), Some(s("nvdec0_status").as_bytes()));
-    assert_eq!(o.get(spdm::field::PROTECTED_PCIE_STATUS), Some(s("protected_pcie_status").as_bytes()));
+    assert_eq!(
+        o.get(spdm::field::NVDEC0_STATUS),
+        Some(s("nvdec0_status").as_bytes())
+    );
+    assert_eq!(
+        o.get(spdm::field::PROTECTED_PCIE_STATUS),
+        Some(s("protected_pcie_status").as_bytes())
+    );
     assert_eq!(o.nvdec0_enabled(), Some(false));
     let counts = o.measurement_counts().unwrap();
     assert_eq!(counts.len(), 64);
     for (i, c) in counts.iter().enumerate() {
-        assert_eq!(config["measurement_count"][(i + 1).to_string()].as_u64(), Some(*c as u64), "count {}", i + 1);
+        assert_eq!(
+            config["measurement_count"][(i + 1).to_string()].as_u64(),
+            Some(*c as u64),
+            "count {}",
+            i + 1
+        );
     }
     let measurements = claims["measurements"].as_object().unwrap();
     assert_eq!(measurements.len(), p.response.blocks.len());
@@ -275,13 +422,28 @@ fn parsed_fields_equal_trustees_claims() {
     }
     assert_eq!(p.request.param2, 0xFF, "all measurements requested");
     assert_eq!(p.request.slot_id, 0);
-    assert_eq!(rim::driver_rim_id(&p).as_deref(), Some("NV_GPU_DRIVER_GH100_550.90.07"));
-    assert_eq!(rim::vbios_rim_id(&p).as_deref(), Some("NV_GPU_VBIOS_1010_0200_882_96009F0001"));
+    assert_eq!(
+        rim::driver_rim_id(&p).as_deref(),
+        Some("NV_GPU_DRIVER_GH100_550.90.07")
+    );
+    assert_eq!(
+        rim::vbios_rim_id(&p).as_deref(),
+        Some("NV_GPU_VBIOS_1010_0200_882_96009F0001")
+    );
 
     let coco = spdm::parse(&report(&dir, "trustee-nvidia/hopper_coco_report1.txt")).unwrap();
-    assert_eq!(coco.response.opaque.driver_version().as_deref(), Some("580.95.05"));
-    assert_eq!(coco.response.opaque.vbios_version().as_deref(), Some("96.00.74.00.1a"));
-    assert_eq!(coco.response.opaque.get(spdm::field::OPAQUE_DATA_VERSION), Some(&[1u8, 0][..]));
+    assert_eq!(
+        coco.response.opaque.driver_version().as_deref(),
+        Some("580.95.05")
+    );
+    assert_eq!(
+        coco.response.opaque.vbios_version().as_deref(),
+        Some("96.00.74.00.1a")
+    );
+    assert_eq!(
+        coco.response.opaque.get(spdm::field::OPAQUE_DATA_VERSION),
+        Some(&[1u8, 0][..])
+    );
 }
 
 #[test]
@@ -304,7 +466,16 @@ fn nvtrust_sample_rims_parse() {
     assert_eq!(vbios.version, "96.00.5E.00.01");
     assert_eq!(vbios.measurements.len(), 64);
     assert_eq!(vbios.active().count(), 12);
-    assert_eq!(vbios.measurements.iter().find(|m| m.index == 12).unwrap().alternatives.len(), 4);
+    assert_eq!(
+        vbios
+            .measurements
+            .iter()
+            .find(|m| m.index == 12)
+            .unwrap()
+            .alternatives
+            .len(),
+        4
+    );
     assert_eq!(
         hex::encode(&vbios.measurements.iter().find(|m| m.index == 4).unwrap().alternatives[0]),
         "568b89291a34cece03b12aaa352d9afe273610307525b8443e90faa78d82ecfa9c7827d8f7915c35b2fab972e1086686"
@@ -314,7 +485,10 @@ fn nvtrust_sample_rims_parse() {
 #[test]
 fn sample_rims_do_not_match_the_real_reports() {
     let Some(dir) = vectors() else { return };
-    let rims = vec![rim::parse(&read(&dir, DRIVER_RIM)).unwrap(), rim::parse(&read(&dir, VBIOS_RIM)).unwrap()];
+    let rims = vec![
+        rim::parse(&read(&dir, DRIVER_RIM)).unwrap(),
+        rim::parse(&read(&dir, VBIOS_RIM)).unwrap(),
+    ];
     let rep = report(&dir, TRUSTEE_REPORT);
     let p = spdm::parse(&rep).unwrap();
     let c = rim::compare(&rims, &p);
@@ -325,7 +499,10 @@ fn sample_rims_do_not_match_the_real_reports() {
         assert!(!c.mismatches.iter().any(|m| m.rim_index == same), "{same}");
     }
     assert!(c.mismatches.iter().any(|m| m.rim_index == 1));
-    let policy = NvidiaPolicy { rims, ..Default::default() };
+    let policy = NvidiaPolicy {
+        rims,
+        ..Default::default()
+    };
     let v = verify(&rep, &read(&dir, TRUSTEE_CHAIN), &policy, NOW);
     assert_eq!(failed(&v), vec!["rim_versions", "rim_measurements"]);
     assert!(detail(&v, "rim_versions").contains("545.00"));
@@ -334,11 +511,21 @@ fn sample_rims_do_not_match_the_real_reports() {
 }
 
 /// A RIM in the nvtrust layout built from the report's own blocks: `indexes` are RIM (0-based) indexes.
-fn rim_from_report(p: &SpdmMeasurements, version: &str, tag: &str, indexes: &[u32], tamper: Option<u32>) -> String {
+fn rim_from_report(
+    p: &SpdmMeasurements,
+    version: &str,
+    tag: &str,
+    indexes: &[u32],
+    tamper: Option<u32>,
+) -> String {
     let mut resources = String::new();
     for b in &p.response.blocks {
         let idx = b.index as u32 - 1;
-        let active = if indexes.contains(&idx) { "True" } else { "False" };
+        let active = if indexes.contains(&idx) {
+            "True"
+        } else {
+            "False"
+        };
         let mut value = b.value.clone();
         if tamper == Some(idx) {
             value[0] ^= 0xFF;
@@ -371,37 +558,94 @@ fn rims_built_from_the_report_match_and_tampered_ones_do_not() {
         rim::parse(rim_from_report(&p, v, tag, idx, tamper).as_bytes()).unwrap()
     };
 
-    let good = vec![build(&driver_v, "drv", &driver_idx, None), build(&vbios_v, "vb", &vbios_idx, None)];
+    let good = vec![
+        build(&driver_v, "drv", &driver_idx, None),
+        build(&vbios_v, "vb", &vbios_idx, None),
+    ];
     assert_eq!(good[1].kind, RimKind::Vbios);
-    let policy = NvidiaPolicy { rims: good.clone(), require_rims: true, ..Default::default() };
+    let policy = NvidiaPolicy {
+        rims: good.clone(),
+        require_rims: true,
+        ..Default::default()
+    };
     let v = verify(&rep, &chain, &policy, NOW);
     assert!(v.verified, "{:#?}", v.checks);
     assert!(detail(&v, "rim_measurements").contains("63 active measurements match"));
     assert!(detail(&v, "rim_measurements").contains("skipped RIM index 35"));
 
     // One tampered golden value fails, naming its index.
-    let bad = vec![build(&driver_v, "drv", &driver_idx, Some(40)), good[1].clone()];
-    let v = verify(&rep, &chain, &NvidiaPolicy { rims: bad, ..Default::default() }, NOW);
+    let bad = vec![
+        build(&driver_v, "drv", &driver_idx, Some(40)),
+        good[1].clone(),
+    ];
+    let v = verify(
+        &rep,
+        &chain,
+        &NvidiaPolicy {
+            rims: bad,
+            ..Default::default()
+        },
+        NOW,
+    );
     assert_eq!(failed(&v), vec!["rim_measurements"]);
-    assert!(detail(&v, "rim_measurements")
-        .contains("1 of 63 active measurements differ, at RIM indexes (0-based; SPDM index is one more) 40"));
+    assert!(detail(&v, "rim_measurements").contains(
+        "1 of 63 active measurements differ, at RIM indexes (0-based; SPDM index is one more) 40"
+    ));
 
     // RIM index 35 is not compared while NVDEC0 is disabled, as in nvtrust.
-    let nvdec = vec![build(&driver_v, "drv", &driver_idx, Some(35)), good[1].clone()];
-    assert!(verify(&rep, &chain, &NvidiaPolicy { rims: nvdec, ..Default::default() }, NOW).verified);
+    let nvdec = vec![
+        build(&driver_v, "drv", &driver_idx, Some(35)),
+        good[1].clone(),
+    ];
+    assert!(
+        verify(
+            &rep,
+            &chain,
+            &NvidiaPolicy {
+                rims: nvdec,
+                ..Default::default()
+            },
+            NOW
+        )
+        .verified
+    );
 
     // A wrong version fails rim_versions only.
     let old = vec![build("545.00", "drv", &driver_idx, None), good[1].clone()];
-    let v = verify(&rep, &chain, &NvidiaPolicy { rims: old, ..Default::default() }, NOW);
+    let v = verify(
+        &rep,
+        &chain,
+        &NvidiaPolicy {
+            rims: old,
+            ..Default::default()
+        },
+        NOW,
+    );
     assert_eq!(failed(&v), vec!["rim_versions"]);
 
     // Two RIMs claiming the same index conflict.
     let overlap = vec![good[0].clone(), build(&vbios_v, "vb", &[0, 20], None)];
-    let v = verify(&rep, &chain, &NvidiaPolicy { rims: overlap, ..Default::default() }, NOW);
+    let v = verify(
+        &rep,
+        &chain,
+        &NvidiaPolicy {
+            rims: overlap,
+            ..Default::default()
+        },
+        NOW,
+    );
     assert!(detail(&v, "rim_measurements").contains("more than one RIM: [20]"));
 
     // Required but missing.
-    let v = verify(&rep, &chain, &NvidiaPolicy { require_rims: true, ..Default::default() }, NOW);
+    let v = verify(
+        &rep,
+        &chain,
+        &NvidiaPolicy {
+            require_rims: true,
+            ..Default::default()
+        },
+        NOW,
+    );
     assert_eq!(failed(&v), vec!["rim_versions", "rim_measurements"]);
 }
 
@@ -418,11 +662,19 @@ impl Fetcher for FakeRimService {
         self.calls.set(self.calls.get() + 1);
         self.urls.borrow_mut().push(url.to_string());
         if !url.ends_with("NV_GPU_DRIVER_GH100_550.90.07") {
-            return Ok(FetchResponse { status: 404, headers: vec![], body: b"{}".to_vec() });
+            return Ok(FetchResponse {
+                status: 404,
+                headers: vec![],
+                body: b"{}".to_vec(),
+            });
         }
         let rim = base64::engine::general_purpose::STANDARD.encode(&self.swidtag);
         let body = serde_json::json!({ "id": "NV_GPU_DRIVER_GH100_550.90.07", "rim": rim, "sha256": "unused" });
-        Ok(FetchResponse { status: 200, headers: vec![], body: body.to_string().into_bytes() })
+        Ok(FetchResponse {
+            status: 200,
+            headers: vec![],
+            body: body.to_string().into_bytes(),
+        })
     }
 }
 
@@ -430,22 +682,42 @@ impl Fetcher for FakeRimService {
 fn rims_fetched_by_id_through_a_cache() {
     let Some(dir) = vectors() else { return };
     let p = spdm::parse(&report(&dir, TRUSTEE_REPORT)).unwrap();
-    let service = FakeRimService { swidtag: read(&dir, DRIVER_RIM), calls: Cell::new(0), urls: RefCell::new(vec![]) };
-    let cache_dir = std::env::temp_dir().join(format!("dc-nvidia-rim-cache-{}", std::process::id()));
+    let service = FakeRimService {
+        swidtag: read(&dir, DRIVER_RIM),
+        calls: Cell::new(0),
+        urls: RefCell::new(vec![]),
+    };
+    let cache_dir =
+        std::env::temp_dir().join(format!("dc-nvidia-rim-cache-{}", std::process::id()));
     let cache = FileCache::new(&cache_dir);
-    let fetcher = CachingFetcher { cache: &cache, inner: &service };
+    let fetcher = CachingFetcher {
+        cache: &cache,
+        inner: &service,
+    };
     let id = rim::driver_rim_id(&p).unwrap();
     let first = rim::fetch(&fetcher, &id).unwrap();
     let second = rim::fetch(&fetcher, &id).unwrap();
     assert_eq!(first, second);
     assert_eq!(first.version, "545.00");
     assert_eq!(service.calls.get(), 1, "second fetch comes from the cache");
-    assert_eq!(service.urls.borrow()[0], "https://rim.attestation.nvidia.com/v1/rim/NV_GPU_DRIVER_GH100_550.90.07");
+    assert_eq!(
+        service.urls.borrow()[0],
+        "https://rim.attestation.nvidia.com/v1/rim/NV_GPU_DRIVER_GH100_550.90.07"
+    );
 
     let vbios = rim::vbios_rim_id(&p).unwrap();
-    assert!(matches!(rim::fetch(&fetcher, &vbios), Err(RimError::Fetch { .. })), "404");
-    assert!(matches!(rim::fetch(&NoFetch, &id), Err(RimError::Fetch { .. })), "offline");
-    assert!(matches!(rim::fetch(&service, "../etc/passwd"), Err(RimError::Fetch { .. })));
+    assert!(
+        matches!(rim::fetch(&fetcher, &vbios), Err(RimError::Fetch { .. })),
+        "404"
+    );
+    assert!(
+        matches!(rim::fetch(&NoFetch, &id), Err(RimError::Fetch { .. })),
+        "offline"
+    );
+    assert!(matches!(
+        rim::fetch(&service, "../etc/passwd"),
+        Err(RimError::Fetch { .. })
+    ));
     std::fs::remove_dir_all(cache_dir).ok();
 }
 

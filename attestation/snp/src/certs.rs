@@ -55,8 +55,9 @@ pub fn parse_certs(input: &[u8]) -> Result<Vec<Certificate>, SnpError> {
     const END: &[u8] = b"-----END CERTIFICATE-----";
     let mut certs = Vec::new();
     if find(input, BEGIN).is_none() {
-        let cert = Certificate::from_der(input)
-            .map_err(|e| SnpError::Certificate(format!("not a PEM bundle nor a DER certificate: {e}")))?;
+        let cert = Certificate::from_der(input).map_err(|e| {
+            SnpError::Certificate(format!("not a PEM bundle nor a DER certificate: {e}"))
+        })?;
         certs.push(cert);
         return Ok(certs);
     }
@@ -66,11 +67,14 @@ pub fn parse_certs(input: &[u8]) -> Result<Vec<Certificate>, SnpError> {
         let end = find(after, END)
             .ok_or_else(|| SnpError::Certificate("PEM block without an END line".into()))?;
         let block = &after[..end + END.len()];
-        let cert = Certificate::from_pem(block)
-            .map_err(|e| SnpError::Certificate(format!("PEM certificate {}: {e}", certs.len() + 1)))?;
+        let cert = Certificate::from_pem(block).map_err(|e| {
+            SnpError::Certificate(format!("PEM certificate {}: {e}", certs.len() + 1))
+        })?;
         certs.push(cert);
         if certs.len() > MAX_CERTS {
-            return Err(SnpError::Certificate(format!("more than {MAX_CERTS} certificates")));
+            return Err(SnpError::Certificate(format!(
+                "more than {MAX_CERTS} certificates"
+            )));
         }
         rest = &after[end + END.len()..];
     }
@@ -97,7 +101,9 @@ fn name_cn(name: &x509_cert::name::Name) -> Option<String> {
         for atv in rdn.0.iter() {
             if atv.oid.to_string() == CN {
                 // AMD uses PrintableString or UTF8String; both are text bytes.
-                return std::str::from_utf8(atv.value.value()).ok().map(str::to_string);
+                return std::str::from_utf8(atv.value.value())
+                    .ok()
+                    .map(str::to_string);
             }
         }
     }
@@ -125,7 +131,9 @@ pub fn key_kind(cert: &Certificate) -> KeyKind {
 
 /// The generation an AMD CA name mentions ("ARK-Milan", "SEV-VLEK-Genoa", ...).
 pub fn generation_in_name(cn: &str) -> Option<Generation> {
-    Generation::ALL.into_iter().find(|g| cn.ends_with(g.kds_name()))
+    Generation::ALL
+        .into_iter()
+        .find(|g| cn.ends_with(g.kds_name()))
 }
 
 /// The pinned ARK of a generation: the root built into the `sev` crate.
@@ -135,7 +143,8 @@ pub fn pinned_ark(generation: Generation) -> Result<Certificate, SnpError> {
         Generation::Genoa => sev::certs::snp::builtin::genoa::ARK,
         Generation::Turin => sev::certs::snp::builtin::turin::ARK,
     };
-    Certificate::from_pem(pem).map_err(|e| SnpError::Certificate(format!("built-in {generation} ARK: {e}")))
+    Certificate::from_pem(pem)
+        .map_err(|e| SnpError::Certificate(format!("built-in {generation} ARK: {e}")))
 }
 
 /// The built-in ASK of a generation (the VCEK intermediate; there is no built-in ASVK).
@@ -145,7 +154,8 @@ pub fn builtin_ask(generation: Generation) -> Result<Certificate, SnpError> {
         Generation::Genoa => sev::certs::snp::builtin::genoa::ASK,
         Generation::Turin => sev::certs::snp::builtin::turin::ASK,
     };
-    Certificate::from_pem(pem).map_err(|e| SnpError::Certificate(format!("built-in {generation} ASK: {e}")))
+    Certificate::from_pem(pem)
+        .map_err(|e| SnpError::Certificate(format!("built-in {generation} ASK: {e}")))
 }
 
 /// The pinned generation whose ARK `root` is: byte-equal, or the same public key.
@@ -155,7 +165,12 @@ pub fn pinned_generation_of(root: &Certificate) -> Option<Generation> {
     Generation::ALL.into_iter().find(|&g| {
         pinned_ark(g).ok().is_some_and(|ark| {
             ark.to_der().ok().as_deref() == Some(der.as_slice())
-                || ark.tbs_certificate.subject_public_key_info.to_der().ok().as_deref()
+                || ark
+                    .tbs_certificate
+                    .subject_public_key_info
+                    .to_der()
+                    .ok()
+                    .as_deref()
                     == Some(spki.as_slice())
         })
     })
@@ -180,7 +195,10 @@ pub fn check_validity(cert: &Certificate, now_unix_secs: u64) -> Result<(), Stri
             label(cert)
         ))
     } else if now_unix_secs > not_after {
-        Err(format!("{} expired: notAfter {not_after} < now {now_unix_secs}", label(cert)))
+        Err(format!(
+            "{} expired: notAfter {not_after} < now {now_unix_secs}",
+            label(cert)
+        ))
     } else {
         Ok(())
     }
@@ -229,13 +247,20 @@ pub fn hw_id(cert: &Certificate) -> Result<Option<Vec<u8>>, String> {
     if value.len() == 64 || value.len() == 8 {
         return Ok(Some(value.to_vec()));
     }
-    let inner = x509_cert::der::asn1::OctetString::from_der(value)
-        .map_err(|e| format!("hwID extension is {} bytes and not an OCTET STRING: {e}", value.len()))?;
+    let inner = x509_cert::der::asn1::OctetString::from_der(value).map_err(|e| {
+        format!(
+            "hwID extension is {} bytes and not an OCTET STRING: {e}",
+            value.len()
+        )
+    })?;
     let inner = inner.as_bytes();
     if inner.len() == 64 || inner.len() == 8 {
         Ok(Some(inner.to_vec()))
     } else {
-        Err(format!("hwID extension holds {} bytes, expected 64 or 8", inner.len()))
+        Err(format!(
+            "hwID extension holds {} bytes, expected 64 or 8",
+            inner.len()
+        ))
     }
 }
 
@@ -249,5 +274,8 @@ pub fn product_name(cert: &Certificate) -> Option<String> {
 
 /// The SEC1 public key of a certificate (for the VCEK/VLEK: a P-384 point).
 pub fn public_key_sec1(cert: &Certificate) -> &[u8] {
-    cert.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes()
+    cert.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
 }

@@ -28,7 +28,11 @@ pub fn kds_vcek_url(generation: Generation, chip_id: &[u8; 64], tcb: &TcbLevels)
             hex::encode(&chip_id[..8]),
             tcb.fmc.unwrap_or(0)
         ),
-        g => format!("{KDS_BASE_URL}/vcek/v1/{}/{}?{spls}", g.kds_name(), hex::encode(chip_id)),
+        g => format!(
+            "{KDS_BASE_URL}/vcek/v1/{}/{}?{spls}",
+            g.kds_name(),
+            hex::encode(chip_id)
+        ),
     }
 }
 
@@ -40,9 +44,14 @@ pub fn fetch_vcek(
     tcb: &TcbLevels,
 ) -> Result<Vec<u8>, SnpError> {
     let url = kds_vcek_url(generation, chip_id, tcb);
-    let response = fetcher.get(&url).map_err(|e| SnpError::Fetch(e.to_string()))?;
+    let response = fetcher
+        .get(&url)
+        .map_err(|e| SnpError::Fetch(e.to_string()))?;
     if response.status != 200 {
-        return Err(SnpError::Fetch(format!("fetching {url}: HTTP status {}", response.status)));
+        return Err(SnpError::Fetch(format!(
+            "fetching {url}: HTTP status {}",
+            response.status
+        )));
     }
     if response.body.len() > MAX_VCEK_BYTES {
         return Err(SnpError::Fetch(format!(
@@ -62,7 +71,13 @@ mod tests {
         let mut chip = [0u8; 64];
         chip[0] = 0xd4;
         chip[63] = 0xb6;
-        let tcb = TcbLevels { bootloader: 3, tee: 0, snp: 8, microcode: 115, fmc: None };
+        let tcb = TcbLevels {
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 115,
+            fmc: None,
+        };
         let url = kds_vcek_url(Generation::Milan, &chip, &tcb);
         assert_eq!(
             url,
@@ -71,7 +86,10 @@ mod tests {
                 "00".repeat(62)
             )
         );
-        let turin = TcbLevels { fmc: Some(1), ..tcb };
+        let turin = TcbLevels {
+            fmc: Some(1),
+            ..tcb
+        };
         assert_eq!(
             kds_vcek_url(Generation::Turin, &chip, &turin),
             "https://kdsintf.amd.com/vcek/v1/Turin/d400000000000000?fmcSPL=01&blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115"

@@ -23,7 +23,7 @@ pub mod layout {
     pub use crate::report::{
         CHIP_ID_OFFSET, HOST_DATA_OFFSET, MEASUREMENT_OFFSET, POLICY_DEBUG_BIT,
         POLICY_MIGRATE_MA_BIT, POLICY_OFFSET, REPORT_DATA_OFFSET, REPORT_LEN, SIGNED_LEN,
-        SIG_R_OFFSET, SIG_RESERVED_OFFSET, SIG_S_OFFSET,
+        SIG_RESERVED_OFFSET, SIG_R_OFFSET, SIG_S_OFFSET,
     };
 }
 
@@ -75,7 +75,9 @@ impl Generation {
 
     /// Parses "milan", "Genoa", "TURIN", ...
     pub fn from_name(name: &str) -> Option<Generation> {
-        Generation::ALL.into_iter().find(|g| g.as_str().eq_ignore_ascii_case(name))
+        Generation::ALL
+            .into_iter()
+            .find(|g| g.as_str().eq_ignore_ascii_case(name))
     }
 }
 
@@ -115,7 +117,11 @@ mod tests {
         assert_eq!(Generation::from_cpuid(0x19, 0x11), Some(Generation::Genoa));
         assert_eq!(Generation::from_cpuid(0x19, 0xA0), Some(Generation::Genoa));
         assert_eq!(Generation::from_cpuid(0x1A, 0x02), Some(Generation::Turin));
-        assert_eq!(Generation::from_cpuid(0x17, 0x31), None, "Rome has no SEV-SNP");
+        assert_eq!(
+            Generation::from_cpuid(0x17, 0x31),
+            None,
+            "Rome has no SEV-SNP"
+        );
         assert_eq!(Generation::from_name("Genoa"), Some(Generation::Genoa));
     }
 
@@ -136,7 +142,10 @@ mod tests {
             assert_eq!(certs::pinned_generation_of(&ask), None, "an ASK is no root");
             certs::rsa_pss_signed_by(&ark, &ark).expect("self-signed");
             certs::rsa_pss_signed_by(&ark, &ask).expect("ARK signs ASK");
-            assert_eq!(certs::subject_cn(&ark).as_deref(), Some(format!("ARK-{}", g.kds_name()).as_str()));
+            assert_eq!(
+                certs::subject_cn(&ark).as_deref(),
+                Some(format!("ARK-{}", g.kds_name()).as_str())
+            );
         }
     }
 
@@ -146,10 +155,23 @@ mod tests {
         report[0] = 2;
         report[0x48] = 7 << 2; // SIGNING_KEY = none
         report[layout::POLICY_OFFSET + 2] = 1 << (layout::POLICY_DEBUG_BIT - 16);
-        let v = verify(&SnpEvidence { report: &report, endorsement_key: None, chain: None }, &SnpPolicy::default(), 0);
+        let v = verify(
+            &SnpEvidence {
+                report: &report,
+                endorsement_key: None,
+                chain: None,
+            },
+            &SnpPolicy::default(),
+            0,
+        );
         assert!(!v.verified);
         let failed: Vec<_> = v.checks.failed().map(|c| c.name.as_str()).collect();
-        for name in ["signing_key", "endorsement_key", "report_signature", "debug"] {
+        for name in [
+            "signing_key",
+            "endorsement_key",
+            "report_signature",
+            "debug",
+        ] {
             assert!(failed.contains(&name), "{name} should fail: {failed:?}");
         }
         assert!(v.checks.get("vmpl").is_some_and(|c| c.ok));
@@ -159,8 +181,21 @@ mod tests {
     fn garbage_certificates_are_reported_not_panicked_on() {
         let mut report = vec![0u8; REPORT_LEN];
         report[0] = 5;
-        for cert in [&b""[..], b"-----BEGIN CERTIFICATE-----\nAAAA", b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----", &[0x30, 0x82, 0xff, 0xff]] {
-            let v = verify(&SnpEvidence { report: &report, endorsement_key: Some(cert), chain: Some(cert) }, &SnpPolicy::default(), 0);
+        for cert in [
+            &b""[..],
+            b"-----BEGIN CERTIFICATE-----\nAAAA",
+            b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----",
+            &[0x30, 0x82, 0xff, 0xff],
+        ] {
+            let v = verify(
+                &SnpEvidence {
+                    report: &report,
+                    endorsement_key: Some(cert),
+                    chain: Some(cert),
+                },
+                &SnpPolicy::default(),
+                0,
+            );
             assert!(!v.verified);
             assert!(v.checks.get("endorsement_key").is_some_and(|c| !c.ok));
             assert!(v.checks.get("chain_parse").is_some_and(|c| !c.ok));

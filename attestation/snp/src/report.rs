@@ -214,7 +214,10 @@ fn u64_at(bytes: &[u8], offset: usize) -> u64 {
 /// Parses a raw (binary) attestation report of exactly 1184 bytes, version 2 to 5.
 pub fn parse_report(bytes: &[u8]) -> Result<ParsedReport, SnpError> {
     if bytes.len() != REPORT_LEN {
-        return Err(SnpError::ReportLength { expected: REPORT_LEN, actual: bytes.len() });
+        return Err(SnpError::ReportLength {
+            expected: REPORT_LEN,
+            actual: bytes.len(),
+        });
     }
     let version = u32_at(bytes, 0);
     if !(2..=5).contains(&version) {
@@ -323,7 +326,10 @@ mod tests {
             r.resize(len, 0);
             assert_eq!(
                 parse_report(&r),
-                Err(SnpError::ReportLength { expected: REPORT_LEN, actual: len })
+                Err(SnpError::ReportLength {
+                    expected: REPORT_LEN,
+                    actual: len
+                })
             );
         }
     }
@@ -331,7 +337,10 @@ mod tests {
     #[test]
     fn versions_outside_2_to_5_are_rejected() {
         for v in [0, 1, 6, u32::MAX] {
-            assert_eq!(parse_report(&report(v)), Err(SnpError::UnsupportedVersion(v)));
+            assert_eq!(
+                parse_report(&report(v)),
+                Err(SnpError::UnsupportedVersion(v))
+            );
         }
         for v in 2..=5 {
             assert_eq!(parse_report(&report(v)).map(|r| r.version), Ok(v));
@@ -342,7 +351,11 @@ mod tests {
     fn version_decides_the_optional_fields() {
         let mut r = report(2);
         r[0x188] = 0x19;
-        assert_eq!(parse_report(&r).map(|r| r.cpuid), Ok(None), "v2 has no CPUID fields");
+        assert_eq!(
+            parse_report(&r).map(|r| r.cpuid),
+            Ok(None),
+            "v2 has no CPUID fields"
+        );
         r[..4].copy_from_slice(&3u32.to_le_bytes());
         let p = parse_report(&r).expect("v3");
         assert_eq!(p.cpuid, Some((0x19, 0, 0)));
@@ -356,9 +369,27 @@ mod tests {
     fn tcb_layouts_differ_between_genoa_and_turin() {
         let raw = [1, 2, 3, 4, 5, 6, 7, 8];
         let legacy = TcbLevels::from_raw(raw, Generation::Milan);
-        assert_eq!(legacy, TcbLevels { bootloader: 1, tee: 2, snp: 7, microcode: 8, fmc: None });
+        assert_eq!(
+            legacy,
+            TcbLevels {
+                bootloader: 1,
+                tee: 2,
+                snp: 7,
+                microcode: 8,
+                fmc: None
+            }
+        );
         let turin = TcbLevels::from_raw(raw, Generation::Turin);
-        assert_eq!(turin, TcbLevels { fmc: Some(1), bootloader: 2, tee: 3, snp: 4, microcode: 8 });
+        assert_eq!(
+            turin,
+            TcbLevels {
+                fmc: Some(1),
+                bootloader: 2,
+                tee: 3,
+                snp: 4,
+                microcode: 8
+            }
+        );
     }
 
     #[test]
@@ -371,6 +402,9 @@ mod tests {
         assert!(p.debug_allowed());
         assert!(p.migration_agent_allowed());
         r[0x48] = 7 << 2;
-        assert_eq!(parse_report(&r).map(|p| p.signing_key()), Ok(SigningKey::None));
+        assert_eq!(
+            parse_report(&r).map(|p| p.signing_key()),
+            Ok(SigningKey::None)
+        );
     }
 }

@@ -146,16 +146,23 @@ pub fn verify_with_fetch(
             None
         }
     });
-    let evidence = SnpEvidence { endorsement_key: fetched.as_deref(), ..*evidence };
+    let evidence = SnpEvidence {
+        endorsement_key: fetched.as_deref(),
+        ..*evidence
+    };
     verify_inner(&evidence, policy, now_unix_secs, checks)
 }
 
 fn fetch_for(report: &ParsedReport, fetcher: &dyn Fetcher) -> Result<(String, Vec<u8>), String> {
     if report.signing_key() != SigningKey::Vcek {
-        return Err("only a VCEK can be fetched from AMD's KDS; the report is not VCEK-signed".into());
+        return Err(
+            "only a VCEK can be fetched from AMD's KDS; the report is not VCEK-signed".into(),
+        );
     }
     if report.chip_id_masked() {
-        return Err("the report's CHIP_ID is masked (zero), so its VCEK cannot be looked up".into());
+        return Err(
+            "the report's CHIP_ID is masked (zero), so its VCEK cannot be looked up".into(),
+        );
     }
     let candidates = match report.cpuid_generation() {
         Some(g) => vec![g],
@@ -180,16 +187,35 @@ pub fn fuzz_report(data: &[u8]) {
     let (report, rest) = data.split_at(data.len().min(crate::REPORT_LEN));
     let (vek, chain) = rest.split_at(rest.len() / 2);
     let policy = SnpPolicy {
-        min_tcb: Some(TcbLevels { bootloader: 1, tee: 1, snp: 1, microcode: 1, fmc: Some(1) }),
+        min_tcb: Some(TcbLevels {
+            bootloader: 1,
+            tee: 1,
+            snp: 1,
+            microcode: 1,
+            fmc: Some(1),
+        }),
         expected_measurement: Some([0; 48]),
         expected_report_data: Some([0; 64]),
         expected_host_data: Some([0; 32]),
         ..SnpPolicy::default()
     };
-    let evidence = SnpEvidence { report, endorsement_key: Some(vek), chain: Some(chain) };
+    let evidence = SnpEvidence {
+        report,
+        endorsement_key: Some(vek),
+        chain: Some(chain),
+    };
     let _ = verify(&evidence, &policy, 1_700_000_000);
-    let evidence = SnpEvidence { report: data, endorsement_key: None, chain: None };
-    let _ = verify_with_fetch(&evidence, &policy, 0, &dc_attestation_common::fetch::NoFetch);
+    let evidence = SnpEvidence {
+        report: data,
+        endorsement_key: None,
+        chain: None,
+    };
+    let _ = verify_with_fetch(
+        &evidence,
+        &policy,
+        0,
+        &dc_attestation_common::fetch::NoFetch,
+    );
 }
 
 /// The certificates that lead from a pinned ARK to the VCEK/VLEK, as far as found.
@@ -216,7 +242,11 @@ fn verify_inner(
     };
     checks.pass(
         "report_parse",
-        format!("version {} report of {} bytes", report.version, report.raw.len()),
+        format!(
+            "version {} report of {} bytes",
+            report.version,
+            report.raw.len()
+        ),
     );
 
     // Which key the firmware says it used.
@@ -248,11 +278,18 @@ fn verify_inner(
                     let cert = list.remove(index);
                     checks.pass(
                         "endorsement_key",
-                        format!("{} issued by {}", certs::label(&cert), certs::issuer_cn(&cert).unwrap_or_default()),
+                        format!(
+                            "{} issued by {}",
+                            certs::label(&cert),
+                            certs::issuer_cn(&cert).unwrap_or_default()
+                        ),
                     );
                     vek = Some(cert);
                 } else {
-                    checks.fail("endorsement_key", "the endorsement key input holds no certificate");
+                    checks.fail(
+                        "endorsement_key",
+                        "the endorsement key input holds no certificate",
+                    );
                 }
                 chain_certs = list;
             }
@@ -263,16 +300,22 @@ fn verify_inner(
     if let Some(cert) = &vek {
         let kind = certs::key_kind(cert);
         match (kind, signing_key) {
-            (KeyKind::Vcek, SigningKey::Vcek) | (KeyKind::Vlek, SigningKey::Vlek) => {
-                checks.pass("vek_type", format!("certificate is a {}, as KEY_INFO says", certs::label(cert)))
-            }
+            (KeyKind::Vcek, SigningKey::Vcek) | (KeyKind::Vlek, SigningKey::Vlek) => checks.pass(
+                "vek_type",
+                format!("certificate is a {}, as KEY_INFO says", certs::label(cert)),
+            ),
             (KeyKind::Other, _) => checks.fail(
                 "vek_type",
-                format!("certificate subject {} is neither SEV-VCEK nor SEV-VLEK", certs::label(cert)),
+                format!(
+                    "certificate subject {} is neither SEV-VCEK nor SEV-VLEK",
+                    certs::label(cert)
+                ),
             ),
             (kind, key) => checks.fail(
                 "vek_type",
-                format!("KEY_INFO says {key:?} signed the report but the certificate is a {kind:?}"),
+                format!(
+                    "KEY_INFO says {key:?} signed the report but the certificate is a {kind:?}"
+                ),
             ),
         }
     }
@@ -280,7 +323,10 @@ fn verify_inner(
     if let Some(bytes) = evidence.chain {
         match certs::parse_certs(bytes) {
             Ok(list) => {
-                checks.pass("chain_parse", format!("{} certificates in the chain file", list.len()));
+                checks.pass(
+                    "chain_parse",
+                    format!("{} certificates in the chain file", list.len()),
+                );
                 chain_certs.extend(list);
             }
             Err(e) => checks.fail("chain_parse", e.to_string()),
@@ -313,23 +359,36 @@ fn verify_inner(
         if !unpinned.is_empty() {
             checks.fail(
                 "chain_root_pinned",
-                format!("chain root is not a pinned AMD ARK ({})", unpinned.join(", ")),
+                format!(
+                    "chain root is not a pinned AMD ARK ({})",
+                    unpinned.join(", ")
+                ),
             );
         } else if found.len() > 1 {
             let names: Vec<_> = found.iter().map(|g| g.as_str()).collect();
-            checks.fail("chain_root_pinned", format!("chain holds the ARKs of several generations: {}", names.join(", ")));
+            checks.fail(
+                "chain_root_pinned",
+                format!(
+                    "chain holds the ARKs of several generations: {}",
+                    names.join(", ")
+                ),
+            );
         } else {
             root_generation = found.first().copied();
             if let Some(g) = root_generation {
-                checks.pass("chain_root_pinned", format!("chain root is the pinned {g} ARK"));
+                checks.pass(
+                    "chain_root_pinned",
+                    format!("chain root is the pinned {g} ARK"),
+                );
             }
         }
     }
 
     // Generation, and the path ARK → ASK/ASVK → VCEK/VLEK.
     let cpuid_generation = report.cpuid_generation();
-    let candidates: Vec<Generation> =
-        cpuid_generation.or(root_generation).map_or_else(|| Generation::ALL.to_vec(), |g| vec![g]);
+    let candidates: Vec<Generation> = cpuid_generation
+        .or(root_generation)
+        .map_or_else(|| Generation::ALL.to_vec(), |g| vec![g]);
     let intermediates_for = |g: Generation| -> Vec<Certificate> {
         let mut list = intermediates.clone();
         if vek_kind != Some(KeyKind::Vlek) {
@@ -342,9 +401,13 @@ fn verify_inner(
     let mut verified_path: Option<(Generation, Certificate, Certificate)> = None;
     if let Some(cert) = &vek {
         'search: for &g in &candidates {
-            let Ok(ark) = certs::pinned_ark(g) else { continue };
+            let Ok(ark) = certs::pinned_ark(g) else {
+                continue;
+            };
             for i in intermediates_for(g) {
-                if certs::rsa_pss_signed_by(&ark, &i).is_ok() && certs::rsa_pss_signed_by(&i, cert).is_ok() {
+                if certs::rsa_pss_signed_by(&ark, &i).is_ok()
+                    && certs::rsa_pss_signed_by(&i, cert).is_ok()
+                {
                     verified_path = Some((g, ark, i));
                     break 'search;
                 }
@@ -355,15 +418,20 @@ fn verify_inner(
         .as_ref()
         .and_then(certs::issuer_cn)
         .and_then(|cn| certs::generation_in_name(&cn));
-    let (generation, generation_source) = match (&verified_path, cpuid_generation, root_generation) {
+    let (generation, generation_source) = match (&verified_path, cpuid_generation, root_generation)
+    {
         (Some((g, _, _)), Some(_), _) => (Some(*g), "the report's CPUID fields"),
         (Some((g, _, _)), None, Some(_)) => (Some(*g), "the pinned root of the chain file"),
-        (Some((g, _, _)), None, None) => (Some(*g), "the pinned chain that verifies the certificate"),
+        (Some((g, _, _)), None, None) => {
+            (Some(*g), "the pinned chain that verifies the certificate")
+        }
         (None, Some(g), _) => (Some(g), "the report's CPUID fields"),
         (None, None, Some(g)) => (Some(g), "the pinned root of the chain file"),
         (None, None, None) => match name_hint {
             Some(g) => (Some(g), "the certificate's issuer name (unverified)"),
-            None if report.chip_id_turin_like() => (Some(Generation::Turin), "the 8-byte CHIP_ID (unverified)"),
+            None if report.chip_id_turin_like() => {
+                (Some(Generation::Turin), "the 8-byte CHIP_ID (unverified)")
+            }
             None => (None, ""),
         },
     };
@@ -384,19 +452,37 @@ fn verify_inner(
         ),
     }
 
-    let mut path = ChainPath { ark: None, intermediate: None };
+    let mut path = ChainPath {
+        ark: None,
+        intermediate: None,
+    };
     match &verified_path {
         Some((g, ark, i)) => {
-            checks.pass("ask_signed_by_ark", format!("{} is signed by the pinned {g} ARK", certs::label(i)));
+            checks.pass(
+                "ask_signed_by_ark",
+                format!("{} is signed by the pinned {g} ARK", certs::label(i)),
+            );
             if let Some(cert) = &vek {
-                checks.pass("vek_signed_by_ask", format!("{} is signed by {}", certs::label(cert), certs::label(i)));
+                checks.pass(
+                    "vek_signed_by_ask",
+                    format!("{} is signed by {}", certs::label(cert), certs::label(i)),
+                );
             }
-            path = ChainPath { ark: Some(ark.clone()), intermediate: Some(i.clone()) };
+            path = ChainPath {
+                ark: Some(ark.clone()),
+                intermediate: Some(i.clone()),
+            };
         }
         None => match generation.map(|g| (g, certs::pinned_ark(g))) {
             None => {
-                checks.fail("ask_signed_by_ark", "no generation known, so no pinned ARK to verify against");
-                checks.fail("vek_signed_by_ask", "no generation known, so no intermediate to verify against");
+                checks.fail(
+                    "ask_signed_by_ark",
+                    "no generation known, so no pinned ARK to verify against",
+                );
+                checks.fail(
+                    "vek_signed_by_ask",
+                    "no generation known, so no intermediate to verify against",
+                );
             }
             Some((g, Err(e))) => {
                 checks.fail("ask_signed_by_ark", format!("pinned {g} ARK unusable: {e}"));
@@ -424,8 +510,15 @@ fn verify_inner(
                         checks.record(
                             "ask_signed_by_ark",
                             certs::rsa_pss_signed_by(&ark, &i)
-                                .map(|()| format!("{} is signed by the pinned {g} ARK", certs::label(&i)))
-                                .map_err(|e| format!("{} is not signed by the pinned {g} ARK: {e}", certs::label(&i))),
+                                .map(|()| {
+                                    format!("{} is signed by the pinned {g} ARK", certs::label(&i))
+                                })
+                                .map_err(|e| {
+                                    format!(
+                                        "{} is not signed by the pinned {g} ARK: {e}",
+                                        certs::label(&i)
+                                    )
+                                }),
                         );
                         match &vek {
                             None => checks.fail("vek_signed_by_ask", "no VCEK or VLEK supplied"),
@@ -433,14 +526,27 @@ fn verify_inner(
                                 checks.record(
                                     "vek_signed_by_ask",
                                     certs::rsa_pss_signed_by(&i, cert)
-                                        .map(|()| format!("{} is signed by {}", certs::label(cert), certs::label(&i)))
+                                        .map(|()| {
+                                            format!(
+                                                "{} is signed by {}",
+                                                certs::label(cert),
+                                                certs::label(&i)
+                                            )
+                                        })
                                         .map_err(|e| {
-                                            format!("{} is not signed by the {g} {}: {e}", certs::label(cert), certs::label(&i))
+                                            format!(
+                                                "{} is not signed by the {g} {}: {e}",
+                                                certs::label(cert),
+                                                certs::label(&i)
+                                            )
                                         }),
                                 );
                             }
                         }
-                        path = ChainPath { ark: Some(ark), intermediate: Some(i) };
+                        path = ChainPath {
+                            ark: Some(ark),
+                            intermediate: Some(i),
+                        };
                     }
                 }
             }
@@ -449,7 +555,10 @@ fn verify_inner(
 
     // The report's own signature.
     match &vek {
-        None => checks.fail("report_signature", "no VCEK or VLEK to check the signature with"),
+        None => checks.fail(
+            "report_signature",
+            "no VCEK or VLEK to check the signature with",
+        ),
         Some(cert) => {
             checks.record("report_signature", verify_report_signature(&report, cert));
         }
@@ -469,7 +578,10 @@ fn verify_inner(
     });
     let reported_tcb = report.reported_tcb(layout);
     match &vek {
-        None => checks.fail("tcb_extensions", "no VCEK or VLEK to compare REPORTED_TCB with"),
+        None => checks.fail(
+            "tcb_extensions",
+            "no VCEK or VLEK to compare REPORTED_TCB with",
+        ),
         Some(cert) => {
             checks.record("tcb_extensions", compare_tcb(cert, &reported_tcb, layout));
         }
@@ -484,8 +596,10 @@ fn verify_inner(
     }
 
     // Validity of every certificate used.
-    let used: Vec<&Certificate> =
-        [vek.as_ref(), path.intermediate.as_ref(), path.ark.as_ref()].into_iter().flatten().collect();
+    let used: Vec<&Certificate> = [vek.as_ref(), path.intermediate.as_ref(), path.ark.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
     if used.is_empty() {
         checks.fail("certificate_validity", "no certificate to check");
     } else {
@@ -498,7 +612,10 @@ fn verify_inner(
             }
         }
         if problems.is_empty() {
-            checks.pass("certificate_validity", format!("{} valid at {now_unix_secs}", names.join(", ")));
+            checks.pass(
+                "certificate_validity",
+                format!("{} valid at {now_unix_secs}", names.join(", ")),
+            );
         } else {
             checks.fail("certificate_validity", problems.join("; "));
         }
@@ -531,8 +648,13 @@ fn verify_report_signature(report: &ParsedReport, cert: &Certificate) -> Result<
             report.sig_algo
         ));
     }
-    let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(certs::public_key_sec1(cert))
-        .map_err(|e| format!("{} does not hold a P-384 public key: {e}", certs::label(cert)))?;
+    let key =
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(certs::public_key_sec1(cert)).map_err(|e| {
+            format!(
+                "{} does not hold a P-384 public key: {e}",
+                certs::label(cert)
+            )
+        })?;
     // R and S are 72-byte little-endian fields; P-384 scalars use the low 48 bytes.
     let to_be = |le: &[u8; 72]| -> Result<Vec<u8>, String> {
         if le[48..].iter().any(|&b| b != 0) {
@@ -545,16 +667,32 @@ fn verify_report_signature(report: &ParsedReport, cert: &Certificate) -> Result<
     let signature = p384::ecdsa::Signature::from_slice(&rs)
         .map_err(|e| format!("signature is not a valid P-384 (r, s): {e}"))?;
     key.verify(report.signed_bytes(), &signature)
-        .map(|()| format!("ECDSA P-384 signature verifies with the {} key", certs::label(cert)))
-        .map_err(|_| format!("the signature does not verify with the {} key", certs::label(cert)))
+        .map(|()| {
+            format!(
+                "ECDSA P-384 signature verifies with the {} key",
+                certs::label(cert)
+            )
+        })
+        .map_err(|_| {
+            format!(
+                "the signature does not verify with the {} key",
+                certs::label(cert)
+            )
+        })
 }
 
-fn compare_tcb(cert: &Certificate, reported: &TcbLevels, layout: Generation) -> Result<String, String> {
+fn compare_tcb(
+    cert: &Certificate,
+    reported: &TcbLevels,
+    layout: Generation,
+) -> Result<String, String> {
     let certified = certs::tcb_from_extensions(cert)?;
     let mut mismatches = Vec::new();
     let mut cmp = |name: &str, cert_value: u8, report_value: u8| {
         if cert_value != report_value {
-            mismatches.push(format!("{name}: certificate {cert_value}, report {report_value}"));
+            mismatches.push(format!(
+                "{name}: certificate {cert_value}, report {report_value}"
+            ));
         }
     };
     cmp("blSPL", certified.bootloader, reported.bootloader);
@@ -563,14 +701,21 @@ fn compare_tcb(cert: &Certificate, reported: &TcbLevels, layout: Generation) -> 
     cmp("ucodeSPL", certified.microcode, reported.microcode);
     match (layout, certified.fmc, reported.fmc) {
         (Generation::Turin, Some(c), Some(r)) => cmp("fmcSPL", c, r),
-        (Generation::Turin, None, _) => mismatches.push("fmcSPL: missing from a Turin certificate".to_string()),
-        (g, Some(_), _) => mismatches.push(format!("fmcSPL: present, but the report is {g} (no FMC level)")),
+        (Generation::Turin, None, _) => {
+            mismatches.push("fmcSPL: missing from a Turin certificate".to_string())
+        }
+        (g, Some(_), _) => mismatches.push(format!(
+            "fmcSPL: present, but the report is {g} (no FMC level)"
+        )),
         _ => {}
     }
     if mismatches.is_empty() {
         Ok(format!("certificate TCB ({certified}) equals REPORTED_TCB"))
     } else {
-        Err(format!("certificate TCB differs from REPORTED_TCB ({reported}): {}", mismatches.join(", ")))
+        Err(format!(
+            "certificate TCB differs from REPORTED_TCB ({reported}): {}",
+            mismatches.join(", ")
+        ))
     }
 }
 
@@ -601,34 +746,75 @@ fn compare_chip_id(cert: &Certificate, report: &ParsedReport) -> Result<String, 
     }
 }
 
-fn apply_policy(checks: &mut Checks, report: &ParsedReport, reported_tcb: &TcbLevels, policy: &SnpPolicy) {
+fn apply_policy(
+    checks: &mut Checks,
+    report: &ParsedReport,
+    reported_tcb: &TcbLevels,
+    policy: &SnpPolicy,
+) {
     match (report.debug_allowed(), policy.allow_debug) {
         (false, _) => checks.pass("debug", "guest policy disallows debugging"),
-        (true, true) => checks.pass("debug", "guest policy allows debugging, which this policy accepts"),
-        (true, false) => checks.fail("debug", "guest policy allows debugging (DEBUG bit 19 set): the host can read the guest"),
+        (true, true) => checks.pass(
+            "debug",
+            "guest policy allows debugging, which this policy accepts",
+        ),
+        (true, false) => checks.fail(
+            "debug",
+            "guest policy allows debugging (DEBUG bit 19 set): the host can read the guest",
+        ),
     }
     match policy.required_vmpl {
         None => checks.pass("vmpl", format!("VMPL {} (any accepted)", report.vmpl)),
         Some(v) if v == report.vmpl => checks.pass("vmpl", format!("report comes from VMPL {v}")),
-        Some(v) => checks.fail("vmpl", format!("report comes from VMPL {}, expected {v}", report.vmpl)),
+        Some(v) => checks.fail(
+            "vmpl",
+            format!("report comes from VMPL {}, expected {v}", report.vmpl),
+        ),
     }
     if let Some(min) = &policy.min_tcb {
         let short = reported_tcb.shortfalls(min);
         if short.is_empty() {
-            checks.pass("min_tcb", format!("REPORTED_TCB ({reported_tcb}) is at least ({min})"));
+            checks.pass(
+                "min_tcb",
+                format!("REPORTED_TCB ({reported_tcb}) is at least ({min})"),
+            );
         } else {
-            checks.fail("min_tcb", format!("REPORTED_TCB below the minimum: {}", short.join(", ")));
+            checks.fail(
+                "min_tcb",
+                format!("REPORTED_TCB below the minimum: {}", short.join(", ")),
+            );
         }
     }
-    match (report.migration_agent_allowed(), policy.allow_migration_agent) {
-        (false, _) => checks.pass("migration_agent", "guest policy disallows a migration agent"),
-        (true, true) => checks.pass("migration_agent", "guest policy allows a migration agent, which this policy accepts"),
+    match (
+        report.migration_agent_allowed(),
+        policy.allow_migration_agent,
+    ) {
+        (false, _) => checks.pass(
+            "migration_agent",
+            "guest policy disallows a migration agent",
+        ),
+        (true, true) => checks.pass(
+            "migration_agent",
+            "guest policy allows a migration agent, which this policy accepts",
+        ),
         (true, false) => checks.fail(
             "migration_agent",
             "guest policy allows association with a migration agent (MIGRATE_MA bit 18 set)",
         ),
     }
-    checks.expect_eq("measurement", policy.expected_measurement.as_ref().map(|m| &m[..]), &report.measurement);
-    checks.expect_eq("report_data", policy.expected_report_data.as_ref().map(|m| &m[..]), &report.report_data);
-    checks.expect_eq("host_data", policy.expected_host_data.as_ref().map(|m| &m[..]), &report.host_data);
+    checks.expect_eq(
+        "measurement",
+        policy.expected_measurement.as_ref().map(|m| &m[..]),
+        &report.measurement,
+    );
+    checks.expect_eq(
+        "report_data",
+        policy.expected_report_data.as_ref().map(|m| &m[..]),
+        &report.report_data,
+    );
+    checks.expect_eq(
+        "host_data",
+        policy.expected_host_data.as_ref().map(|m| &m[..]),
+        &report.host_data,
+    );
 }

@@ -415,7 +415,8 @@ fn every_argument_round_trips_against_ledger_did() {
 
 #[test]
 fn readme_init_example_type_checks_against_ledger_did() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
     let example = readme
         .split("```candid\n")
         .nth(1)

@@ -29,7 +29,9 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum ClientError {
     #[error("invalid ledger URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("an identity is needed to {0}; pass --identity or create one with `dcctl identity new`")]
+    #[error(
+        "an identity is needed to {0}; pass --identity or create one with `dcctl identity new`"
+    )]
     NoIdentity(String),
     #[error("cannot reach the ledger at {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -49,8 +51,15 @@ pub enum ClientError {
 pub type ClientResult<T> = Result<T, ClientError>;
 
 enum Transport {
-    Local { base: String, http: reqwest::Client },
-    Ic { agent: ic_agent::Agent, canister: Principal, url: String },
+    Local {
+        base: String,
+        http: reqwest::Client,
+    },
+    Ic {
+        agent: ic_agent::Agent,
+        canister: Principal,
+        url: String,
+    },
 }
 
 /// A connection to one ledger, optionally acting as one identity.
@@ -61,15 +70,24 @@ pub struct LedgerClient {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// Parses `ic://CANISTER_ID?url=REPLICA_URL` into (canister, replica URL).
 pub fn parse_ic_url(url: &str) -> ClientResult<(Principal, String)> {
-    let bad = |reason: &str| ClientError::BadUrl { url: url.into(), reason: reason.into() };
+    let bad = |reason: &str| ClientError::BadUrl {
+        url: url.into(),
+        reason: reason.into(),
+    };
     let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    let canister_text = parsed.host_str().ok_or_else(|| bad("missing canister id"))?;
-    let canister = Principal::from_text(canister_text).map_err(|e| bad(&format!("canister id: {e}")))?;
+    let canister_text = parsed
+        .host_str()
+        .ok_or_else(|| bad("missing canister id"))?;
+    let canister =
+        Principal::from_text(canister_text).map_err(|e| bad(&format!("canister id: {e}")))?;
     let replica = parsed
         .query_pairs()
         .find(|(k, _)| k == "url")
@@ -89,27 +107,49 @@ impl LedgerClient {
                 let basic = ic_agent::identity::BasicIdentity::from_raw_key(&id.secret_bytes());
                 builder = builder.with_identity(basic);
             }
-            let agent = builder.build().map_err(|e| ClientError::Agent(e.to_string()))?;
+            let agent = builder
+                .build()
+                .map_err(|e| ClientError::Agent(e.to_string()))?;
             if replica.starts_with("http://") {
                 // A local replica: trust its root key (never done for mainnet URLs).
-                agent.fetch_root_key().await.map_err(|e| ClientError::Agent(format!("fetching the replica's root key: {e}")))?;
+                agent.fetch_root_key().await.map_err(|e| {
+                    ClientError::Agent(format!("fetching the replica's root key: {e}"))
+                })?;
             }
-            Transport::Ic { agent, canister, url: url.into() }
+            Transport::Ic {
+                agent,
+                canister,
+                url: url.into(),
+            }
         } else if url.starts_with("http://") || url.starts_with("https://") {
             let http = reqwest::Client::builder()
                 .timeout(HTTP_TIMEOUT)
                 .build()
-                .map_err(|e| ClientError::Unreachable { url: url.into(), reason: e.to_string() })?;
-            Transport::Local { base: url.trim_end_matches('/').to_string(), http }
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.into(),
+                    reason: e.to_string(),
+                })?;
+            Transport::Local {
+                base: url.trim_end_matches('/').to_string(),
+                http,
+            }
         } else {
-            return Err(ClientError::BadUrl { url: url.into(), reason: "expected http://HOST:PORT or ic://CANISTER_ID?url=REPLICA_URL".into() });
+            return Err(ClientError::BadUrl {
+                url: url.into(),
+                reason: "expected http://HOST:PORT or ic://CANISTER_ID?url=REPLICA_URL".into(),
+            });
         };
-        Ok(LedgerClient { transport: Arc::new(transport), identity })
+        Ok(LedgerClient {
+            transport: Arc::new(transport),
+            identity,
+        })
     }
 
     /// The principal this client acts as (anonymous without an identity).
     pub fn principal(&self) -> Principal {
-        self.identity.as_ref().map_or(Principal::anonymous(), |i| i.principal())
+        self.identity
+            .as_ref()
+            .map_or(Principal::anonymous(), |i| i.principal())
     }
 
     /// The identity, if any.
@@ -118,10 +158,18 @@ impl LedgerClient {
     }
 
     fn require_identity(&self, what: &str) -> ClientResult<&Identity> {
-        self.identity.as_deref().ok_or_else(|| ClientError::NoIdentity(what.into()))
+        self.identity
+            .as_deref()
+            .ok_or_else(|| ClientError::NoIdentity(what.into()))
     }
 
-    async fn post_local(&self, base: &str, http: &reqwest::Client, path: &str, body: Vec<u8>) -> ClientResult<Vec<u8>> {
+    async fn post_local(
+        &self,
+        base: &str,
+        http: &reqwest::Client,
+        path: &str,
+        body: Vec<u8>,
+    ) -> ClientResult<Vec<u8>> {
         let url = format!("{base}{path}");
         let resp = http
             .post(&url)
@@ -129,12 +177,21 @@ impl LedgerClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { url: base.into(), reason: e.to_string() })?;
+            .map_err(|e| ClientError::Unreachable {
+                url: base.into(),
+                reason: e.to_string(),
+            })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable { url: base.into(), reason: e.to_string() })?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: base.into(),
+            reason: e.to_string(),
+        })?;
         if !status.is_success() {
             let message = String::from_utf8_lossy(&bytes).trim().to_string();
-            return Err(ClientError::Rejected { status: status.as_u16(), message });
+            return Err(ClientError::Rejected {
+                status: status.as_u16(),
+                message,
+            });
         }
         Ok(bytes.to_vec())
     }
@@ -143,13 +200,22 @@ impl LedgerClient {
     pub async fn query_raw(&self, method: &str, arg: Vec<u8>) -> ClientResult<Vec<u8>> {
         match &*self.transport {
             Transport::Local { base, http } => {
-                let body = candid::encode_args((method, serde_bytes::ByteBuf::from(arg)))
-                    .map_err(|e| ClientError::Decode { method: method.into(), reason: e.to_string() })?;
+                let body = candid::encode_args((method, serde_bytes::ByteBuf::from(arg))).map_err(
+                    |e| ClientError::Decode {
+                        method: method.into(),
+                        reason: e.to_string(),
+                    },
+                )?;
                 self.post_local(base, http, "/api/v1/query", body).await
             }
-            Transport::Ic { agent, canister, .. } => {
-                agent.query(canister, method).with_arg(arg).call().await.map_err(|e| ClientError::Agent(e.to_string()))
-            }
+            Transport::Ic {
+                agent, canister, ..
+            } => agent
+                .query(canister, method)
+                .with_arg(arg)
+                .call()
+                .await
+                .map_err(|e| ClientError::Agent(e.to_string())),
         }
     }
 
@@ -162,9 +228,12 @@ impl LedgerClient {
                 OsRng.fill_bytes(&mut nonce);
                 let expires = now_ns() + REQUEST_TTL.as_nanos() as u64;
                 let envelope = Envelope::sign(identity, method, arg, nonce, expires);
-                self.post_local(base, http, "/api/v1/update", envelope.to_bytes()).await
+                self.post_local(base, http, "/api/v1/update", envelope.to_bytes())
+                    .await
             }
-            Transport::Ic { agent, canister, .. } => agent
+            Transport::Ic {
+                agent, canister, ..
+            } => agent
                 .update(canister, method)
                 .with_arg(arg)
                 .call_and_wait()
@@ -174,22 +243,39 @@ impl LedgerClient {
     }
 
     /// Typed query.
-    pub async fn query<A: CandidType, R: CandidType + DeserializeOwned>(&self, method: &str, arg: A) -> ClientResult<R> {
-        let bytes = candid::encode_one(arg).map_err(|e| ClientError::Decode { method: method.into(), reason: e.to_string() })?;
+    pub async fn query<A: CandidType, R: CandidType + DeserializeOwned>(
+        &self,
+        method: &str,
+        arg: A,
+    ) -> ClientResult<R> {
+        let bytes = candid::encode_one(arg).map_err(|e| ClientError::Decode {
+            method: method.into(),
+            reason: e.to_string(),
+        })?;
         let reply = self.query_raw(method, bytes).await?;
         decode_reply(method, &reply)
     }
 
     /// Typed query of a method without arguments.
     pub async fn query0<R: CandidType + DeserializeOwned>(&self, method: &str) -> ClientResult<R> {
-        let bytes = candid::encode_args(()).map_err(|e| ClientError::Decode { method: method.into(), reason: e.to_string() })?;
+        let bytes = candid::encode_args(()).map_err(|e| ClientError::Decode {
+            method: method.into(),
+            reason: e.to_string(),
+        })?;
         let reply = self.query_raw(method, bytes).await?;
         decode_reply(method, &reply)
     }
 
     /// Typed update.
-    pub async fn update<A: CandidType, R: CandidType + DeserializeOwned>(&self, method: &str, arg: A) -> ClientResult<R> {
-        let bytes = candid::encode_one(arg).map_err(|e| ClientError::Decode { method: method.into(), reason: e.to_string() })?;
+    pub async fn update<A: CandidType, R: CandidType + DeserializeOwned>(
+        &self,
+        method: &str,
+        arg: A,
+    ) -> ClientResult<R> {
+        let bytes = candid::encode_one(arg).map_err(|e| ClientError::Decode {
+            method: method.into(),
+            reason: e.to_string(),
+        })?;
         let reply = self.update_raw(method, bytes).await?;
         decode_reply(method, &reply)
     }
@@ -211,7 +297,12 @@ impl LedgerClient {
     }
 
     /// ICRC-1 transfer from the caller's default account; returns the block index.
-    pub async fn transfer(&self, to: Account, amount_e9s: u64, memo: Option<Vec<u8>>) -> ClientResult<u64> {
+    pub async fn transfer(
+        &self,
+        to: Account,
+        amount_e9s: u64,
+        memo: Option<Vec<u8>>,
+    ) -> ClientResult<u64> {
         let arg = TransferArg {
             from_subaccount: None,
             to,
@@ -226,7 +317,13 @@ impl LedgerClient {
     }
 
     /// ICRC-2 approve; returns the block index.
-    pub async fn approve(&self, spender: Account, amount_e9s: u64, expected_allowance: Option<u64>, expires_at: Option<u64>) -> ClientResult<u64> {
+    pub async fn approve(
+        &self,
+        spender: Account,
+        amount_e9s: u64,
+        expected_allowance: Option<u64>,
+        expires_at: Option<u64>,
+    ) -> ClientResult<u64> {
         let arg = ApproveArgs {
             from_subaccount: None,
             spender,
@@ -243,7 +340,12 @@ impl LedgerClient {
     }
 
     /// ICRC-2 transfer_from; returns the block index.
-    pub async fn transfer_from(&self, from: Account, to: Account, amount_e9s: u64) -> ClientResult<u64> {
+    pub async fn transfer_from(
+        &self,
+        from: Account,
+        to: Account,
+        amount_e9s: u64,
+    ) -> ClientResult<u64> {
         let arg = TransferFromArgs {
             spender_subaccount: None,
             from,
@@ -260,7 +362,8 @@ impl LedgerClient {
 
     /// ICRC-2 allowance.
     pub async fn allowance(&self, account: Account, spender: Account) -> ClientResult<Allowance> {
-        self.query("icrc2_allowance", AllowanceArgs { account, spender }).await
+        self.query("icrc2_allowance", AllowanceArgs { account, spender })
+            .await
     }
 
     /// Transfer fee.
@@ -271,7 +374,14 @@ impl LedgerClient {
 
     /// ICRC-3 blocks.
     pub async fn blocks(&self, start: u64, length: u64) -> ClientResult<dc_icrc3::GetBlocksResult> {
-        self.query("icrc3_get_blocks", vec![dc_icrc3::GetBlocksRequest { start: start.into(), length: length.into() }]).await
+        self.query(
+            "icrc3_get_blocks",
+            vec![dc_icrc3::GetBlocksRequest {
+                start: start.into(),
+                length: length.into(),
+            }],
+        )
+        .await
     }
 
     /// Ledger totals.
@@ -344,8 +454,17 @@ impl LedgerClient {
     }
 
     /// Contracts of a party (the caller when `None`).
-    pub async fn list_contracts(&self, party: Option<Principal>, offset: u64, limit: u32) -> ClientResult<Vec<Contract>> {
-        let args = ListContractsArgs { party: Some(party.unwrap_or_else(|| self.principal())), offset: Some(offset), limit: Some(limit) };
+    pub async fn list_contracts(
+        &self,
+        party: Option<Principal>,
+        offset: u64,
+        limit: u32,
+    ) -> ClientResult<Vec<Contract>> {
+        let args = ListContractsArgs {
+            party: Some(party.unwrap_or_else(|| self.principal())),
+            offset: Some(offset),
+            limit: Some(limit),
+        };
         flatten(self.query("list_contracts", args).await?)
     }
 
@@ -365,14 +484,26 @@ impl LedgerClient {
     }
 
     /// Node reports the VM running.
-    pub async fn report_active(&self, contract_id: u64, endpoint: String, evidence_hash: [u8; 32]) -> ClientResult<Contract> {
-        let args = ReportActiveArgs { contract_id, endpoint, evidence_hash: serde_bytes::ByteBuf::from(evidence_hash.to_vec()) };
+    pub async fn report_active(
+        &self,
+        contract_id: u64,
+        endpoint: String,
+        evidence_hash: [u8; 32],
+    ) -> ClientResult<Contract> {
+        let args = ReportActiveArgs {
+            contract_id,
+            endpoint,
+            evidence_hash: serde_bytes::ByteBuf::from(evidence_hash.to_vec()),
+        };
         flatten(self.update("report_active", args).await?)
     }
 
     /// Pays for more hours.
     pub async fn extend(&self, contract_id: u64, hours: u32) -> ClientResult<Contract> {
-        flatten(self.update("extend_contract", ExtendArgs { contract_id, hours }).await?)
+        flatten(
+            self.update("extend_contract", ExtendArgs { contract_id, hours })
+                .await?,
+        )
     }
 
     /// Ends a contract early.
@@ -388,8 +519,23 @@ impl LedgerClient {
     }
 
     /// Spends reputation to lower a counterparty's.
-    pub async fn rate(&self, target: Principal, spend: u64, reason: String) -> ClientResult<RateResult> {
-        flatten(self.update("rate", RateArgs { target, spend, reason }).await?)
+    pub async fn rate(
+        &self,
+        target: Principal,
+        spend: u64,
+        reason: String,
+    ) -> ClientResult<RateResult> {
+        flatten(
+            self.update(
+                "rate",
+                RateArgs {
+                    target,
+                    spend,
+                    reason,
+                },
+            )
+            .await?,
+        )
     }
 
     /// Public ratings concerning a principal.
@@ -420,7 +566,12 @@ impl LedgerClient {
 }
 
 fn decode_reply<R: CandidType + DeserializeOwned>(method: &str, bytes: &[u8]) -> ClientResult<R> {
-    decode_bounded::<(R,)>(method, bytes, MAX_REPLY_BYTES).map(|(r,)| r).map_err(|e| ClientError::Decode { method: method.into(), reason: e.to_string() })
+    decode_bounded::<(R,)>(method, bytes, MAX_REPLY_BYTES)
+        .map(|(r,)| r)
+        .map_err(|e| ClientError::Decode {
+            method: method.into(),
+            reason: e.to_string(),
+        })
 }
 
 fn flatten<T>(r: Result<T, LedgerError>) -> ClientResult<T> {
@@ -428,20 +579,36 @@ fn flatten<T>(r: Result<T, LedgerError>) -> ClientResult<T> {
 }
 
 fn nat_u64(method: &str, n: &Nat) -> ClientResult<u64> {
-    u64::try_from(&n.0).map_err(|_| ClientError::Decode { method: method.into(), reason: format!("{n} exceeds 64 bits") })
+    u64::try_from(&n.0).map_err(|_| ClientError::Decode {
+        method: method.into(),
+        reason: format!("{n} exceeds 64 bits"),
+    })
 }
 
 /// One readable line for an ICRC-1 transfer error.
 pub fn describe_transfer_error(e: &TransferError) -> String {
     match e {
-        TransferError::BadFee { expected_fee } => format!("bad fee: the ledger's fee is {} e9s", expected_fee.0),
-        TransferError::BadBurn { min_burn_amount } => format!("burn below the minimum of {} e9s", min_burn_amount.0),
-        TransferError::InsufficientFunds { balance } => format!("insufficient funds: balance is {} e9s", balance.0),
+        TransferError::BadFee { expected_fee } => {
+            format!("bad fee: the ledger's fee is {} e9s", expected_fee.0)
+        }
+        TransferError::BadBurn { min_burn_amount } => {
+            format!("burn below the minimum of {} e9s", min_burn_amount.0)
+        }
+        TransferError::InsufficientFunds { balance } => {
+            format!("insufficient funds: balance is {} e9s", balance.0)
+        }
         TransferError::TooOld => "transaction too old".into(),
-        TransferError::CreatedInFuture { ledger_time } => format!("created in the future (ledger time {ledger_time})"),
+        TransferError::CreatedInFuture { ledger_time } => {
+            format!("created in the future (ledger time {ledger_time})")
+        }
         TransferError::TemporarilyUnavailable => "ledger temporarily unavailable".into(),
-        TransferError::Duplicate { duplicate_of } => format!("duplicate of block {}", duplicate_of.0),
-        TransferError::GenericError { error_code, message } => format!("{message} (code {})", error_code.0),
+        TransferError::Duplicate { duplicate_of } => {
+            format!("duplicate of block {}", duplicate_of.0)
+        }
+        TransferError::GenericError {
+            error_code,
+            message,
+        } => format!("{message} (code {})", error_code.0),
     }
 }
 
@@ -451,7 +618,8 @@ mod tests {
 
     #[test]
     fn ic_urls_parse_and_bad_ones_are_refused() {
-        let (c, r) = parse_ic_url("ic://ryjl3-tyaaa-aaaaa-aaaba-cai?url=http://127.0.0.1:4943").unwrap();
+        let (c, r) =
+            parse_ic_url("ic://ryjl3-tyaaa-aaaaa-aaaba-cai?url=http://127.0.0.1:4943").unwrap();
         assert_eq!(c.to_text(), "ryjl3-tyaaa-aaaaa-aaaba-cai");
         assert_eq!(r, "http://127.0.0.1:4943");
         let (_, default) = parse_ic_url("ic://ryjl3-tyaaa-aaaaa-aaaba-cai").unwrap();
@@ -462,9 +630,21 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_schemes_and_missing_identity_are_clear_errors() {
-        assert!(matches!(LedgerClient::connect("ftp://x", None).await, Err(ClientError::BadUrl { .. })));
-        let c = LedgerClient::connect("http://127.0.0.1:1", None).await.unwrap();
-        assert!(matches!(c.transfer(Account::of(Principal::anonymous()), 1, None).await, Err(ClientError::NoIdentity(_))));
-        assert!(matches!(c.balance_of(Principal::anonymous()).await, Err(ClientError::Unreachable { .. })));
+        assert!(matches!(
+            LedgerClient::connect("ftp://x", None).await,
+            Err(ClientError::BadUrl { .. })
+        ));
+        let c = LedgerClient::connect("http://127.0.0.1:1", None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            c.transfer(Account::of(Principal::anonymous()), 1, None)
+                .await,
+            Err(ClientError::NoIdentity(_))
+        ));
+        assert!(matches!(
+            c.balance_of(Principal::anonymous()).await,
+            Err(ClientError::Unreachable { .. })
+        ));
     }
 }

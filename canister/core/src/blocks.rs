@@ -14,8 +14,18 @@ use crate::types::Account;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Tx {
     /// Tokens created: genesis allocation or block reward.
-    Mint { to: Account, amount: u64, memo: Option<Vec<u8>> },
-    Burn { from: Account, amount: u64, spender: Option<Account>, memo: Option<Vec<u8>>, created_at_time: Option<u64> },
+    Mint {
+        to: Account,
+        amount: u64,
+        memo: Option<Vec<u8>>,
+    },
+    Burn {
+        from: Account,
+        amount: u64,
+        spender: Option<Account>,
+        memo: Option<Vec<u8>>,
+        created_at_time: Option<u64>,
+    },
     Transfer {
         from: Account,
         to: Account,
@@ -39,13 +49,30 @@ pub enum Tx {
         created_at_time: Option<u64>,
     },
     /// Paid into a contract's escrow (rent or extension).
-    Escrow { from: Account, amount: u64, contract_id: u64 },
+    Escrow {
+        from: Account,
+        amount: u64,
+        contract_id: u64,
+    },
     /// Released from escrow: `amount - fee` to the provider, `fee` to the treasury.
-    Release { contract_id: u64, to: Account, amount: u64, fee: u64 },
+    Release {
+        contract_id: u64,
+        to: Account,
+        amount: u64,
+        fee: u64,
+    },
     /// Returned from escrow to the developer.
-    Refund { contract_id: u64, to: Account, amount: u64 },
+    Refund {
+        contract_id: u64,
+        to: Account,
+        amount: u64,
+    },
     /// A fee paid to the treasury for a ledger service (`registration`, `check_in`).
-    ServiceFee { from: Account, amount: u64, service: String },
+    ServiceFee {
+        from: Account,
+        amount: u64,
+        service: String,
+    },
 }
 
 /// A block as the ledger keeps it; the generic value is derived on demand.
@@ -84,16 +111,37 @@ impl Tx {
     pub fn to_value(&self) -> (Value, Option<u64>) {
         match self {
             Tx::Mint { to, amount, memo } => {
-                let b = MapBuilder::new().text("op", "mint").value("to", account_value(to)).nat("amt", *amount);
+                let b = MapBuilder::new()
+                    .text("op", "mint")
+                    .value("to", account_value(to))
+                    .nat("amt", *amount);
                 (with_opt_blob(b, "memo", memo).build(), None)
             }
-            Tx::Burn { from, amount, spender, memo, created_at_time } => {
-                let b = MapBuilder::new().text("op", "burn").value("from", account_value(from)).nat("amt", *amount);
+            Tx::Burn {
+                from,
+                amount,
+                spender,
+                memo,
+                created_at_time,
+            } => {
+                let b = MapBuilder::new()
+                    .text("op", "burn")
+                    .value("from", account_value(from))
+                    .nat("amt", *amount);
                 let b = with_opt_account(b, "spender", spender);
                 let b = with_opt_blob(b, "memo", memo).opt_nat("ts", *created_at_time);
                 (b.build(), None)
             }
-            Tx::Transfer { from, to, amount, explicit_fee, fee, spender, memo, created_at_time } => {
+            Tx::Transfer {
+                from,
+                to,
+                amount,
+                explicit_fee,
+                fee,
+                spender,
+                memo,
+                created_at_time,
+            } => {
                 let b = MapBuilder::new()
                     .text("op", "xfer")
                     .value("from", account_value(from))
@@ -104,7 +152,17 @@ impl Tx {
                 let b = with_opt_blob(b, "memo", memo).opt_nat("ts", *created_at_time);
                 (b.build(), explicit_fee.is_none().then_some(*fee))
             }
-            Tx::Approve { from, spender, amount, expected_allowance, expires_at, explicit_fee, fee, memo, created_at_time } => {
+            Tx::Approve {
+                from,
+                spender,
+                amount,
+                expected_allowance,
+                expires_at,
+                explicit_fee,
+                fee,
+                memo,
+                created_at_time,
+            } => {
                 let b = MapBuilder::new()
                     .text("op", "approve")
                     .value("from", account_value(from))
@@ -116,7 +174,11 @@ impl Tx {
                 let b = with_opt_blob(b, "memo", memo).opt_nat("ts", *created_at_time);
                 (b.build(), explicit_fee.is_none().then_some(*fee))
             }
-            Tx::Escrow { from, amount, contract_id } => (
+            Tx::Escrow {
+                from,
+                amount,
+                contract_id,
+            } => (
                 MapBuilder::new()
                     .text("op", "dc_escrow")
                     .value("from", account_value(from))
@@ -125,7 +187,12 @@ impl Tx {
                     .build(),
                 None,
             ),
-            Tx::Release { contract_id, to, amount, fee } => (
+            Tx::Release {
+                contract_id,
+                to,
+                amount,
+                fee,
+            } => (
                 MapBuilder::new()
                     .text("op", "dc_release")
                     .value("to", account_value(to))
@@ -135,7 +202,11 @@ impl Tx {
                     .build(),
                 None,
             ),
-            Tx::Refund { contract_id, to, amount } => (
+            Tx::Refund {
+                contract_id,
+                to,
+                amount,
+            } => (
                 MapBuilder::new()
                     .text("op", "dc_refund")
                     .value("to", account_value(to))
@@ -144,7 +215,11 @@ impl Tx {
                     .build(),
                 None,
             ),
-            Tx::ServiceFee { from, amount, service } => (
+            Tx::ServiceFee {
+                from,
+                amount,
+                service,
+            } => (
                 MapBuilder::new()
                     .text("op", "dc_fee")
                     .value("from", account_value(from))
@@ -188,11 +263,26 @@ pub fn block_value(ts: u64, tx: &Tx, phash: Option<[u8; 32]>, treasury: Principa
 
 /// Block types this ledger writes, for `icrc3_supported_block_types`.
 pub const SUPPORTED_BLOCK_TYPES: &[(&str, &str)] = &[
-    ("1burn", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-1/README.md"),
-    ("1mint", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-1/README.md"),
-    ("1xfer", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-1/README.md"),
-    ("2approve", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-2/README.md"),
-    ("2xfer", "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-2/README.md"),
+    (
+        "1burn",
+        "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-1/README.md",
+    ),
+    (
+        "1mint",
+        "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-1/README.md",
+    ),
+    (
+        "1xfer",
+        "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-1/README.md",
+    ),
+    (
+        "2approve",
+        "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-2/README.md",
+    ),
+    (
+        "2xfer",
+        "https://github.com/dfinity/ICRC-1/blob/main/standards/ICRC-2/README.md",
+    ),
     ("dc_escrow", "canister/canister/README.md#block-types"),
     ("dc_release", "canister/canister/README.md#block-types"),
     ("dc_refund", "canister/canister/README.md#block-types"),

@@ -32,16 +32,30 @@ fn mul_bps(amount: u64, bps: u64) -> u64 {
 
 impl Ledger {
     fn contract(&self, id: u64) -> LedgerResult<&Contract> {
-        self.market.contracts.get(&id).ok_or_else(|| LedgerError::not_found("contract", id))
+        self.market
+            .contracts
+            .get(&id)
+            .ok_or_else(|| LedgerError::not_found("contract", id))
     }
 
     fn illegal(c: &Contract, action: &str) -> LedgerError {
-        LedgerError::IllegalTransition { contract_id: c.id, state: c.state.as_str().into(), action: action.into() }
+        LedgerError::IllegalTransition {
+            contract_id: c.id,
+            state: c.state.as_str().into(),
+            action: action.into(),
+        }
     }
 
     /// Whether `caller` is the contract's provider, or its node acting with
     /// `permission` under a valid delegation.
-    fn check_provider_side_at(&self, caller: Principal, c: &Contract, permission: Permission, action: &str, now: u64) -> LedgerResult<()> {
+    fn check_provider_side_at(
+        &self,
+        caller: Principal,
+        c: &Contract,
+        permission: Permission,
+        action: &str,
+        now: u64,
+    ) -> LedgerResult<()> {
         if caller == c.provider {
             return Ok(());
         }
@@ -73,28 +87,50 @@ impl Ledger {
         if caller == Principal::anonymous() {
             return Err(LedgerError::unauthorized(caller, "rent"));
         }
-        let o = self.market.offerings.get(&args.offering_id).ok_or_else(|| LedgerError::not_found("offering", args.offering_id))?;
+        let o = self
+            .market
+            .offerings
+            .get(&args.offering_id)
+            .ok_or_else(|| LedgerError::not_found("offering", args.offering_id))?;
         if caller == o.provider {
-            return Err(LedgerError::invalid("offering_id", "a provider cannot rent its own offering"));
+            return Err(LedgerError::invalid(
+                "offering_id",
+                "a provider cannot rent its own offering",
+            ));
         }
         if args.hours < o.spec.min_hours || args.hours > o.spec.max_hours {
             return Err(LedgerError::invalid(
                 "hours",
-                format!("offering {} sells {}..={} hours, asked for {}", o.id, o.spec.min_hours, o.spec.max_hours, args.hours),
+                format!(
+                    "offering {} sells {}..={} hours, asked for {}",
+                    o.id, o.spec.min_hours, o.spec.max_hours, args.hours
+                ),
             ));
         }
-        let node = self.market.nodes.get(&o.spec.node).ok_or_else(|| LedgerError::not_found("node", o.spec.node))?;
+        let node = self
+            .market
+            .nodes
+            .get(&o.spec.node)
+            .ok_or_else(|| LedgerError::not_found("node", o.spec.node))?;
         let want = offering_resources(&o.spec);
         let gpu_model = o.spec.gpu.as_ref().map(|g| g.model.clone());
         if !node_has_room(node, &want, gpu_model.as_deref()) {
-            return Err(LedgerError::CapacityExhausted { node: node.principal, offering_id: o.id });
+            return Err(LedgerError::CapacityExhausted {
+                node: node.principal,
+                offering_id: o.id,
+            });
         }
         let price = o.spec.price_e9s_per_hour;
-        let amount = price.checked_mul(args.hours as u64).ok_or_else(|| LedgerError::Overflow("price × hours".into()))?;
+        let amount = price
+            .checked_mul(args.hours as u64)
+            .ok_or_else(|| LedgerError::Overflow("price × hours".into()))?;
         let developer = Account::of(caller);
         let balance = self.balance_of(&developer);
         if balance < amount {
-            return Err(LedgerError::InsufficientFunds { needed_e9s: amount, balance_e9s: balance });
+            return Err(LedgerError::InsufficientFunds {
+                needed_e9s: amount,
+                balance_e9s: balance,
+            });
         }
         let (provider, node_p, offering_id) = (o.provider, o.spec.node, o.id);
         let now = self.advance_clock(now);
@@ -102,7 +138,11 @@ impl Ledger {
         self.market.next_contract_id += 1;
         self.debit(developer, amount);
         self.escrow_total += amount;
-        self.push_block(Tx::Escrow { from: developer, amount, contract_id: id });
+        self.push_block(Tx::Escrow {
+            from: developer,
+            amount,
+            contract_id: id,
+        });
         if let Some(n) = self.market.nodes.get_mut(&node_p) {
             n.reserved.vcpus += want.vcpus;
             n.reserved.ram_gib += want.ram_gib;
@@ -137,7 +177,11 @@ impl Ledger {
             history: vec![(now, ContractState::Requested)],
         };
         for party in [caller, provider, node_p] {
-            self.market.contracts_by_party.entry(party).or_default().insert(id);
+            self.market
+                .contracts_by_party
+                .entry(party)
+                .or_default()
+                .insert(id);
         }
         self.market.timeline.insert((deadline, id));
         self.market.contracts.insert(id, contract.clone());
@@ -158,7 +202,15 @@ impl Ledger {
     }
 
     /// Common checks of the provider-side steps: who, from which state, in time.
-    fn provider_step(&self, caller: Principal, now: u64, id: u64, from: ContractState, permission: Permission, action: &str) -> LedgerResult<u64> {
+    fn provider_step(
+        &self,
+        caller: Principal,
+        now: u64,
+        id: u64,
+        from: ContractState,
+        permission: Permission,
+        action: &str,
+    ) -> LedgerResult<u64> {
         let now = self.time_ns.max(now);
         let c = self.contract(id)?;
         self.check_provider_side_at(caller, c, permission, action, now)?;
@@ -170,31 +222,82 @@ impl Ledger {
     }
 
     /// The node (or provider) takes a requested contract.
-    pub fn accept_contract(&mut self, caller: Principal, now: u64, id: u64) -> LedgerResult<Contract> {
-        let now = self.provider_step(caller, now, id, ContractState::Requested, Permission::AcceptContracts, "accept")?;
+    pub fn accept_contract(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        id: u64,
+    ) -> LedgerResult<Contract> {
+        let now = self.provider_step(
+            caller,
+            now,
+            id,
+            ContractState::Requested,
+            Permission::AcceptContracts,
+            "accept",
+        )?;
         self.time_ns = now;
         self.set_state(id, ContractState::Accepted);
         self.contract(id).cloned()
     }
 
     /// The node (or provider) starts building the VM.
-    pub fn start_provisioning(&mut self, caller: Principal, now: u64, id: u64) -> LedgerResult<Contract> {
-        let now = self.provider_step(caller, now, id, ContractState::Accepted, Permission::AcceptContracts, "start provisioning")?;
+    pub fn start_provisioning(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        id: u64,
+    ) -> LedgerResult<Contract> {
+        let now = self.provider_step(
+            caller,
+            now,
+            id,
+            ContractState::Accepted,
+            Permission::AcceptContracts,
+            "start provisioning",
+        )?;
         self.time_ns = now;
         self.set_state(id, ContractState::Provisioning);
         self.contract(id).cloned()
     }
 
     /// The node reports the VM running: its endpoint and evidence hash. Billing starts.
-    pub fn report_active(&mut self, caller: Principal, now: u64, args: ReportActiveArgs) -> LedgerResult<Contract> {
+    pub fn report_active(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        args: ReportActiveArgs,
+    ) -> LedgerResult<Contract> {
         let id = args.contract_id;
-        if args.endpoint.is_empty() || args.endpoint.len() > MAX_ENDPOINT_LEN || args.endpoint.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(LedgerError::invalid("endpoint", format!("expected 1..={MAX_ENDPOINT_LEN} printable characters without spaces")));
+        if args.endpoint.is_empty()
+            || args.endpoint.len() > MAX_ENDPOINT_LEN
+            || args
+                .endpoint
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(LedgerError::invalid(
+                "endpoint",
+                format!("expected 1..={MAX_ENDPOINT_LEN} printable characters without spaces"),
+            ));
         }
         if args.evidence_hash.len() != 32 {
-            return Err(LedgerError::invalid("evidence_hash", format!("expected 32 bytes (SHA-256), found {}", args.evidence_hash.len())));
+            return Err(LedgerError::invalid(
+                "evidence_hash",
+                format!(
+                    "expected 32 bytes (SHA-256), found {}",
+                    args.evidence_hash.len()
+                ),
+            ));
         }
-        let now = self.provider_step(caller, now, id, ContractState::Provisioning, Permission::ReportStatus, "report active")?;
+        let now = self.provider_step(
+            caller,
+            now,
+            id,
+            ContractState::Provisioning,
+            Permission::ReportStatus,
+            "report active",
+        )?;
         let c = self.contract(id)?;
         let term = (c.hours as u64).saturating_mul(HOUR_NS);
         let ends = now.saturating_add(term);
@@ -213,20 +316,40 @@ impl Ledger {
     }
 
     /// The provider refuses a contract it has not accepted: full refund.
-    pub fn reject_contract(&mut self, caller: Principal, now: u64, id: u64) -> LedgerResult<Contract> {
-        let now = self.provider_step(caller, now, id, ContractState::Requested, Permission::AcceptContracts, "reject")?;
+    pub fn reject_contract(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        id: u64,
+    ) -> LedgerResult<Contract> {
+        let now = self.provider_step(
+            caller,
+            now,
+            id,
+            ContractState::Requested,
+            Permission::AcceptContracts,
+            "reject",
+        )?;
         self.time_ns = now;
         self.close_contract(id, ContractState::Rejected);
         self.contract(id).cloned()
     }
 
     /// Pays for more hours on an unfinished contract.
-    pub fn extend_contract(&mut self, caller: Principal, now: u64, args: ExtendArgs) -> LedgerResult<Contract> {
+    pub fn extend_contract(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        args: ExtendArgs,
+    ) -> LedgerResult<Contract> {
         let id = args.contract_id;
         let now = self.time_ns.max(now);
         let c = self.contract(id)?;
         if c.developer != caller {
-            return Err(LedgerError::unauthorized(caller, "extend a contract it did not rent"));
+            return Err(LedgerError::unauthorized(
+                caller,
+                "extend a contract it did not rent",
+            ));
         }
         if args.hours == 0 {
             return Err(LedgerError::invalid("hours", "must be at least 1"));
@@ -235,16 +358,29 @@ impl Ledger {
             return Err(Self::illegal(c, "extend"));
         }
         Self::check_before_deadline(c, now, "extend")?;
-        let total_hours = c.hours.checked_add(args.hours).ok_or_else(|| LedgerError::Overflow("hours".into()))?;
-        let max_hours = self.market.offerings.get(&c.offering_id).map_or(u32::MAX, |o| o.spec.max_hours);
+        let total_hours = c
+            .hours
+            .checked_add(args.hours)
+            .ok_or_else(|| LedgerError::Overflow("hours".into()))?;
+        let max_hours = self
+            .market
+            .offerings
+            .get(&c.offering_id)
+            .map_or(u32::MAX, |o| o.spec.max_hours);
         if total_hours > max_hours {
             return Err(LedgerError::invalid("hours", format!("the contract would run {total_hours} hours; the offering allows at most {max_hours}")));
         }
-        let amount = c.price_e9s_per_hour.checked_mul(args.hours as u64).ok_or_else(|| LedgerError::Overflow("price × hours".into()))?;
+        let amount = c
+            .price_e9s_per_hour
+            .checked_mul(args.hours as u64)
+            .ok_or_else(|| LedgerError::Overflow("price × hours".into()))?;
         let developer = Account::of(caller);
         let balance = self.balance_of(&developer);
         if balance < amount {
-            return Err(LedgerError::InsufficientFunds { needed_e9s: amount, balance_e9s: balance });
+            return Err(LedgerError::InsufficientFunds {
+                needed_e9s: amount,
+                balance_e9s: balance,
+            });
         }
         let old_end = c.ends_at_ns;
         let new_end = match old_end {
@@ -259,7 +395,11 @@ impl Ledger {
         self.time_ns = now;
         self.debit(developer, amount);
         self.escrow_total += amount;
-        self.push_block(Tx::Escrow { from: developer, amount, contract_id: id });
+        self.push_block(Tx::Escrow {
+            from: developer,
+            amount,
+            contract_id: id,
+        });
         if old_end.is_some() {
             self.move_on_timeline(id, old_end, new_end);
         }
@@ -273,17 +413,29 @@ impl Ledger {
 
     /// The developer ends a contract early: what time has used is released,
     /// the rest refunded.
-    pub fn cancel_contract(&mut self, caller: Principal, now: u64, id: u64) -> LedgerResult<Contract> {
+    pub fn cancel_contract(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        id: u64,
+    ) -> LedgerResult<Contract> {
         let now = self.time_ns.max(now);
         let c = self.contract(id)?;
         if c.developer != caller {
-            return Err(LedgerError::unauthorized(caller, "cancel a contract it did not rent"));
+            return Err(LedgerError::unauthorized(
+                caller,
+                "cancel a contract it did not rent",
+            ));
         }
         if c.state.is_final() {
             return Err(Self::illegal(c, "cancel"));
         }
         if c.ends_at_ns.is_some_and(|e| e <= now) {
-            return Err(LedgerError::IllegalTransition { contract_id: id, state: "at the end of its term".into(), action: "cancel".into() });
+            return Err(LedgerError::IllegalTransition {
+                contract_id: id,
+                state: "at the end of its term".into(),
+                action: "cancel".into(),
+            });
         }
         let deadline_missed = c.active_since_ns.is_none() && c.provisioning_deadline_ns <= now;
         self.time_ns = now;
@@ -304,10 +456,17 @@ impl Ledger {
     }
 
     /// Contracts where `party` is developer, provider or node, newest first.
-    pub fn list_contracts(&self, caller: Principal, args: &ListContractsArgs) -> LedgerResult<Vec<Contract>> {
+    pub fn list_contracts(
+        &self,
+        caller: Principal,
+        args: &ListContractsArgs,
+    ) -> LedgerResult<Vec<Contract>> {
         let limit = args.limit.unwrap_or(100);
         if limit == 0 || limit > MAX_LIST_LIMIT {
-            return Err(LedgerError::invalid("limit", format!("must be between 1 and {MAX_LIST_LIMIT}")));
+            return Err(LedgerError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_LIST_LIMIT}"),
+            ));
         }
         let party = args.party.unwrap_or(caller);
         let offset = usize::try_from(args.offset.unwrap_or(0)).unwrap_or(usize::MAX);
@@ -327,7 +486,9 @@ impl Ledger {
 
     /// What time has earned the provider so far (fees included).
     fn earned(c: &Contract, now: u64) -> u64 {
-        let Some(start) = c.active_since_ns else { return 0 };
+        let Some(start) = c.active_since_ns else {
+            return 0;
+        };
         let elapsed = now.saturating_sub(start) as u128;
         let due = (c.price_e9s_per_hour as u128 * elapsed) / HOUR_NS as u128;
         due.min(c.paid_e9s as u128) as u64
@@ -337,17 +498,23 @@ impl Ledger {
     /// rest to the provider, reputation to both parties.
     pub(crate) fn release_due(&mut self, id: u64) {
         let now = self.time_ns;
-        let Some(c) = self.market.contracts.get(&id) else { return };
+        let Some(c) = self.market.contracts.get(&id) else {
+            return;
+        };
         if c.state != ContractState::Active {
             return;
         }
-        let due = Self::earned(c, now).saturating_sub(c.released_e9s).min(c.escrow_e9s());
+        let due = Self::earned(c, now)
+            .saturating_sub(c.released_e9s)
+            .min(c.escrow_e9s());
         if due == 0 {
             return;
         }
         // The fee is taken on the cumulative amount released, so many small
         // releases pay the same total fee as one large one.
-        let fee = mul_bps(c.released_e9s + due, self.params.escrow_release_fee_bps).saturating_sub(c.fees_e9s).min(due);
+        let fee = mul_bps(c.released_e9s + due, self.params.escrow_release_fee_bps)
+            .saturating_sub(c.fees_e9s)
+            .min(due);
         let to_provider = due - fee;
         let (provider, developer) = (c.provider, c.developer);
         if let Some(c) = self.market.contracts.get_mut(&id) {
@@ -358,7 +525,12 @@ impl Ledger {
         // Credits cannot overflow: the amounts come out of escrow, part of supply.
         let _ = self.credit(Account::of(provider), to_provider);
         let _ = self.credit(Account::of(self.params.treasury), fee);
-        self.push_block(Tx::Release { contract_id: id, to: Account::of(provider), amount: due, fee });
+        self.push_block(Tx::Release {
+            contract_id: id,
+            to: Account::of(provider),
+            amount: due,
+            fee,
+        });
         let gain = mul_bps(due, self.params.release_reputation_bps);
         self.add_reputation(provider, gain);
         self.add_reputation(developer, gain);
@@ -367,15 +539,26 @@ impl Ledger {
     /// Moves a contract to a final state, refunding what escrow still holds
     /// and freeing the node's capacity.
     fn close_contract(&mut self, id: u64, state: ContractState) {
-        let Some(c) = self.market.contracts.get(&id) else { return };
+        let Some(c) = self.market.contracts.get(&id) else {
+            return;
+        };
         let refund = c.escrow_e9s();
-        let (developer, node, res, was_active) = (c.developer, c.node, c.resources.clone(), c.active_since_ns.is_some());
+        let (developer, node, res, was_active) = (
+            c.developer,
+            c.node,
+            c.resources.clone(),
+            c.active_since_ns.is_some(),
+        );
         let gpu_model = c.gpu_model.clone();
         let timeline_key = c.ends_at_ns.unwrap_or(c.provisioning_deadline_ns);
         if refund > 0 {
             self.escrow_total -= refund;
             let _ = self.credit(Account::of(developer), refund);
-            self.push_block(Tx::Refund { contract_id: id, to: Account::of(developer), amount: refund });
+            self.push_block(Tx::Refund {
+                contract_id: id,
+                to: Account::of(developer),
+                amount: refund,
+            });
             if let Some(c) = self.market.contracts.get_mut(&id) {
                 c.refunded_e9s += refund;
             }
@@ -403,9 +586,13 @@ impl Ledger {
     /// Applies what time has decided for one contract (deadline or end of term).
     pub(crate) fn process_due(&mut self, id: u64) {
         let now = self.time_ns;
-        let Some(c) = self.market.contracts.get(&id) else { return };
+        let Some(c) = self.market.contracts.get(&id) else {
+            return;
+        };
         match c.state {
-            ContractState::Requested | ContractState::Accepted | ContractState::Provisioning if c.provisioning_deadline_ns <= now => {
+            ContractState::Requested | ContractState::Accepted | ContractState::Provisioning
+                if c.provisioning_deadline_ns <= now =>
+            {
                 let penalty = mul_bps(c.paid_e9s, self.params.missed_deadline_penalty_bps);
                 let provider = c.provider;
                 self.close_contract(id, ContractState::DeadlineMissed);
@@ -422,7 +609,12 @@ impl Ledger {
     /// Processes every contract whose deadline or term has passed.
     pub(crate) fn process_timeline(&mut self) -> bool {
         let now = self.time_ns;
-        let due: Vec<u64> = self.market.timeline.range(..=(now, u64::MAX)).map(|&(_, id)| id).collect();
+        let due: Vec<u64> = self
+            .market
+            .timeline
+            .range(..=(now, u64::MAX))
+            .map(|&(_, id)| id)
+            .collect();
         for id in &due {
             self.process_due(*id);
         }
@@ -441,32 +633,56 @@ impl Ledger {
 
     /// Spends `spend` of the caller's reputation to lower a contract
     /// counterparty's by `spend × multiplier`, with a public reason.
-    pub fn rate(&mut self, caller: Principal, now: u64, args: RateArgs) -> LedgerResult<RateResult> {
+    pub fn rate(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        args: RateArgs,
+    ) -> LedgerResult<RateResult> {
         if args.spend == 0 {
             return Err(LedgerError::invalid("spend", "must be positive"));
         }
         let reason = args.reason.trim();
-        if reason.is_empty() || reason.len() > MAX_REASON_LEN || reason.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(LedgerError::invalid("reason", format!("expected 1..={MAX_REASON_LEN} bytes of text")));
+        if reason.is_empty()
+            || reason.len() > MAX_REASON_LEN
+            || reason.chars().any(|c| c.is_control() && c != '\n')
+        {
+            return Err(LedgerError::invalid(
+                "reason",
+                format!("expected 1..={MAX_REASON_LEN} bytes of text"),
+            ));
         }
         if caller == args.target {
             return Err(LedgerError::invalid("target", "cannot rate yourself"));
         }
-        let shared = self.market.contracts_by_party.get(&caller).is_some_and(|ids| {
-            ids.iter().any(|id| {
-                self.market.contracts.get(id).is_some_and(|c| {
-                    (c.developer == caller && c.provider == args.target) || (c.provider == caller && c.developer == args.target)
+        let shared = self
+            .market
+            .contracts_by_party
+            .get(&caller)
+            .is_some_and(|ids| {
+                ids.iter().any(|id| {
+                    self.market.contracts.get(id).is_some_and(|c| {
+                        (c.developer == caller && c.provider == args.target)
+                            || (c.provider == caller && c.developer == args.target)
+                    })
                 })
-            })
-        });
+            });
         if !shared {
-            return Err(LedgerError::NoSharedContract { sender: caller, target: args.target });
+            return Err(LedgerError::NoSharedContract {
+                sender: caller,
+                target: args.target,
+            });
         }
         let have = self.reputation_of(&caller);
         if have < args.spend {
-            return Err(LedgerError::InsufficientReputation { have, need: args.spend });
+            return Err(LedgerError::InsufficientReputation {
+                have,
+                need: args.spend,
+            });
         }
-        let loss = args.spend.saturating_mul(self.params.rating_penalty_multiplier);
+        let loss = args
+            .spend
+            .saturating_mul(self.params.rating_penalty_multiplier);
         let now = self.advance_clock(now);
         self.sub_reputation(caller, args.spend);
         let target_loss = self.sub_reputation(args.target, loss);
@@ -478,11 +694,20 @@ impl Ledger {
             reason: reason.to_string(),
             at_ns: now,
         });
-        Ok(RateResult { sender_reputation: self.reputation_of(&caller), target_reputation: self.reputation_of(&args.target) })
+        Ok(RateResult {
+            sender_reputation: self.reputation_of(&caller),
+            target_reputation: self.reputation_of(&args.target),
+        })
     }
 
     /// Public ratings that concern `p` (as sender or target), newest first.
     pub fn ratings_of(&self, p: &Principal, limit: usize) -> Vec<RatingRecord> {
-        self.ratings.iter().rev().filter(|r| r.sender == *p || r.target == *p).take(limit).cloned().collect()
+        self.ratings
+            .iter()
+            .rev()
+            .filter(|r| r.sender == *p || r.target == *p)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 }

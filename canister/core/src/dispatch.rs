@@ -69,16 +69,29 @@ pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Decodes Candid arguments with quotas, so hostile bytes cannot make the
 /// decoder allocate or loop without bound.
-pub fn decode_args<A: for<'a> ArgumentDecoder<'a>>(method: &str, bytes: &[u8]) -> Result<A, DispatchError> {
+pub fn decode_args<A: for<'a> ArgumentDecoder<'a>>(
+    method: &str,
+    bytes: &[u8],
+) -> Result<A, DispatchError> {
     decode_bounded(method, bytes, MAX_ARG_BYTES)
 }
 
 /// Decodes Candid values of at most `max_bytes` with proportional quotas.
-pub fn decode_bounded<A: for<'a> ArgumentDecoder<'a>>(method: &str, bytes: &[u8], max_bytes: usize) -> Result<A, DispatchError> {
+pub fn decode_bounded<A: for<'a> ArgumentDecoder<'a>>(
+    method: &str,
+    bytes: &[u8],
+    max_bytes: usize,
+) -> Result<A, DispatchError> {
     if bytes.len() > max_bytes {
-        return Err(DispatchError::ArgumentTooLarge { method: method.into(), len: bytes.len() });
+        return Err(DispatchError::ArgumentTooLarge {
+            method: method.into(),
+            len: bytes.len(),
+        });
     }
-    let bad = |e: candid::Error| DispatchError::BadArgument { method: method.into(), reason: e.to_string() };
+    let bad = |e: candid::Error| DispatchError::BadArgument {
+        method: method.into(),
+        reason: e.to_string(),
+    };
     let mut config = candid::de::DecoderConfig::new();
     config.set_decoding_quota(20 * max_bytes);
     config.set_skipping_quota(max_bytes);
@@ -151,13 +164,28 @@ macro_rules! ledger_methods {
 /// `icrc1_supported_standards` / `icrc10_supported_standards`.
 pub fn supported_standards() -> Vec<StandardRecord> {
     [
-        ("ICRC-1", "https://github.com/dfinity/ICRC-1/tree/main/standards/ICRC-1"),
-        ("ICRC-2", "https://github.com/dfinity/ICRC-1/tree/main/standards/ICRC-2"),
-        ("ICRC-3", "https://github.com/dfinity/ICRC-1/tree/main/standards/ICRC-3"),
-        ("ICRC-10", "https://github.com/dfinity/ICRC/tree/main/ICRCs/ICRC-10"),
+        (
+            "ICRC-1",
+            "https://github.com/dfinity/ICRC-1/tree/main/standards/ICRC-1",
+        ),
+        (
+            "ICRC-2",
+            "https://github.com/dfinity/ICRC-1/tree/main/standards/ICRC-2",
+        ),
+        (
+            "ICRC-3",
+            "https://github.com/dfinity/ICRC-1/tree/main/standards/ICRC-3",
+        ),
+        (
+            "ICRC-10",
+            "https://github.com/dfinity/ICRC/tree/main/ICRCs/ICRC-10",
+        ),
     ]
     .into_iter()
-    .map(|(name, url)| StandardRecord { name: name.into(), url: url.into() })
+    .map(|(name, url)| StandardRecord {
+        name: name.into(),
+        url: url.into(),
+    })
     .collect()
 }
 
@@ -168,16 +196,34 @@ impl Ledger {
     /// `icrc1_metadata`.
     pub fn icrc1_metadata(&self) -> Vec<(String, MetadataValue)> {
         vec![
-            ("icrc1:name".into(), MetadataValue::Text(self.params.token_name.clone())),
-            ("icrc1:symbol".into(), MetadataValue::Text(self.params.token_symbol.clone())),
-            ("icrc1:decimals".into(), MetadataValue::Nat(self.params.decimals.into())),
-            ("icrc1:fee".into(), MetadataValue::Nat(self.params.transfer_fee_e9s.into())),
-            ("icrc1:max_memo_length".into(), MetadataValue::Nat(crate::ledger::MAX_MEMO_BYTES.into())),
+            (
+                "icrc1:name".into(),
+                MetadataValue::Text(self.params.token_name.clone()),
+            ),
+            (
+                "icrc1:symbol".into(),
+                MetadataValue::Text(self.params.token_symbol.clone()),
+            ),
+            (
+                "icrc1:decimals".into(),
+                MetadataValue::Nat(self.params.decimals.into()),
+            ),
+            (
+                "icrc1:fee".into(),
+                MetadataValue::Nat(self.params.transfer_fee_e9s.into()),
+            ),
+            (
+                "icrc1:max_memo_length".into(),
+                MetadataValue::Nat(crate::ledger::MAX_MEMO_BYTES.into()),
+            ),
         ]
     }
 
     /// `icrc3_get_blocks`: blocks of each requested range, bounded in total.
-    pub fn icrc3_get_blocks(&self, reqs: &[dc_icrc3::GetBlocksRequest]) -> dc_icrc3::GetBlocksResult {
+    pub fn icrc3_get_blocks(
+        &self,
+        reqs: &[dc_icrc3::GetBlocksRequest],
+    ) -> dc_icrc3::GetBlocksResult {
         let mut blocks = Vec::new();
         let mut budget = MAX_BLOCKS_PER_REQUEST;
         for r in reqs {
@@ -186,12 +232,19 @@ impl Ledger {
             let end = start.saturating_add(length).min(self.log_length());
             for i in start..end {
                 if let Some(b) = self.block(i) {
-                    blocks.push(dc_icrc3::BlockWithId { id: Nat::from(i), block: b });
+                    blocks.push(dc_icrc3::BlockWithId {
+                        id: Nat::from(i),
+                        block: b,
+                    });
                 }
             }
             budget -= end.saturating_sub(start).min(budget);
         }
-        dc_icrc3::GetBlocksResult { log_length: Nat::from(self.log_length()), blocks, archived_blocks: vec![] }
+        dc_icrc3::GetBlocksResult {
+            log_length: Nat::from(self.log_length()),
+            blocks,
+            archived_blocks: vec![],
+        }
     }
 }
 

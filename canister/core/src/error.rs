@@ -18,7 +18,11 @@ pub enum LedgerError {
     #[error("node {node} has no free capacity for offering {offering_id}")]
     CapacityExhausted { node: Principal, offering_id: u64 },
     #[error("contract {contract_id} is {state}; cannot {action}")]
-    IllegalTransition { contract_id: u64, state: String, action: String },
+    IllegalTransition {
+        contract_id: u64,
+        state: String,
+        action: String,
+    },
     #[error("{0} is already registered")]
     AlreadyRegistered(String),
     #[error("invalid delegation: {0}")]
@@ -26,26 +30,41 @@ pub enum LedgerError {
     #[error("node {node} already checked in for block {block_height}")]
     AlreadyCheckedIn { node: Principal, block_height: u64 },
     #[error("stale check-in: expected block {expected_height}, got {got_height} (or a different previous block hash)")]
-    StaleCheckIn { expected_height: u64, got_height: u64 },
+    StaleCheckIn {
+        expected_height: u64,
+        got_height: u64,
+    },
     #[error("insufficient reputation: have {have}, need {need}")]
     InsufficientReputation { have: u64, need: u64 },
     #[error("{sender} and {target} share no contract")]
-    NoSharedContract { sender: Principal, target: Principal },
+    NoSharedContract {
+        sender: Principal,
+        target: Principal,
+    },
     #[error("arithmetic overflow in {0}")]
     Overflow(String),
 }
 
 impl LedgerError {
     pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> Self {
-        LedgerError::InvalidArgument { field: field.into(), reason: reason.into() }
+        LedgerError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn not_found(what: &str, id: impl ToString) -> Self {
-        LedgerError::NotFound { what: what.into(), id: id.to_string() }
+        LedgerError::NotFound {
+            what: what.into(),
+            id: id.to_string(),
+        }
     }
 
     pub(crate) fn unauthorized(caller: Principal, action: &str) -> Self {
-        LedgerError::Unauthorized { caller, action: action.into() }
+        LedgerError::Unauthorized {
+            caller,
+            action: action.into(),
+        }
     }
 }
 

@@ -78,17 +78,28 @@ pub(crate) enum TokenError {
 impl From<TokenError> for TransferError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::BadFee(f) => TransferError::BadFee { expected_fee: f.into() },
-            TokenError::InsufficientFunds(b) => TransferError::InsufficientFunds { balance: b.into() },
+            TokenError::BadFee(f) => TransferError::BadFee {
+                expected_fee: f.into(),
+            },
+            TokenError::InsufficientFunds(b) => {
+                TransferError::InsufficientFunds { balance: b.into() }
+            }
             TokenError::InsufficientAllowance(_) => TransferError::GenericError {
                 error_code: 1u64.into(),
                 message: "insufficient allowance".into(),
             },
             TokenError::TooOld => TransferError::TooOld,
             TokenError::CreatedInFuture(t) => TransferError::CreatedInFuture { ledger_time: t },
-            TokenError::Duplicate(i) => TransferError::Duplicate { duplicate_of: i.into() },
-            TokenError::BadBurn(m) => TransferError::BadBurn { min_burn_amount: m.into() },
-            TokenError::Generic(c, m) => TransferError::GenericError { error_code: c.into(), message: m },
+            TokenError::Duplicate(i) => TransferError::Duplicate {
+                duplicate_of: i.into(),
+            },
+            TokenError::BadBurn(m) => TransferError::BadBurn {
+                min_burn_amount: m.into(),
+            },
+            TokenError::Generic(c, m) => TransferError::GenericError {
+                error_code: c.into(),
+                message: m,
+            },
         }
     }
 }
@@ -96,14 +107,27 @@ impl From<TokenError> for TransferError {
 impl From<TokenError> for TransferFromError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::BadFee(f) => TransferFromError::BadFee { expected_fee: f.into() },
-            TokenError::InsufficientFunds(b) => TransferFromError::InsufficientFunds { balance: b.into() },
-            TokenError::InsufficientAllowance(a) => TransferFromError::InsufficientAllowance { allowance: a.into() },
+            TokenError::BadFee(f) => TransferFromError::BadFee {
+                expected_fee: f.into(),
+            },
+            TokenError::InsufficientFunds(b) => {
+                TransferFromError::InsufficientFunds { balance: b.into() }
+            }
+            TokenError::InsufficientAllowance(a) => TransferFromError::InsufficientAllowance {
+                allowance: a.into(),
+            },
             TokenError::TooOld => TransferFromError::TooOld,
             TokenError::CreatedInFuture(t) => TransferFromError::CreatedInFuture { ledger_time: t },
-            TokenError::Duplicate(i) => TransferFromError::Duplicate { duplicate_of: i.into() },
-            TokenError::BadBurn(m) => TransferFromError::BadBurn { min_burn_amount: m.into() },
-            TokenError::Generic(c, m) => TransferFromError::GenericError { error_code: c.into(), message: m },
+            TokenError::Duplicate(i) => TransferFromError::Duplicate {
+                duplicate_of: i.into(),
+            },
+            TokenError::BadBurn(m) => TransferFromError::BadBurn {
+                min_burn_amount: m.into(),
+            },
+            TokenError::Generic(c, m) => TransferFromError::GenericError {
+                error_code: c.into(),
+                message: m,
+            },
         }
     }
 }
@@ -111,16 +135,27 @@ impl From<TokenError> for TransferFromError {
 impl From<TokenError> for ApproveError {
     fn from(e: TokenError) -> Self {
         match e {
-            TokenError::BadFee(f) => ApproveError::BadFee { expected_fee: f.into() },
-            TokenError::InsufficientFunds(b) => ApproveError::InsufficientFunds { balance: b.into() },
+            TokenError::BadFee(f) => ApproveError::BadFee {
+                expected_fee: f.into(),
+            },
+            TokenError::InsufficientFunds(b) => {
+                ApproveError::InsufficientFunds { balance: b.into() }
+            }
             TokenError::TooOld => ApproveError::TooOld,
             TokenError::CreatedInFuture(t) => ApproveError::CreatedInFuture { ledger_time: t },
-            TokenError::Duplicate(i) => ApproveError::Duplicate { duplicate_of: i.into() },
-            TokenError::InsufficientAllowance(_) | TokenError::BadBurn(_) => ApproveError::GenericError {
-                error_code: 1u64.into(),
-                message: "not applicable to approve".into(),
+            TokenError::Duplicate(i) => ApproveError::Duplicate {
+                duplicate_of: i.into(),
             },
-            TokenError::Generic(c, m) => ApproveError::GenericError { error_code: c.into(), message: m },
+            TokenError::InsufficientAllowance(_) | TokenError::BadBurn(_) => {
+                ApproveError::GenericError {
+                    error_code: 1u64.into(),
+                    message: "not applicable to approve".into(),
+                }
+            }
+            TokenError::Generic(c, m) => ApproveError::GenericError {
+                error_code: c.into(),
+                message: m,
+            },
         }
     }
 }
@@ -136,7 +171,10 @@ pub mod generic_codes {
 
 pub(crate) fn nat_to_u64(n: &Nat) -> Result<u64, TokenError> {
     u64::try_from(&n.0).map_err(|_| {
-        TokenError::Generic(generic_codes::AMOUNT_TOO_LARGE, format!("amount {n} exceeds the ledger's 64-bit range"))
+        TokenError::Generic(
+            generic_codes::AMOUNT_TOO_LARGE,
+            format!("amount {n} exceeds the ledger's 64-bit range"),
+        )
     })
 }
 
@@ -144,7 +182,10 @@ fn check_memo(memo: &Option<serde_bytes::ByteBuf>) -> Result<Option<Vec<u8>>, To
     match memo {
         Some(m) if m.len() > MAX_MEMO_BYTES => Err(TokenError::Generic(
             generic_codes::MEMO_TOO_LONG,
-            format!("memo is {} bytes, at most {MAX_MEMO_BYTES} allowed", m.len()),
+            format!(
+                "memo is {} bytes, at most {MAX_MEMO_BYTES} allowed",
+                m.len()
+            ),
         )),
         Some(m) => Ok(Some(m.to_vec())),
         None => Ok(None),
@@ -155,10 +196,16 @@ impl Ledger {
     /// A ledger at genesis. Genesis balances are minted in the first blocks.
     pub fn new(genesis: Genesis) -> LedgerResult<Self> {
         if genesis.params.block_interval_ns == 0 {
-            return Err(LedgerError::invalid("block_interval_ns", "must be positive"));
+            return Err(LedgerError::invalid(
+                "block_interval_ns",
+                "must be positive",
+            ));
         }
         if genesis.params.halving_interval_blocks == 0 {
-            return Err(LedgerError::invalid("halving_interval_blocks", "must be positive"));
+            return Err(LedgerError::invalid(
+                "halving_interval_blocks",
+                "must be positive",
+            ));
         }
         let p = &genesis.params;
         for (name, bps) in [
@@ -167,16 +214,29 @@ impl Ledger {
             ("missed_deadline_penalty_bps", p.missed_deadline_penalty_bps),
         ] {
             if bps > 10_000 {
-                return Err(LedgerError::invalid(name, format!("{bps} exceeds 10000 (100%)")));
+                return Err(LedgerError::invalid(
+                    name,
+                    format!("{bps} exceeds 10000 (100%)"),
+                ));
             }
         }
         if p.treasury == p.minting_account {
-            return Err(LedgerError::invalid("treasury", "must differ from the minting account, which can never spend"));
+            return Err(LedgerError::invalid(
+                "treasury",
+                "must differ from the minting account, which can never spend",
+            ));
         }
         // Genesis plus every reward the schedule can ever mint must fit in u64.
-        let genesis_total = genesis.balances.iter().try_fold(0u128, |acc, (_, a)| Some(acc + *a as u128)).unwrap_or(u128::MAX);
+        let genesis_total = genesis
+            .balances
+            .iter()
+            .try_fold(0u128, |acc, (_, a)| Some(acc + *a as u128))
+            .unwrap_or(u128::MAX);
         if genesis_total + crate::rewards::scheduled_supply(p, u64::MAX) > u64::MAX as u128 {
-            return Err(LedgerError::invalid("balances", "genesis supply plus the reward schedule exceeds the 64-bit range"));
+            return Err(LedgerError::invalid(
+                "balances",
+                "genesis supply plus the reward schedule exceeds the 64-bit range",
+            ));
         }
         let mut ledger = Ledger {
             rewards: RewardState::new(genesis.time_ns, &genesis.params),
@@ -202,9 +262,16 @@ impl Ledger {
                 continue;
             }
             ledger.credit(account, amount)?;
-            ledger.total_supply = ledger.total_supply.checked_add(amount).ok_or_else(|| LedgerError::Overflow("genesis".into()))?;
+            ledger.total_supply = ledger
+                .total_supply
+                .checked_add(amount)
+                .ok_or_else(|| LedgerError::Overflow("genesis".into()))?;
             ledger.genesis_minted += amount;
-            ledger.push_block(Tx::Mint { to: account, amount, memo: Some(b"genesis".to_vec()) });
+            ledger.push_block(Tx::Mint {
+                to: account,
+                amount,
+                memo: Some(b"genesis".to_vec()),
+            });
         }
         for (p, r) in genesis.reputations {
             if r > 0 {
@@ -238,7 +305,10 @@ impl Ledger {
 
     /// Balance of an account.
     pub fn balance_of(&self, account: &Account) -> u64 {
-        self.balances.get(&account.normalized()).copied().unwrap_or(0)
+        self.balances
+            .get(&account.normalized())
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Total supply: genesis + rewards − burned.
@@ -251,7 +321,9 @@ impl Ledger {
             return Ok(());
         }
         let e = self.balances.entry(account.normalized()).or_insert(0);
-        *e = e.checked_add(amount).ok_or_else(|| LedgerError::Overflow("balance".into()))?;
+        *e = e
+            .checked_add(amount)
+            .ok_or_else(|| LedgerError::Overflow("balance".into()))?;
         Ok(())
     }
 
@@ -272,18 +344,30 @@ impl Ledger {
     }
 
     /// Moves `amount` from `from` to the treasury as a service fee, with a block.
-    pub(crate) fn charge_service_fee(&mut self, from: Principal, amount: u64, service: &str) -> LedgerResult<()> {
+    pub(crate) fn charge_service_fee(
+        &mut self,
+        from: Principal,
+        amount: u64,
+        service: &str,
+    ) -> LedgerResult<()> {
         if amount == 0 {
             return Ok(());
         }
         let from = Account::of(from);
         let balance = self.balance_of(&from);
         if balance < amount {
-            return Err(LedgerError::InsufficientFunds { needed_e9s: amount, balance_e9s: balance });
+            return Err(LedgerError::InsufficientFunds {
+                needed_e9s: amount,
+                balance_e9s: balance,
+            });
         }
         self.debit(from, amount);
         self.credit(Account::of(self.params.treasury), amount)?;
-        self.push_block(Tx::ServiceFee { from, amount, service: service.into() });
+        self.push_block(Tx::ServiceFee {
+            from,
+            amount,
+            service: service.into(),
+        });
         Ok(())
     }
 
@@ -293,7 +377,11 @@ impl Ledger {
         let index = self.blocks.len() as u64;
         let phash = self.blocks.last().map(|b| b.hash);
         let hash = block_value(self.time_ns, &tx, phash, self.params.treasury).hash();
-        self.blocks.push(StoredBlock { ts: self.time_ns, tx, hash });
+        self.blocks.push(StoredBlock {
+            ts: self.time_ns,
+            tx,
+            hash,
+        });
         index
     }
 
@@ -304,7 +392,9 @@ impl Ledger {
 
     /// Index and hash of the last block, the ICRC-3 tip.
     pub fn tip(&self) -> Option<(u64, [u8; 32])> {
-        self.blocks.last().map(|b| (self.blocks.len() as u64 - 1, b.hash))
+        self.blocks
+            .last()
+            .map(|b| (self.blocks.len() as u64 - 1, b.hash))
     }
 
     /// The ICRC-3 value of block `index`.
@@ -323,7 +413,9 @@ impl Ledger {
     // ----------------------------------------------------------- ICRC-1/2
 
     fn prune_dedup(&mut self) {
-        let horizon = self.time_ns.saturating_sub(self.params.tx_window_ns + self.params.permitted_drift_ns);
+        let horizon = self
+            .time_ns
+            .saturating_sub(self.params.tx_window_ns + self.params.permitted_drift_ns);
         while let Some(&(ts, hash)) = self.recent_txs_by_time.first() {
             if ts >= horizon {
                 break;
@@ -334,9 +426,19 @@ impl Ledger {
     }
 
     /// ICRC-1 time checks and deduplication. Returns the dedup key to record.
-    fn check_created_at(&self, now: u64, created_at_time: Option<u64>, tx: &Tx) -> Result<Option<([u8; 32], u64)>, TokenError> {
-        let Some(t) = created_at_time else { return Ok(None) };
-        if t.saturating_add(self.params.tx_window_ns).saturating_add(self.params.permitted_drift_ns) < now {
+    fn check_created_at(
+        &self,
+        now: u64,
+        created_at_time: Option<u64>,
+        tx: &Tx,
+    ) -> Result<Option<([u8; 32], u64)>, TokenError> {
+        let Some(t) = created_at_time else {
+            return Ok(None);
+        };
+        if t.saturating_add(self.params.tx_window_ns)
+            .saturating_add(self.params.permitted_drift_ns)
+            < now
+        {
             return Err(TokenError::TooOld);
         }
         if t > now.saturating_add(self.params.permitted_drift_ns) {
@@ -372,7 +474,10 @@ impl Ledger {
         created_at_time: Option<u64>,
     ) -> Result<u64, TokenError> {
         if caller == Principal::anonymous() {
-            return Err(TokenError::Generic(generic_codes::ANONYMOUS_CALLER, "anonymous callers cannot move tokens".into()));
+            return Err(TokenError::Generic(
+                generic_codes::ANONYMOUS_CALLER,
+                "anonymous callers cannot move tokens".into(),
+            ));
         }
         let now = self.time_ns.max(now);
         let from = from.normalized();
@@ -384,11 +489,16 @@ impl Ledger {
         if from.owner == minting {
             return Err(TokenError::Generic(
                 generic_codes::MINTING_FORBIDDEN,
-                "tokens are minted only by block rewards; the minting account cannot transfer".into(),
+                "tokens are minted only by block rewards; the minting account cannot transfer"
+                    .into(),
             ));
         }
         let is_burn = to.owner == minting;
-        let fee_e9s = if is_burn { 0 } else { self.params.transfer_fee_e9s };
+        let fee_e9s = if is_burn {
+            0
+        } else {
+            self.params.transfer_fee_e9s
+        };
         if let Some(f) = explicit_fee {
             if f != fee_e9s {
                 return Err(TokenError::BadFee(fee_e9s));
@@ -398,14 +508,32 @@ impl Ledger {
             return Err(TokenError::BadBurn(self.params.transfer_fee_e9s.max(1)));
         }
         let tx = if is_burn {
-            Tx::Burn { from, amount, spender, memo, created_at_time }
+            Tx::Burn {
+                from,
+                amount,
+                spender,
+                memo,
+                created_at_time,
+            }
         } else {
-            Tx::Transfer { from, to, amount, explicit_fee, fee: fee_e9s, spender, memo, created_at_time }
+            Tx::Transfer {
+                from,
+                to,
+                amount,
+                explicit_fee,
+                fee: fee_e9s,
+                spender,
+                memo,
+                created_at_time,
+            }
         };
         let dedup = self.check_created_at(now, created_at_time, &tx)?;
-        let needed = amount
-            .checked_add(fee_e9s)
-            .ok_or_else(|| TokenError::Generic(generic_codes::AMOUNT_TOO_LARGE, "amount plus fee overflows".into()))?;
+        let needed = amount.checked_add(fee_e9s).ok_or_else(|| {
+            TokenError::Generic(
+                generic_codes::AMOUNT_TOO_LARGE,
+                "amount plus fee overflows".into(),
+            )
+        })?;
         // ICRC-2: the allowance must cover amount + fee.
         if let Some(spender) = spender {
             let allowance = self.allowance_at(&from, &spender, now);
@@ -418,7 +546,10 @@ impl Ledger {
             return Err(TokenError::InsufficientFunds(balance));
         }
         if !is_burn && self.balance_of(&to).checked_add(amount).is_none() {
-            return Err(TokenError::Generic(generic_codes::AMOUNT_TOO_LARGE, "recipient balance would overflow".into()));
+            return Err(TokenError::Generic(
+                generic_codes::AMOUNT_TOO_LARGE,
+                "recipient balance would overflow".into(),
+            ));
         }
         // All checks passed: mutate.
         self.time_ns = now;
@@ -448,26 +579,72 @@ impl Ledger {
     }
 
     /// `icrc1_transfer`.
-    pub fn icrc1_transfer(&mut self, caller: Principal, now: u64, arg: TransferArg) -> Result<Nat, TransferError> {
-        let from = Account { owner: caller, subaccount: arg.from_subaccount };
-        self.move_tokens(now, caller, from, None, arg.to, &arg.amount, &arg.fee, &arg.memo, arg.created_at_time)
-            .map(Nat::from)
-            .map_err(TransferError::from)
+    pub fn icrc1_transfer(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        arg: TransferArg,
+    ) -> Result<Nat, TransferError> {
+        let from = Account {
+            owner: caller,
+            subaccount: arg.from_subaccount,
+        };
+        self.move_tokens(
+            now,
+            caller,
+            from,
+            None,
+            arg.to,
+            &arg.amount,
+            &arg.fee,
+            &arg.memo,
+            arg.created_at_time,
+        )
+        .map(Nat::from)
+        .map_err(TransferError::from)
     }
 
     /// `icrc2_transfer_from`.
-    pub fn icrc2_transfer_from(&mut self, caller: Principal, now: u64, arg: TransferFromArgs) -> Result<Nat, TransferFromError> {
-        let spender = Account { owner: caller, subaccount: arg.spender_subaccount };
+    pub fn icrc2_transfer_from(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        arg: TransferFromArgs,
+    ) -> Result<Nat, TransferFromError> {
+        let spender = Account {
+            owner: caller,
+            subaccount: arg.spender_subaccount,
+        };
         if spender.normalized() == arg.from.normalized() {
             // Spending your own tokens is a plain transfer.
             return self
-                .move_tokens(now, caller, arg.from, None, arg.to, &arg.amount, &arg.fee, &arg.memo, arg.created_at_time)
+                .move_tokens(
+                    now,
+                    caller,
+                    arg.from,
+                    None,
+                    arg.to,
+                    &arg.amount,
+                    &arg.fee,
+                    &arg.memo,
+                    arg.created_at_time,
+                )
                 .map(Nat::from)
                 .map_err(TransferFromError::from);
         }
-        self.move_tokens(now, caller, arg.from, Some(spender), arg.to, &arg.amount, &arg.fee, &arg.memo, arg.created_at_time)
-            .map(Nat::from)
-            .map_err(TransferFromError::from)
+        self.move_tokens(
+            now,
+            caller,
+            arg.from,
+            Some(spender),
+            arg.to,
+            &arg.amount,
+            &arg.fee,
+            &arg.memo,
+            arg.created_at_time,
+        )
+        .map(Nat::from)
+        .map_err(TransferFromError::from)
     }
 
     /// Current allowance (expired allowances read as zero).
@@ -476,43 +653,84 @@ impl Ledger {
     }
 
     fn allowance_at(&self, account: &Account, spender: &Account, now: u64) -> AllowanceEntry {
-        match self.allowances.get(&(account.normalized(), spender.normalized())) {
+        match self
+            .allowances
+            .get(&(account.normalized(), spender.normalized()))
+        {
             Some(e) if e.expires_at.is_none_or(|t| t > now) => e.clone(),
-            _ => AllowanceEntry { amount: 0, expires_at: None },
+            _ => AllowanceEntry {
+                amount: 0,
+                expires_at: None,
+            },
         }
     }
 
     /// `icrc2_allowance`.
     pub fn icrc2_allowance(&self, arg: &AllowanceArgs) -> Allowance {
         let e = self.allowance_of(&arg.account, &arg.spender);
-        Allowance { allowance: e.amount.into(), expires_at: e.expires_at }
+        Allowance {
+            allowance: e.amount.into(),
+            expires_at: e.expires_at,
+        }
     }
 
     /// `icrc2_approve`.
-    pub fn icrc2_approve(&mut self, caller: Principal, now: u64, arg: ApproveArgs) -> Result<Nat, ApproveError> {
+    pub fn icrc2_approve(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        arg: ApproveArgs,
+    ) -> Result<Nat, ApproveError> {
         self.approve_inner(caller, now, arg).map(Nat::from)
     }
 
-    fn approve_inner(&mut self, caller: Principal, now: u64, arg: ApproveArgs) -> Result<u64, ApproveError> {
+    fn approve_inner(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        arg: ApproveArgs,
+    ) -> Result<u64, ApproveError> {
         if caller == Principal::anonymous() {
-            return Err(TokenError::Generic(generic_codes::ANONYMOUS_CALLER, "anonymous callers cannot approve".into()).into());
+            return Err(TokenError::Generic(
+                generic_codes::ANONYMOUS_CALLER,
+                "anonymous callers cannot approve".into(),
+            )
+            .into());
         }
         let now = self.time_ns.max(now);
-        let from = Account { owner: caller, subaccount: arg.from_subaccount }.normalized();
+        let from = Account {
+            owner: caller,
+            subaccount: arg.from_subaccount,
+        }
+        .normalized();
         let spender = arg.spender.normalized();
         if from.owner == spender.owner {
-            return Err(TokenError::Generic(generic_codes::SELF_APPROVAL, "cannot approve your own principal as spender".into()).into());
+            return Err(TokenError::Generic(
+                generic_codes::SELF_APPROVAL,
+                "cannot approve your own principal as spender".into(),
+            )
+            .into());
         }
         if from.owner == self.params.minting_account {
-            return Err(TokenError::Generic(generic_codes::MINTING_FORBIDDEN, "the minting account cannot approve".into()).into());
+            return Err(TokenError::Generic(
+                generic_codes::MINTING_FORBIDDEN,
+                "the minting account cannot approve".into(),
+            )
+            .into());
         }
         let amount = nat_to_u64(&arg.amount)?;
         let memo = check_memo(&arg.memo)?;
         let explicit_fee = arg.fee.as_ref().map(nat_to_u64).transpose()?;
-        let expected = arg.expected_allowance.as_ref().map(nat_to_u64).transpose()?;
+        let expected = arg
+            .expected_allowance
+            .as_ref()
+            .map(nat_to_u64)
+            .transpose()?;
         let fee = self.params.transfer_fee_e9s;
         if explicit_fee.is_some_and(|f| f != fee) {
-            return Err(ApproveError::BadFee { expected_fee: fee.into() });
+            return Err(ApproveError::BadFee {
+                expected_fee: fee.into(),
+            });
         }
         if let Some(exp) = arg.expires_at {
             if exp <= now {
@@ -534,12 +752,16 @@ impl Ledger {
         let current = self.allowance_at(&from, &spender, now);
         if let Some(exp) = expected {
             if exp != current.amount {
-                return Err(ApproveError::AllowanceChanged { current_allowance: current.amount.into() });
+                return Err(ApproveError::AllowanceChanged {
+                    current_allowance: current.amount.into(),
+                });
             }
         }
         let balance = self.balance_of(&from);
         if balance < fee {
-            return Err(ApproveError::InsufficientFunds { balance: balance.into() });
+            return Err(ApproveError::InsufficientFunds {
+                balance: balance.into(),
+            });
         }
         self.time_ns = now;
         self.prune_dedup();
@@ -548,7 +770,13 @@ impl Ledger {
         if amount == 0 {
             self.allowances.remove(&(from, spender));
         } else {
-            self.allowances.insert((from, spender), AllowanceEntry { amount, expires_at: arg.expires_at });
+            self.allowances.insert(
+                (from, spender),
+                AllowanceEntry {
+                    amount,
+                    expires_at: arg.expires_at,
+                },
+            );
         }
         let block = self.push_block(tx);
         self.record_dedup(dedup, block);

@@ -141,7 +141,10 @@ fn check_text(field: &str, value: &str, required: bool) -> LedgerResult<()> {
         return Err(LedgerError::invalid(field, "must not be empty"));
     }
     if value.len() > MAX_TEXT_LEN {
-        return Err(LedgerError::invalid(field, format!("{} bytes, at most {MAX_TEXT_LEN}", value.len())));
+        return Err(LedgerError::invalid(
+            field,
+            format!("{} bytes, at most {MAX_TEXT_LEN}", value.len()),
+        ));
     }
     if value.chars().any(|c| c.is_control()) {
         return Err(LedgerError::invalid(field, "contains control characters"));
@@ -151,7 +154,10 @@ fn check_text(field: &str, value: &str, required: bool) -> LedgerResult<()> {
 
 fn check_country(value: &str) -> LedgerResult<()> {
     if value.len() != 2 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(LedgerError::invalid("country", format!("expected an ISO 3166-1 alpha-2 code like \"DE\", found {value:?}")));
+        return Err(LedgerError::invalid(
+            "country",
+            format!("expected an ISO 3166-1 alpha-2 code like \"DE\", found {value:?}"),
+        ));
     }
     Ok(())
 }
@@ -162,11 +168,25 @@ fn validate_profile(p: &ProviderProfile) -> LedgerResult<()> {
     check_text("email", &p.email, true)?;
     check_text("website", &p.website, false)?;
     let at = p.email.find('@');
-    if !matches!(at, Some(i) if i > 0 && i + 1 < p.email.len()) || p.email.contains(char::is_whitespace) {
-        return Err(LedgerError::invalid("email", format!("expected an address like name@example.com, found {:?}", p.email)));
+    if !matches!(at, Some(i) if i > 0 && i + 1 < p.email.len())
+        || p.email.contains(char::is_whitespace)
+    {
+        return Err(LedgerError::invalid(
+            "email",
+            format!(
+                "expected an address like name@example.com, found {:?}",
+                p.email
+            ),
+        ));
     }
-    if !p.website.is_empty() && !p.website.starts_with("https://") && !p.website.starts_with("http://") {
-        return Err(LedgerError::invalid("website", format!("expected an http(s) URL, found {:?}", p.website)));
+    if !p.website.is_empty()
+        && !p.website.starts_with("https://")
+        && !p.website.starts_with("http://")
+    {
+        return Err(LedgerError::invalid(
+            "website",
+            format!("expected an http(s) URL, found {:?}", p.website),
+        ));
     }
     Ok(())
 }
@@ -177,10 +197,16 @@ fn validate_capabilities(c: &NodeCapabilities) -> LedgerResult<()> {
     check_country(&c.country)?;
     check_text("image_hash", &c.image_hash, false)?;
     if c.vcpus == 0 || c.ram_gib == 0 {
-        return Err(LedgerError::invalid("capabilities", "a node needs at least one vCPU and 1 GiB of RAM"));
+        return Err(LedgerError::invalid(
+            "capabilities",
+            "a node needs at least one vCPU and 1 GiB of RAM",
+        ));
     }
     if c.gpus.len() > 16 {
-        return Err(LedgerError::invalid("gpus", "at most 16 GPU models per node"));
+        return Err(LedgerError::invalid(
+            "gpus",
+            "at most 16 GPU models per node",
+        ));
     }
     for g in &c.gpus {
         check_text("gpus.model", &g.model, true)?;
@@ -193,7 +219,14 @@ pub(crate) fn node_has_room(node: &NodeInfo, want: &Resources, gpu_model: Option
     let c = &node.capabilities;
     let r = &node.reserved;
     let (gpus_total, gpus_taken): (u32, u32) = match gpu_model {
-        Some(m) => (c.gpus.iter().filter(|g| g.model.eq_ignore_ascii_case(m)).map(|g| g.count).sum(), node.reserved_gpus(m)),
+        Some(m) => (
+            c.gpus
+                .iter()
+                .filter(|g| g.model.eq_ignore_ascii_case(m))
+                .map(|g| g.count)
+                .sum(),
+            node.reserved_gpus(m),
+        ),
         None => (0, 0),
     };
     !node.revoked
@@ -217,7 +250,12 @@ impl Ledger {
     // ------------------------------------------------------------ providers
 
     /// Registers the caller as a provider; charges the registration fee.
-    pub fn register_provider(&mut self, caller: Principal, now: u64, profile: ProviderProfile) -> LedgerResult<Principal> {
+    pub fn register_provider(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        profile: ProviderProfile,
+    ) -> LedgerResult<Principal> {
         if caller == Principal::anonymous() {
             return Err(LedgerError::unauthorized(caller, "register as a provider"));
         }
@@ -225,19 +263,31 @@ impl Ledger {
         let fee = self.params.provider_registration_fee_e9s;
         let balance = self.balance_of(&Account::of(caller));
         if balance < fee {
-            return Err(LedgerError::InsufficientFunds { needed_e9s: fee, balance_e9s: balance });
+            return Err(LedgerError::InsufficientFunds {
+                needed_e9s: fee,
+                balance_e9s: balance,
+            });
         }
         if self.market.providers.contains_key(&caller) {
             return Err(LedgerError::AlreadyRegistered(format!("provider {caller}")));
         }
         if self.market.nodes.contains_key(&caller) {
-            return Err(LedgerError::invalid("caller", "a node key cannot register as a provider"));
+            return Err(LedgerError::invalid(
+                "caller",
+                "a node key cannot register as a provider",
+            ));
         }
         let now = self.advance_clock(now);
         self.charge_service_fee(caller, fee, "registration")?;
         self.market.providers.insert(
             caller,
-            Provider { profile, registered_at_ns: now, nodes: BTreeSet::new(), offerings: BTreeSet::new(), contracts_served: 0 },
+            Provider {
+                profile,
+                registered_at_ns: now,
+                nodes: BTreeSet::new(),
+                offerings: BTreeSet::new(),
+                contracts_served: 0,
+            },
         );
         Ok(caller)
     }
@@ -260,35 +310,63 @@ impl Ledger {
 
     /// Registers a node under the provider that signed its delegation. The
     /// caller must be that provider or the node itself.
-    pub fn register_node(&mut self, caller: Principal, now: u64, args: RegisterNodeArgs) -> LedgerResult<Principal> {
+    pub fn register_node(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        args: RegisterNodeArgs,
+    ) -> LedgerResult<Principal> {
         let now_checked = self.time_ns.max(now);
-        let verified = args.delegation.verify(now_checked).map_err(|e| LedgerError::Delegation(e.to_string()))?;
+        let verified = args
+            .delegation
+            .verify(now_checked)
+            .map_err(|e| LedgerError::Delegation(e.to_string()))?;
         if caller != verified.provider && caller != verified.node {
-            return Err(LedgerError::unauthorized(caller, "register a node it neither is nor delegated"));
+            return Err(LedgerError::unauthorized(
+                caller,
+                "register a node it neither is nor delegated",
+            ));
         }
         if !self.market.providers.contains_key(&verified.provider) {
             return Err(LedgerError::not_found("provider", verified.provider));
         }
         if verified.node == verified.provider {
-            return Err(LedgerError::Delegation("the node key must differ from the provider key".into()));
+            return Err(LedgerError::Delegation(
+                "the node key must differ from the provider key".into(),
+            ));
         }
         if self.market.providers.contains_key(&verified.node) {
-            return Err(LedgerError::Delegation("a provider key cannot be used as a node key".into()));
+            return Err(LedgerError::Delegation(
+                "a provider key cannot be used as a node key".into(),
+            ));
         }
         validate_capabilities(&args.capabilities)?;
         let (reserved, reserved_gpus_by_model) = match self.market.nodes.get(&verified.node) {
             Some(existing) if existing.provider != verified.provider => {
-                return Err(LedgerError::AlreadyRegistered(format!("node {} under another provider", verified.node)));
+                return Err(LedgerError::AlreadyRegistered(format!(
+                    "node {} under another provider",
+                    verified.node
+                )));
             }
             Some(existing) if existing.revoked => {
-                return Err(LedgerError::Delegation(format!("node {} was revoked; generate a new node key", verified.node)));
+                return Err(LedgerError::Delegation(format!(
+                    "node {} was revoked; generate a new node key",
+                    verified.node
+                )));
             }
             // Re-registration renews the delegation and updates capabilities.
-            Some(existing) => (existing.reserved.clone(), existing.reserved_gpus_by_model.clone()),
+            Some(existing) => (
+                existing.reserved.clone(),
+                existing.reserved_gpus_by_model.clone(),
+            ),
             None => (Resources::default(), Vec::new()),
         };
         let now = self.advance_clock(now);
-        let last = self.market.nodes.get(&verified.node).and_then(|n| n.last_check_in_block);
+        let last = self
+            .market
+            .nodes
+            .get(&verified.node)
+            .and_then(|n| n.last_check_in_block);
         self.market.nodes.insert(
             verified.node,
             NodeInfo {
@@ -310,10 +388,22 @@ impl Ledger {
     }
 
     /// Revokes a node's delegation. Only its provider may; permanent.
-    pub fn revoke_node(&mut self, caller: Principal, now: u64, node: Principal) -> LedgerResult<()> {
-        let info = self.market.nodes.get(&node).ok_or_else(|| LedgerError::not_found("node", node))?;
+    pub fn revoke_node(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        node: Principal,
+    ) -> LedgerResult<()> {
+        let info = self
+            .market
+            .nodes
+            .get(&node)
+            .ok_or_else(|| LedgerError::not_found("node", node))?;
         if info.provider != caller {
-            return Err(LedgerError::unauthorized(caller, "revoke a node of another provider"));
+            return Err(LedgerError::unauthorized(
+                caller,
+                "revoke a node of another provider",
+            ));
         }
         self.advance_clock(now);
         if let Some(n) = self.market.nodes.get_mut(&node) {
@@ -329,16 +419,29 @@ impl Ledger {
 
     /// The provider a node acts for, if its delegation is valid now and grants
     /// `permission`.
-    pub(crate) fn node_acting_for(&self, node: Principal, permission: Permission, now: u64) -> LedgerResult<Principal> {
-        let info = self.market.nodes.get(&node).ok_or_else(|| LedgerError::not_found("node", node))?;
+    pub(crate) fn node_acting_for(
+        &self,
+        node: Principal,
+        permission: Permission,
+        now: u64,
+    ) -> LedgerResult<Principal> {
+        let info = self
+            .market
+            .nodes
+            .get(&node)
+            .ok_or_else(|| LedgerError::not_found("node", node))?;
         if info.revoked {
             return Err(LedgerError::Delegation(format!("node {node} is revoked")));
         }
         if info.delegation.expires_at_ns <= now {
-            return Err(LedgerError::Delegation(format!("delegation of node {node} expired")));
+            return Err(LedgerError::Delegation(format!(
+                "delegation of node {node} expired"
+            )));
         }
         if !info.delegation.allows(permission) {
-            return Err(LedgerError::Delegation(format!("node {node} lacks the {permission:?} permission")));
+            return Err(LedgerError::Delegation(format!(
+                "node {node} lacks the {permission:?} permission"
+            )));
         }
         Ok(info.provider)
     }
@@ -346,14 +449,33 @@ impl Ledger {
     // ------------------------------------------------------------ offerings
 
     /// Publishes an offering served by one of the caller's nodes.
-    pub fn add_offering(&mut self, caller: Principal, now: u64, spec: OfferingSpec) -> LedgerResult<u64> {
-        let provider = self.market.providers.get(&caller).ok_or_else(|| LedgerError::not_found("provider", caller))?;
+    pub fn add_offering(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        spec: OfferingSpec,
+    ) -> LedgerResult<u64> {
+        let provider = self
+            .market
+            .providers
+            .get(&caller)
+            .ok_or_else(|| LedgerError::not_found("provider", caller))?;
         if provider.offerings.len() >= MAX_OFFERINGS_PER_PROVIDER {
-            return Err(LedgerError::invalid("offering", format!("at most {MAX_OFFERINGS_PER_PROVIDER} offerings per provider")));
+            return Err(LedgerError::invalid(
+                "offering",
+                format!("at most {MAX_OFFERINGS_PER_PROVIDER} offerings per provider"),
+            ));
         }
-        let node = self.market.nodes.get(&spec.node).ok_or_else(|| LedgerError::not_found("node", spec.node))?;
+        let node = self
+            .market
+            .nodes
+            .get(&spec.node)
+            .ok_or_else(|| LedgerError::not_found("node", spec.node))?;
         if node.provider != caller {
-            return Err(LedgerError::unauthorized(caller, "publish an offering on another provider's node"));
+            return Err(LedgerError::unauthorized(
+                caller,
+                "publish an offering on another provider's node",
+            ));
         }
         if node.revoked {
             return Err(LedgerError::invalid("node", "the node is revoked"));
@@ -362,7 +484,12 @@ impl Ledger {
         let now = self.advance_clock(now);
         let id = self.market.next_offering_id;
         self.market.next_offering_id += 1;
-        let offering = Offering { id, provider: caller, spec, created_at_ns: now };
+        let offering = Offering {
+            id,
+            provider: caller,
+            spec,
+            created_at_ns: now,
+        };
         self.index.insert(&offering);
         self.market.offerings.insert(id, offering);
         if let Some(p) = self.market.providers.get_mut(&caller) {
@@ -373,9 +500,16 @@ impl Ledger {
 
     /// Withdraws an offering. Running contracts on it are unaffected.
     pub fn remove_offering(&mut self, caller: Principal, now: u64, id: u64) -> LedgerResult<()> {
-        let o = self.market.offerings.get(&id).ok_or_else(|| LedgerError::not_found("offering", id))?;
+        let o = self
+            .market
+            .offerings
+            .get(&id)
+            .ok_or_else(|| LedgerError::not_found("offering", id))?;
         if o.provider != caller {
-            return Err(LedgerError::unauthorized(caller, "remove another provider's offering"));
+            return Err(LedgerError::unauthorized(
+                caller,
+                "remove another provider's offering",
+            ));
         }
         self.advance_clock(now);
         if let Some(o) = self.market.offerings.remove(&id) {
@@ -398,7 +532,10 @@ impl Ledger {
     pub fn search(&self, q: &SearchQuery) -> LedgerResult<SearchResult> {
         let limit = q.limit.unwrap_or(DEFAULT_SEARCH_LIMIT);
         if limit == 0 || limit > MAX_SEARCH_LIMIT {
-            return Err(LedgerError::invalid("limit", format!("must be between 1 and {MAX_SEARCH_LIMIT}, found {limit}")));
+            return Err(LedgerError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_SEARCH_LIMIT}, found {limit}"),
+            ));
         }
         let offset = usize::try_from(q.offset.unwrap_or(0)).unwrap_or(usize::MAX);
         let wanted = offset.saturating_add(limit as usize);
@@ -407,18 +544,30 @@ impl Ledger {
         let gpu_model = match &q.gpu_model {
             Some(m) => match idx.lookup(m) {
                 Some(s) => Some(s),
-                None => return Ok(SearchResult { offers: vec![], next_offset: None }),
+                None => {
+                    return Ok(SearchResult {
+                        offers: vec![],
+                        next_offset: None,
+                    })
+                }
             },
             None => None,
         };
         let region = match &q.region {
             Some(r) => match idx.lookup(r) {
                 Some(s) => Some(s),
-                None => return Ok(SearchResult { offers: vec![], next_offset: None }),
+                None => {
+                    return Ok(SearchResult {
+                        offers: vec![],
+                        next_offset: None,
+                    })
+                }
             },
             None => None,
         };
-        let min_gpus = q.min_gpus.unwrap_or(if gpu_model.is_some() { 1 } else { 0 });
+        let min_gpus = q
+            .min_gpus
+            .unwrap_or(if gpu_model.is_some() { 1 } else { 0 });
         let max_price = q.max_price_e9s_per_hour.unwrap_or(u64::MAX);
         let mut matched: Vec<(u64, u64, u64)> = Vec::new(); // (price, reputation, id)
         let mut current_price = None;
@@ -444,9 +593,18 @@ impl Ledger {
             if q.min_provider_reputation.is_some_and(|m| rep < m) {
                 continue;
             }
-            let Some(node) = self.market.nodes.get(&e.node) else { continue };
-            let want = Resources { vcpus: e.vcpus, ram_gib: e.ram_gib, storage_gib: e.storage_gib, gpus: e.gpus };
-            let Some(o) = self.market.offerings.get(&id) else { continue };
+            let Some(node) = self.market.nodes.get(&e.node) else {
+                continue;
+            };
+            let want = Resources {
+                vcpus: e.vcpus,
+                ram_gib: e.ram_gib,
+                storage_gib: e.storage_gib,
+                gpus: e.gpus,
+            };
+            let Some(o) = self.market.offerings.get(&id) else {
+                continue;
+            };
             if !node_has_room(node, &want, o.spec.gpu.as_ref().map(|g| g.model.as_str())) {
                 continue;
             }
@@ -459,10 +617,19 @@ impl Ledger {
             .into_iter()
             .skip(offset)
             .take(limit as usize)
-            .filter_map(|(_, rep, id)| self.market.offerings.get(&id).map(|o| OfferMatch::new(o, rep)))
+            .filter_map(|(_, rep, id)| {
+                self.market
+                    .offerings
+                    .get(&id)
+                    .map(|o| OfferMatch::new(o, rep))
+            })
             .collect::<Vec<_>>();
-        let next_offset = (more || offers.len() == limit as usize).then(|| (offset + offers.len()) as u64);
-        Ok(SearchResult { offers, next_offset })
+        let next_offset =
+            (more || offers.len() == limit as usize).then(|| (offset + offers.len()) as u64);
+        Ok(SearchResult {
+            offers,
+            next_offset,
+        })
     }
 }
 
@@ -478,48 +645,90 @@ pub fn validate_offering(spec: &OfferingSpec, node: &NodeCapabilities) -> Ledger
         return Err(LedgerError::invalid("ram_gib", "must be at least 1"));
     }
     if spec.price_e9s_per_hour == 0 {
-        return Err(LedgerError::invalid("price_e9s_per_hour", "must be positive"));
+        return Err(LedgerError::invalid(
+            "price_e9s_per_hour",
+            "must be positive",
+        ));
     }
     if spec.min_hours == 0 {
         return Err(LedgerError::invalid("min_hours", "must be at least 1"));
     }
     if spec.max_hours < spec.min_hours {
-        return Err(LedgerError::invalid("max_hours", format!("{} is below min_hours {}", spec.max_hours, spec.min_hours)));
+        return Err(LedgerError::invalid(
+            "max_hours",
+            format!("{} is below min_hours {}", spec.max_hours, spec.min_hours),
+        ));
     }
-    if spec.price_e9s_per_hour.checked_mul(spec.max_hours as u64).is_none() {
-        return Err(LedgerError::invalid("price_e9s_per_hour", "price times max_hours overflows"));
+    if spec
+        .price_e9s_per_hour
+        .checked_mul(spec.max_hours as u64)
+        .is_none()
+    {
+        return Err(LedgerError::invalid(
+            "price_e9s_per_hour",
+            "price times max_hours overflows",
+        ));
     }
     if spec.vcpus > node.vcpus {
-        return Err(LedgerError::invalid("vcpus", format!("{} exceeds the node's {}", spec.vcpus, node.vcpus)));
+        return Err(LedgerError::invalid(
+            "vcpus",
+            format!("{} exceeds the node's {}", spec.vcpus, node.vcpus),
+        ));
     }
     if spec.ram_gib > node.ram_gib {
-        return Err(LedgerError::invalid("ram_gib", format!("{} exceeds the node's {}", spec.ram_gib, node.ram_gib)));
+        return Err(LedgerError::invalid(
+            "ram_gib",
+            format!("{} exceeds the node's {}", spec.ram_gib, node.ram_gib),
+        ));
     }
     if spec.storage_gib > node.storage_gib {
-        return Err(LedgerError::invalid("storage_gib", format!("{} exceeds the node's {}", spec.storage_gib, node.storage_gib)));
+        return Err(LedgerError::invalid(
+            "storage_gib",
+            format!(
+                "{} exceeds the node's {}",
+                spec.storage_gib, node.storage_gib
+            ),
+        ));
     }
     if spec.bandwidth_mbps > node.bandwidth_mbps {
         return Err(LedgerError::invalid(
             "bandwidth_mbps",
-            format!("{} exceeds the node's {}", spec.bandwidth_mbps, node.bandwidth_mbps),
+            format!(
+                "{} exceeds the node's {}",
+                spec.bandwidth_mbps, node.bandwidth_mbps
+            ),
         ));
     }
     if spec.confidential != Confidential::None && spec.confidential != node.confidential {
         return Err(LedgerError::invalid(
             "confidential",
-            format!("offering needs {}, the node has {}", spec.confidential.as_str(), node.confidential.as_str()),
+            format!(
+                "offering needs {}, the node has {}",
+                spec.confidential.as_str(),
+                node.confidential.as_str()
+            ),
         ));
     }
     if let Some(g) = &spec.gpu {
         check_text("gpu.model", &g.model, true)?;
         if g.count == 0 {
-            return Err(LedgerError::invalid("gpu.count", "must be at least 1 when a GPU is offered"));
+            return Err(LedgerError::invalid(
+                "gpu.count",
+                "must be at least 1 when a GPU is offered",
+            ));
         }
-        let have: u32 = node.gpus.iter().filter(|n| n.model.eq_ignore_ascii_case(&g.model)).map(|n| n.count).sum();
+        let have: u32 = node
+            .gpus
+            .iter()
+            .filter(|n| n.model.eq_ignore_ascii_case(&g.model))
+            .map(|n| n.count)
+            .sum();
         if g.count > have {
-            return Err(LedgerError::invalid("gpu.count", format!("{} {} GPUs offered, the node has {have}", g.count, g.model)));
+            return Err(LedgerError::invalid(
+                "gpu.count",
+                format!("{} {} GPUs offered, the node has {have}", g.count, g.model),
+            ));
         }
     }
     Ok(())
 }
-

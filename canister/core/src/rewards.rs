@@ -76,7 +76,11 @@ pub fn scheduled_supply(params: &Params, height: u64) -> u128 {
 }
 
 /// The message a node signs (domain `CheckIn`) to check in.
-pub fn check_in_message(block_height: u64, previous_block_hash: &[u8], node: &Principal) -> Vec<u8> {
+pub fn check_in_message(
+    block_height: u64,
+    previous_block_hash: &[u8],
+    node: &Principal,
+) -> Vec<u8> {
     let mut m = Vec::with_capacity(8 + 32 + 30);
     m.extend_from_slice(&block_height.to_be_bytes());
     m.extend_from_slice(previous_block_hash);
@@ -105,7 +109,9 @@ impl Ledger {
         let reward = block_reward(&self.params, self.rewards.height);
         CheckInChallenge {
             block_height: self.rewards.height,
-            previous_block_hash: serde_bytes::ByteBuf::from(self.rewards.previous_block_hash.to_vec()),
+            previous_block_hash: serde_bytes::ByteBuf::from(
+                self.rewards.previous_block_hash.to_vec(),
+            ),
             closes_at_ns: self.rewards.next_block_at_ns,
             reward_e9s: reward,
             fee_e9s: reward / 100,
@@ -113,7 +119,12 @@ impl Ledger {
     }
 
     /// A node checks in for the open block on behalf of its provider.
-    pub fn check_in(&mut self, caller: Principal, now: u64, args: CheckInArgs) -> LedgerResult<u64> {
+    pub fn check_in(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        args: CheckInArgs,
+    ) -> LedgerResult<u64> {
         let now = self.time_ns.max(now);
         let provider = self.node_acting_for(caller, Permission::CheckIn, now)?;
         // Past the block's closing time it only waits for the tick to close:
@@ -122,19 +133,33 @@ impl Ledger {
             || args.block_height != self.rewards.height
             || args.previous_block_hash.as_slice() != self.rewards.previous_block_hash
         {
-            return Err(LedgerError::StaleCheckIn { expected_height: self.rewards.height, got_height: args.block_height });
+            return Err(LedgerError::StaleCheckIn {
+                expected_height: self.rewards.height,
+                got_height: args.block_height,
+            });
         }
         if self.rewards.checked_in_nodes.contains(&caller) {
-            return Err(LedgerError::AlreadyCheckedIn { node: caller, block_height: args.block_height });
+            return Err(LedgerError::AlreadyCheckedIn {
+                node: caller,
+                block_height: args.block_height,
+            });
         }
-        let node_key = self.market.nodes.get(&caller).map(|n| n.delegation.node_public_key.clone()).unwrap_or_default();
+        let node_key = self
+            .market
+            .nodes
+            .get(&caller)
+            .map(|n| n.delegation.node_public_key.clone())
+            .unwrap_or_default();
         let message = check_in_message(args.block_height, &args.previous_block_hash, &caller);
         dc_identity::verify(&node_key, Domain::CheckIn, &message, &args.signature)
             .map_err(|e| LedgerError::invalid("signature", e.to_string()))?;
         let fee = block_reward(&self.params, self.rewards.height) / 100;
         let balance = self.balance_of(&Account::of(provider));
         if balance < fee {
-            return Err(LedgerError::InsufficientFunds { needed_e9s: fee, balance_e9s: balance });
+            return Err(LedgerError::InsufficientFunds {
+                needed_e9s: fee,
+                balance_e9s: balance,
+            });
         }
         self.time_ns = now;
         self.charge_service_fee(provider, fee, "check_in")?;
@@ -171,7 +196,10 @@ impl Ledger {
         let reward = block_reward(&self.params, height);
         let providers: Vec<Principal> = self.rewards.checked_in_providers.iter().copied().collect();
         if reward > 0 && !providers.is_empty() {
-            let mut weights: Vec<u64> = providers.iter().map(|p| isqrt(self.reputation_of(p))).collect();
+            let mut weights: Vec<u64> = providers
+                .iter()
+                .map(|p| isqrt(self.reputation_of(p)))
+                .collect();
             if weights.iter().all(|&w| w == 0) {
                 weights.iter_mut().for_each(|w| *w = 1);
             }
@@ -185,7 +213,11 @@ impl Ledger {
                 let _ = self.credit(Account::of(*p), share);
                 self.total_supply += share;
                 self.rewards.minted_e9s += share;
-                self.push_block(Tx::Mint { to: Account::of(*p), amount: share, memo: Some(b"reward".to_vec()) });
+                self.push_block(Tx::Mint {
+                    to: Account::of(*p),
+                    amount: share,
+                    memo: Some(b"reward".to_vec()),
+                });
             }
         }
         let mut h = Sha256::new();
@@ -200,9 +232,16 @@ impl Ledger {
         self.rewards.height += 1;
         self.rewards.checked_in_nodes.clear();
         self.rewards.checked_in_providers.clear();
-        let next = self.rewards.next_block_at_ns.saturating_add(self.params.block_interval_ns);
+        let next = self
+            .rewards
+            .next_block_at_ns
+            .saturating_add(self.params.block_interval_ns);
         // After downtime, resume from now instead of closing a burst of empty blocks.
-        self.rewards.next_block_at_ns = if next <= now { now.saturating_add(self.params.block_interval_ns) } else { next };
+        self.rewards.next_block_at_ns = if next <= now {
+            now.saturating_add(self.params.block_interval_ns)
+        } else {
+            next
+        };
         self.release_all_active();
     }
 }
@@ -219,10 +258,16 @@ mod tests {
         assert_eq!(block_reward(&p, 210_000), 25 * E9S_PER_TOKEN);
         assert_eq!(block_reward(&p, 420_000), 12_500_000_000);
         assert_eq!(scheduled_supply(&p, 1), 50 * E9S_PER_TOKEN as u128);
-        assert_eq!(scheduled_supply(&p, 210_001), (210_000 * 50 + 25) as u128 * E9S_PER_TOKEN as u128);
+        assert_eq!(
+            scheduled_supply(&p, 210_001),
+            (210_000 * 50 + 25) as u128 * E9S_PER_TOKEN as u128
+        );
         let cap = scheduled_supply(&p, u64::MAX);
         // ~21 M DCT, never more.
-        assert!(cap < 21_000_000 * E9S_PER_TOKEN as u128 && cap > 20_999_000 * E9S_PER_TOKEN as u128, "cap {cap}");
+        assert!(
+            cap < 21_000_000 * E9S_PER_TOKEN as u128 && cap > 20_999_000 * E9S_PER_TOKEN as u128,
+            "cap {cap}"
+        );
         assert_eq!(block_reward(&p, 64 * 210_000), 0);
     }
 
@@ -230,7 +275,10 @@ mod tests {
     fn isqrt_is_exact() {
         for n in [0u64, 1, 2, 3, 4, 15, 16, 17, 99, 100, 1 << 40, u64::MAX] {
             let r = isqrt(n);
-            assert!(r as u128 * r as u128 <= n as u128 && (r as u128 + 1) * (r as u128 + 1) > n as u128, "{n}");
+            assert!(
+                r as u128 * r as u128 <= n as u128 && (r as u128 + 1) * (r as u128 + 1) > n as u128,
+                "{n}"
+            );
         }
     }
 }

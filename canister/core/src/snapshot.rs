@@ -39,7 +39,8 @@ pub fn decode(bytes: &[u8]) -> Result<Ledger, SnapshotError> {
             _ => SnapshotError::BadMagic,
         });
     };
-    let mut ledger: Ledger = postcard::from_bytes(body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    let mut ledger: Ledger =
+        postcard::from_bytes(body).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
     ledger.rebuild_indexes();
     Ok(ledger)
 }

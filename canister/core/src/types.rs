@@ -19,7 +19,9 @@ pub const HOUR_NS: u64 = 3_600_000_000_000;
 pub const E9S_PER_TOKEN: u64 = 1_000_000_000;
 
 /// An ICRC-1 account.
-#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub struct Account {
     pub owner: Principal,
     pub subaccount: Option<Subaccount>,
@@ -28,13 +30,19 @@ pub struct Account {
 impl Account {
     /// The default account (no subaccount) of a principal.
     pub fn of(owner: Principal) -> Self {
-        Self { owner, subaccount: None }
+        Self {
+            owner,
+            subaccount: None,
+        }
     }
 
     /// The account with an all-zero subaccount is the default account (ICRC-1).
     pub fn normalized(self) -> Self {
         match self.subaccount {
-            Some(s) if s == [0u8; 32] => Self { owner: self.owner, subaccount: None },
+            Some(s) if s == [0u8; 32] => Self {
+                owner: self.owner,
+                subaccount: None,
+            },
             _ => self,
         }
     }
@@ -239,7 +247,9 @@ pub struct ProviderInfo {
 }
 
 /// Confidential-computing platform of a node or required by an offering.
-#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum Confidential {
     #[serde(rename = "none")]
     None,
@@ -440,7 +450,9 @@ pub struct RentArgs {
 }
 
 /// Where a contract is in its life.
-#[derive(CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    CandidType, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 pub enum ContractState {
     /// Paid into escrow, waiting for the node.
     Requested,
@@ -463,7 +475,10 @@ impl ContractState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            ContractState::Expired | ContractState::Cancelled | ContractState::Rejected | ContractState::DeadlineMissed
+            ContractState::Expired
+                | ContractState::Cancelled
+                | ContractState::Rejected
+                | ContractState::DeadlineMissed
         )
     }
 
@@ -516,13 +531,19 @@ impl NodeInfo {
     /// GPUs of `model` (case-insensitive) taken by unfinished contracts.
     pub fn reserved_gpus(&self, model: &str) -> u32 {
         let key = model.to_ascii_lowercase();
-        self.reserved_gpus_by_model.iter().find(|(m, _)| *m == key).map_or(0, |(_, n)| *n)
+        self.reserved_gpus_by_model
+            .iter()
+            .find(|(m, _)| *m == key)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Adds (or, negative, removes) reserved GPUs of a model.
     pub(crate) fn adjust_reserved_gpus(&mut self, model: &str, delta: i64) {
         let key = model.to_ascii_lowercase();
-        let pos = self.reserved_gpus_by_model.iter().position(|(m, _)| *m == key);
+        let pos = self
+            .reserved_gpus_by_model
+            .iter()
+            .position(|(m, _)| *m == key);
         let current = pos.map_or(0, |i| self.reserved_gpus_by_model[i].1) as i64;
         let next = (current + delta).max(0) as u32;
         match (pos, next) {

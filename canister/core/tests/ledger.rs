@@ -9,7 +9,14 @@ use dc_ledger_core::*;
 use serde_bytes::ByteBuf;
 
 fn transfer(to: Principal, amount: u64) -> TransferArg {
-    TransferArg { from_subaccount: None, to: Account::of(to), amount: Nat::from(amount), fee: None, memo: None, created_at_time: None }
+    TransferArg {
+        from_subaccount: None,
+        to: Account::of(to),
+        amount: Nat::from(amount),
+        fee: None,
+        memo: None,
+        created_at_time: None,
+    }
 }
 
 #[test]
@@ -17,16 +24,30 @@ fn transfer_moves_amount_and_fee_and_links_blocks() {
     let mut w = World::new();
     let (a, b) = (w.devs[0].principal(), w.devs[1].principal());
     let before = w.ledger.log_length();
-    let block = w.ledger.icrc1_transfer(a, w.now, transfer(b, 5 * TOKEN)).expect("transfer");
+    let block = w
+        .ledger
+        .icrc1_transfer(a, w.now, transfer(b, 5 * TOKEN))
+        .expect("transfer");
     assert_eq!(block, Nat::from(before));
     let fee = w.ledger.params().transfer_fee_e9s;
-    assert_eq!(w.ledger.balance_of(&Account::of(a)), 10_000 * TOKEN - 5 * TOKEN - fee);
+    assert_eq!(
+        w.ledger.balance_of(&Account::of(a)),
+        10_000 * TOKEN - 5 * TOKEN - fee
+    );
     assert_eq!(w.ledger.balance_of(&Account::of(b)), 10_005 * TOKEN);
     // Hash chain: each block's phash is its predecessor's hash.
     for i in 1..w.ledger.log_length() {
         let v = w.ledger.block(i).unwrap();
-        let phash = v.as_map_get("phash").and_then(|p| p.as_blob()).unwrap().to_vec();
-        assert_eq!(phash, w.ledger.block(i - 1).unwrap().hash().to_vec(), "block {i}");
+        let phash = v
+            .as_map_get("phash")
+            .and_then(|p| p.as_blob())
+            .unwrap()
+            .to_vec();
+        assert_eq!(
+            phash,
+            w.ledger.block(i - 1).unwrap().hash().to_vec(),
+            "block {i}"
+        );
     }
     let (tip_index, tip_hash) = w.ledger.tip().unwrap();
     assert_eq!(tip_index, w.ledger.log_length() - 1);
@@ -42,23 +63,84 @@ fn transfer_errors_cover_every_variant_and_change_nothing() {
     let digest = w.ledger.state_digest();
     let now = w.now;
     let cases: Vec<(TransferArg, TransferError)> = vec![
-        (TransferArg { fee: Some(Nat::from(1u64)), ..transfer(b, 1) }, TransferError::BadFee { expected_fee: fee.into() }),
-        (transfer(b, 20_000 * TOKEN), TransferError::InsufficientFunds { balance: (10_000 * TOKEN).into() }),
-        (TransferArg { created_at_time: Some(now - 25 * HOUR_NS), ..transfer(b, 1) }, TransferError::TooOld),
-        (TransferArg { created_at_time: Some(now + HOUR_NS), ..transfer(b, 1) }, TransferError::CreatedInFuture { ledger_time: now }),
-        (transfer(Principal::management_canister(), 1), TransferError::BadBurn { min_burn_amount: fee.into() }),
-        (TransferArg { memo: Some(ByteBuf::from(vec![0u8; 33])), ..transfer(b, 1) }, TransferError::GenericError { error_code: 3u64.into(), message: "memo is 33 bytes, at most 32 allowed".into() }),
+        (
+            TransferArg {
+                fee: Some(Nat::from(1u64)),
+                ..transfer(b, 1)
+            },
+            TransferError::BadFee {
+                expected_fee: fee.into(),
+            },
+        ),
+        (
+            transfer(b, 20_000 * TOKEN),
+            TransferError::InsufficientFunds {
+                balance: (10_000 * TOKEN).into(),
+            },
+        ),
+        (
+            TransferArg {
+                created_at_time: Some(now - 25 * HOUR_NS),
+                ..transfer(b, 1)
+            },
+            TransferError::TooOld,
+        ),
+        (
+            TransferArg {
+                created_at_time: Some(now + HOUR_NS),
+                ..transfer(b, 1)
+            },
+            TransferError::CreatedInFuture { ledger_time: now },
+        ),
+        (
+            transfer(Principal::management_canister(), 1),
+            TransferError::BadBurn {
+                min_burn_amount: fee.into(),
+            },
+        ),
+        (
+            TransferArg {
+                memo: Some(ByteBuf::from(vec![0u8; 33])),
+                ..transfer(b, 1)
+            },
+            TransferError::GenericError {
+                error_code: 3u64.into(),
+                message: "memo is 33 bytes, at most 32 allowed".into(),
+            },
+        ),
     ];
     for (arg, expected) in cases {
-        assert_eq!(w.ledger.icrc1_transfer(a, now, arg.clone()), Err(expected), "{arg:?}");
-        assert_eq!(w.ledger.state_digest(), digest, "refused transfer changed the state: {arg:?}");
+        assert_eq!(
+            w.ledger.icrc1_transfer(a, now, arg.clone()),
+            Err(expected),
+            "{arg:?}"
+        );
+        assert_eq!(
+            w.ledger.state_digest(),
+            digest,
+            "refused transfer changed the state: {arg:?}"
+        );
     }
     // Amount beyond 64 bits.
-    let huge = TransferArg { amount: Nat::from(u128::MAX), ..transfer(b, 0) };
-    assert!(matches!(w.ledger.icrc1_transfer(a, now, huge), Err(TransferError::GenericError { .. })));
+    let huge = TransferArg {
+        amount: Nat::from(u128::MAX),
+        ..transfer(b, 0)
+    };
+    assert!(matches!(
+        w.ledger.icrc1_transfer(a, now, huge),
+        Err(TransferError::GenericError { .. })
+    ));
     // Anonymous and minting-account senders.
-    assert!(matches!(w.ledger.icrc1_transfer(Principal::anonymous(), now, transfer(b, 1)), Err(TransferError::GenericError { .. })));
-    assert!(matches!(w.ledger.icrc1_transfer(Principal::management_canister(), now, transfer(b, 1)), Err(TransferError::GenericError { .. })));
+    assert!(matches!(
+        w.ledger
+            .icrc1_transfer(Principal::anonymous(), now, transfer(b, 1)),
+        Err(TransferError::GenericError { .. })
+    ));
+    assert!(matches!(
+        w.ledger
+            .icrc1_transfer(Principal::management_canister(), now, transfer(b, 1)),
+        Err(TransferError::GenericError { .. })
+    ));
     assert_eq!(w.ledger.state_digest(), digest);
 }
 
@@ -66,14 +148,28 @@ fn transfer_errors_cover_every_variant_and_change_nothing() {
 fn created_at_time_deduplicates_within_the_window() {
     let mut w = World::new();
     let (a, b) = (w.devs[0].principal(), w.devs[1].principal());
-    let arg = TransferArg { created_at_time: Some(w.now), ..transfer(b, 7) };
+    let arg = TransferArg {
+        created_at_time: Some(w.now),
+        ..transfer(b, 7)
+    };
     let first = w.ledger.icrc1_transfer(a, w.now, arg.clone()).unwrap();
-    assert_eq!(w.ledger.icrc1_transfer(a, w.now + 1_000, arg.clone()), Err(TransferError::Duplicate { duplicate_of: first }));
+    assert_eq!(
+        w.ledger.icrc1_transfer(a, w.now + 1_000, arg.clone()),
+        Err(TransferError::Duplicate {
+            duplicate_of: first
+        })
+    );
     // A different memo is a different transaction.
-    let other = TransferArg { memo: Some(ByteBuf::from(vec![1])), ..arg.clone() };
+    let other = TransferArg {
+        memo: Some(ByteBuf::from(vec![1])),
+        ..arg.clone()
+    };
     assert!(w.ledger.icrc1_transfer(a, w.now, other).is_ok());
     // After the window the same transaction is too old, not a duplicate.
-    assert_eq!(w.ledger.icrc1_transfer(a, w.now + 25 * HOUR_NS, arg), Err(TransferError::TooOld));
+    assert_eq!(
+        w.ledger.icrc1_transfer(a, w.now + 25 * HOUR_NS, arg),
+        Err(TransferError::TooOld)
+    );
 }
 
 #[test]
@@ -81,7 +177,13 @@ fn burn_reduces_supply() {
     let mut w = World::new();
     let a = w.devs[0].principal();
     let supply = w.ledger.total_supply();
-    w.ledger.icrc1_transfer(a, w.now, transfer(Principal::management_canister(), 3 * TOKEN)).unwrap();
+    w.ledger
+        .icrc1_transfer(
+            a,
+            w.now,
+            transfer(Principal::management_canister(), 3 * TOKEN),
+        )
+        .unwrap();
     assert_eq!(w.ledger.total_supply(), supply - 3 * TOKEN);
     assert_eq!(w.ledger.stats().burned_e9s, 3 * TOKEN);
     w.check_invariants();
@@ -90,7 +192,11 @@ fn burn_reduces_supply() {
 #[test]
 fn approve_and_transfer_from_follow_icrc2() {
     let mut w = World::new();
-    let (owner, spender, to) = (w.devs[0].principal(), w.devs[1].principal(), w.providers[0].principal());
+    let (owner, spender, to) = (
+        w.devs[0].principal(),
+        w.devs[1].principal(),
+        w.providers[0].principal(),
+    );
     let fee = w.ledger.params().transfer_fee_e9s;
     let approve = |amount: u64, expected: Option<u64>, expires_at: Option<u64>| ApproveArgs {
         from_subaccount: None,
@@ -102,16 +208,48 @@ fn approve_and_transfer_from_follow_icrc2() {
         memo: None,
         created_at_time: None,
     };
-    w.ledger.icrc2_approve(owner, w.now, approve(10 * TOKEN, Some(0), Some(w.now + HOUR_NS))).unwrap();
-    let allowance = w.ledger.icrc2_allowance(&AllowanceArgs { account: Account::of(owner), spender: Account::of(spender) });
-    assert_eq!(allowance, Allowance { allowance: (10 * TOKEN).into(), expires_at: Some(w.now + HOUR_NS) });
+    w.ledger
+        .icrc2_approve(
+            owner,
+            w.now,
+            approve(10 * TOKEN, Some(0), Some(w.now + HOUR_NS)),
+        )
+        .unwrap();
+    let allowance = w.ledger.icrc2_allowance(&AllowanceArgs {
+        account: Account::of(owner),
+        spender: Account::of(spender),
+    });
+    assert_eq!(
+        allowance,
+        Allowance {
+            allowance: (10 * TOKEN).into(),
+            expires_at: Some(w.now + HOUR_NS)
+        }
+    );
     // expected_allowance must match.
     assert_eq!(
-        w.ledger.icrc2_approve(owner, w.now, approve(5, Some(1), None)),
-        Err(ApproveError::AllowanceChanged { current_allowance: (10 * TOKEN).into() })
+        w.ledger
+            .icrc2_approve(owner, w.now, approve(5, Some(1), None)),
+        Err(ApproveError::AllowanceChanged {
+            current_allowance: (10 * TOKEN).into()
+        })
     );
-    assert_eq!(w.ledger.icrc2_approve(owner, w.now, approve(5, None, Some(w.now - 1))), Err(ApproveError::Expired { ledger_time: w.now }));
-    assert!(matches!(w.ledger.icrc2_approve(owner, w.now, ApproveArgs { spender: Account::of(owner), ..approve(5, None, None) }), Err(ApproveError::GenericError { .. })));
+    assert_eq!(
+        w.ledger
+            .icrc2_approve(owner, w.now, approve(5, None, Some(w.now - 1))),
+        Err(ApproveError::Expired { ledger_time: w.now })
+    );
+    assert!(matches!(
+        w.ledger.icrc2_approve(
+            owner,
+            w.now,
+            ApproveArgs {
+                spender: Account::of(owner),
+                ..approve(5, None, None)
+            }
+        ),
+        Err(ApproveError::GenericError { .. })
+    ));
     let tf = |amount: u64| TransferFromArgs {
         spender_subaccount: None,
         from: Account::of(owner),
@@ -121,16 +259,30 @@ fn approve_and_transfer_from_follow_icrc2() {
         memo: None,
         created_at_time: None,
     };
-    w.ledger.icrc2_transfer_from(spender, w.now, tf(4 * TOKEN)).unwrap();
+    w.ledger
+        .icrc2_transfer_from(spender, w.now, tf(4 * TOKEN))
+        .unwrap();
     let left = 10 * TOKEN - 4 * TOKEN - fee;
-    assert_eq!(w.ledger.allowance_of(&Account::of(owner), &Account::of(spender)).amount, left);
+    assert_eq!(
+        w.ledger
+            .allowance_of(&Account::of(owner), &Account::of(spender))
+            .amount,
+        left
+    );
     assert_eq!(
         w.ledger.icrc2_transfer_from(spender, w.now, tf(left)),
-        Err(TransferFromError::InsufficientAllowance { allowance: left.into() })
+        Err(TransferFromError::InsufficientAllowance {
+            allowance: left.into()
+        })
     );
     // After expiry the allowance is gone.
     let later = w.now + 2 * HOUR_NS;
-    assert_eq!(w.ledger.icrc2_transfer_from(spender, later, tf(1)), Err(TransferFromError::InsufficientAllowance { allowance: 0u64.into() }));
+    assert_eq!(
+        w.ledger.icrc2_transfer_from(spender, later, tf(1)),
+        Err(TransferFromError::InsufficientAllowance {
+            allowance: 0u64.into()
+        })
+    );
     w.check_invariants();
 }
 
@@ -138,17 +290,35 @@ fn approve_and_transfer_from_follow_icrc2() {
 fn provider_registration_validates_and_charges_fee() {
     let mut w = World::new();
     let dev = w.devs[1].principal();
-    let bad = ProviderProfile { legal_name: "X".into(), jurisdiction: "DE".into(), email: "not-an-email".into(), website: "".into() };
+    let bad = ProviderProfile {
+        legal_name: "X".into(),
+        jurisdiction: "DE".into(),
+        email: "not-an-email".into(),
+        website: "".into(),
+    };
     let d = w.ledger.state_digest();
-    assert!(matches!(w.ledger.register_provider(dev, w.now, bad), Err(LedgerError::InvalidArgument { field, .. }) if field == "email"));
+    assert!(
+        matches!(w.ledger.register_provider(dev, w.now, bad), Err(LedgerError::InvalidArgument { field, .. }) if field == "email")
+    );
     assert_eq!(w.ledger.state_digest(), d);
     let p0 = w.providers[0].principal();
     let again = w.ledger.provider_info(&p0).unwrap().profile;
-    assert!(matches!(w.ledger.register_provider(p0, w.now, again), Err(LedgerError::AlreadyRegistered(_))));
+    assert!(matches!(
+        w.ledger.register_provider(p0, w.now, again),
+        Err(LedgerError::AlreadyRegistered(_))
+    ));
     let treasury_before = w.ledger.balance_of(&Account::of(w.treasury));
-    let good = ProviderProfile { legal_name: "Dev Cloud".into(), jurisdiction: "CH".into(), email: "a@b.ch".into(), website: "https://b.ch".into() };
+    let good = ProviderProfile {
+        legal_name: "Dev Cloud".into(),
+        jurisdiction: "CH".into(),
+        email: "a@b.ch".into(),
+        website: "https://b.ch".into(),
+    };
     w.ledger.register_provider(dev, w.now, good).unwrap();
-    assert_eq!(w.ledger.balance_of(&Account::of(w.treasury)) - treasury_before, w.ledger.params().provider_registration_fee_e9s);
+    assert_eq!(
+        w.ledger.balance_of(&Account::of(w.treasury)) - treasury_before,
+        w.ledger.params().provider_registration_fee_e9s
+    );
     w.check_invariants();
 }
 
@@ -161,20 +331,64 @@ fn node_registration_requires_a_valid_delegation() {
     let caps = caps(8, 16, Confidential::SevSnp, vec![]);
     // Expired.
     let expired = delegation(p, &node, now - 1);
-    assert!(matches!(w.ledger.register_node(p.principal(), now, RegisterNodeArgs { delegation: expired, capabilities: caps.clone() }), Err(LedgerError::Delegation(_))));
+    assert!(matches!(
+        w.ledger.register_node(
+            p.principal(),
+            now,
+            RegisterNodeArgs {
+                delegation: expired,
+                capabilities: caps.clone()
+            }
+        ),
+        Err(LedgerError::Delegation(_))
+    ));
     // Tampered: node key swapped after signing.
     let mut tampered = delegation(p, &node, now + HOUR_NS);
     tampered.node_public_key = id(98).public_key_der();
-    assert!(matches!(w.ledger.register_node(p.principal(), now, RegisterNodeArgs { delegation: tampered, capabilities: caps.clone() }), Err(LedgerError::Delegation(_))));
+    assert!(matches!(
+        w.ledger.register_node(
+            p.principal(),
+            now,
+            RegisterNodeArgs {
+                delegation: tampered,
+                capabilities: caps.clone()
+            }
+        ),
+        Err(LedgerError::Delegation(_))
+    ));
     // A stranger cannot register someone else's node.
     let ok = delegation(p, &node, now + HOUR_NS);
     assert!(matches!(
-        w.ledger.register_node(w.devs[0].principal(), now, RegisterNodeArgs { delegation: ok.clone(), capabilities: caps.clone() }),
+        w.ledger.register_node(
+            w.devs[0].principal(),
+            now,
+            RegisterNodeArgs {
+                delegation: ok.clone(),
+                capabilities: caps.clone()
+            }
+        ),
         Err(LedgerError::Unauthorized { .. })
     ));
     // The node itself may register with the provider's delegation.
-    assert_eq!(w.ledger.register_node(node.principal(), now, RegisterNodeArgs { delegation: ok, capabilities: caps }).unwrap(), node.principal());
-    assert!(w.ledger.provider_info(&p.principal()).unwrap().nodes.contains(&node.principal()));
+    assert_eq!(
+        w.ledger
+            .register_node(
+                node.principal(),
+                now,
+                RegisterNodeArgs {
+                    delegation: ok,
+                    capabilities: caps
+                }
+            )
+            .unwrap(),
+        node.principal()
+    );
+    assert!(w
+        .ledger
+        .provider_info(&p.principal())
+        .unwrap()
+        .nodes
+        .contains(&node.principal()));
 }
 
 #[test]
@@ -183,15 +397,31 @@ fn offerings_are_checked_against_the_node() {
     let p = w.providers[0].principal();
     let node = w.nodes[0].principal();
     let mut too_big = offering(node, 64, 16, 1);
-    let err = w.ledger.add_offering(p, w.now, too_big.clone()).unwrap_err();
-    assert!(matches!(err, LedgerError::InvalidArgument { ref field, .. } if field == "vcpus"), "{err}");
+    let err = w
+        .ledger
+        .add_offering(p, w.now, too_big.clone())
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::InvalidArgument { ref field, .. } if field == "vcpus"),
+        "{err}"
+    );
     too_big.vcpus = 2;
     too_big.confidential = Confidential::Tdx;
-    assert!(matches!(w.ledger.add_offering(p, w.now, too_big), Err(LedgerError::InvalidArgument { field, .. }) if field == "confidential"));
+    assert!(
+        matches!(w.ledger.add_offering(p, w.now, too_big), Err(LedgerError::InvalidArgument { field, .. }) if field == "confidential")
+    );
     let other_node = w.nodes[1].principal();
-    assert!(matches!(w.ledger.add_offering(p, w.now, offering(other_node, 1, 1, 1)), Err(LedgerError::Unauthorized { .. })));
+    assert!(matches!(
+        w.ledger
+            .add_offering(p, w.now, offering(other_node, 1, 1, 1)),
+        Err(LedgerError::Unauthorized { .. })
+    ));
     let oid = w.offerings[0];
-    assert!(matches!(w.ledger.remove_offering(w.providers[1].principal(), w.now, oid), Err(LedgerError::Unauthorized { .. })));
+    assert!(matches!(
+        w.ledger
+            .remove_offering(w.providers[1].principal(), w.now, oid),
+        Err(LedgerError::Unauthorized { .. })
+    ));
     w.ledger.remove_offering(p, w.now, oid).unwrap();
     assert!(w.ledger.offering(oid).is_none());
 }
@@ -202,31 +432,90 @@ fn search_ranks_by_price_then_reputation_and_respects_capacity() {
     // Provider 1 gets reputation so it wins ties.
     let (p0, p1) = (w.providers[0].principal(), w.providers[1].principal());
     let (n0, n1) = (w.nodes[0].principal(), w.nodes[1].principal());
-    let a = w.ledger.add_offering(p0, w.now, offering(n0, 2, 4, 50_000_000)).unwrap();
-    let b = w.ledger.add_offering(p1, w.now, offering(n1, 2, 4, 50_000_000)).unwrap();
-    let all = w.ledger.search(&SearchQuery { limit: Some(100), ..Default::default() }).unwrap();
+    let a = w
+        .ledger
+        .add_offering(p0, w.now, offering(n0, 2, 4, 50_000_000))
+        .unwrap();
+    let b = w
+        .ledger
+        .add_offering(p1, w.now, offering(n1, 2, 4, 50_000_000))
+        .unwrap();
+    let all = w
+        .ledger
+        .search(&SearchQuery {
+            limit: Some(100),
+            ..Default::default()
+        })
+        .unwrap();
     let first: Vec<u64> = all.offers.iter().map(|o| o.offering_id).collect();
     assert_eq!(first[..2], [a, b], "equal price, equal reputation: by id");
     assert_eq!(first.len(), 6);
     // Give provider 1 reputation through a completed contract.
     let dev = w.devs[0].principal();
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: b, hours: 1 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: b,
+                hours: 1,
+            },
+        )
+        .unwrap();
     for step in ["accept", "provision", "active"] {
         match step {
-            "accept" => { w.ledger.accept_contract(n1, w.now, c.id).unwrap(); }
-            "provision" => { w.ledger.start_provisioning(n1, w.now, c.id).unwrap(); }
-            _ => { w.ledger.report_active(n1, w.now, ReportActiveArgs { contract_id: c.id, endpoint: "vm1.node1.example".into(), evidence_hash: ByteBuf::from(vec![7; 32]) }).unwrap(); }
+            "accept" => {
+                w.ledger.accept_contract(n1, w.now, c.id).unwrap();
+            }
+            "provision" => {
+                w.ledger.start_provisioning(n1, w.now, c.id).unwrap();
+            }
+            _ => {
+                w.ledger
+                    .report_active(
+                        n1,
+                        w.now,
+                        ReportActiveArgs {
+                            contract_id: c.id,
+                            endpoint: "vm1.node1.example".into(),
+                            evidence_hash: ByteBuf::from(vec![7; 32]),
+                        },
+                    )
+                    .unwrap();
+            }
         }
     }
     w.ledger.tick(w.now + HOUR_NS);
     assert!(w.ledger.reputation_of(&p1) > 0);
-    let ranked = w.ledger.search(&SearchQuery { max_price_e9s_per_hour: Some(50_000_000), ..Default::default() }).unwrap();
-    assert_eq!(ranked.offers.iter().map(|o| o.offering_id).collect::<Vec<_>>(), vec![b, a]);
+    let ranked = w
+        .ledger
+        .search(&SearchQuery {
+            max_price_e9s_per_hour: Some(50_000_000),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        ranked
+            .offers
+            .iter()
+            .map(|o| o.offering_id)
+            .collect::<Vec<_>>(),
+        vec![b, a]
+    );
     // Filters.
     fn ids(l: &Ledger, f: fn(&mut SearchQuery)) -> Vec<u64> {
-        let mut q = SearchQuery { limit: Some(100), ..Default::default() };
+        let mut q = SearchQuery {
+            limit: Some(100),
+            ..Default::default()
+        };
         f(&mut q);
-        l.search(&q).unwrap().offers.into_iter().map(|o| o.offering_id).collect()
+        l.search(&q)
+            .unwrap()
+            .offers
+            .into_iter()
+            .map(|o| o.offering_id)
+            .collect()
     }
     let q = |f: fn(&mut SearchQuery)| ids(&w.ledger, f);
     assert_eq!(q(|q| q.min_vcpus = Some(8)).len(), 2);
@@ -236,21 +525,79 @@ fn search_ranks_by_price_then_reputation_and_respects_capacity() {
     assert!(q(|q| q.region = Some("us-east".into())).is_empty());
     assert!(q(|q| q.confidential = Some(Confidential::SevSnp)).is_empty());
     assert!(q(|q| q.gpu_model = Some("H100".into())).is_empty());
-    assert_eq!(q(|q| q.min_provider_reputation = Some(1)).iter().filter(|&&id| id == a).count(), 0);
+    assert_eq!(
+        q(|q| q.min_provider_reputation = Some(1))
+            .iter()
+            .filter(|&&id| id == a)
+            .count(),
+        0
+    );
     assert!(q(|q| q.hours = Some(5_000)).is_empty());
     // Capacity: node 0 has 16 vCPUs; rent two 8-vCPU offers and its offers vanish.
     let big = w.offerings[1];
-    w.ledger.rent(dev, w.now, RentArgs { offering_id: big, hours: 2 }).unwrap();
-    w.ledger.rent(dev, w.now, RentArgs { offering_id: big, hours: 2 }).unwrap();
+    w.ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: big,
+                hours: 2,
+            },
+        )
+        .unwrap();
+    w.ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: big,
+                hours: 2,
+            },
+        )
+        .unwrap();
     let node0_offers = [w.offerings[0], w.offerings[1], a];
-    assert!(!ids(&w.ledger, |_| {}).iter().any(|id| node0_offers.contains(id)), "node 0 is full");
-    let err = w.ledger.rent(dev, w.now, RentArgs { offering_id: big, hours: 2 }).unwrap_err();
+    assert!(
+        !ids(&w.ledger, |_| {})
+            .iter()
+            .any(|id| node0_offers.contains(id)),
+        "node 0 is full"
+    );
+    let err = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: big,
+                hours: 2,
+            },
+        )
+        .unwrap_err();
     assert!(matches!(err, LedgerError::CapacityExhausted { .. }));
     // Pagination: pages are disjoint and in order.
-    let page1 = w.ledger.search(&SearchQuery { limit: Some(1), ..Default::default() }).unwrap();
-    let page2 = w.ledger.search(&SearchQuery { limit: Some(1), offset: page1.next_offset, ..Default::default() }).unwrap();
+    let page1 = w
+        .ledger
+        .search(&SearchQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+    let page2 = w
+        .ledger
+        .search(&SearchQuery {
+            limit: Some(1),
+            offset: page1.next_offset,
+            ..Default::default()
+        })
+        .unwrap();
     assert_ne!(page1.offers[0].offering_id, page2.offers[0].offering_id);
-    assert!(w.ledger.search(&SearchQuery { limit: Some(0), ..Default::default() }).is_err());
+    assert!(w
+        .ledger
+        .search(&SearchQuery {
+            limit: Some(0),
+            ..Default::default()
+        })
+        .is_err());
 }
 
 /// Walks a contract to active through its node.
@@ -259,7 +606,15 @@ fn activate(w: &mut World, node: usize, cid: u64) {
     w.ledger.accept_contract(n, w.now, cid).unwrap();
     w.ledger.start_provisioning(n, w.now, cid).unwrap();
     w.ledger
-        .report_active(n, w.now, ReportActiveArgs { contract_id: cid, endpoint: format!("c{cid}.example"), evidence_hash: ByteBuf::from(vec![1; 32]) })
+        .report_active(
+            n,
+            w.now,
+            ReportActiveArgs {
+                contract_id: cid,
+                endpoint: format!("c{cid}.example"),
+                evidence_hash: ByteBuf::from(vec![1; 32]),
+            },
+        )
         .unwrap();
 }
 
@@ -270,7 +625,17 @@ fn contract_lifecycle_releases_escrow_pro_rata_with_fee_and_reputation() {
     let prov = w.providers[0].principal();
     let oid = w.offerings[0];
     let price = w.ledger.offering(oid).unwrap().spec.price_e9s_per_hour;
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: oid, hours: 10 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: oid,
+                hours: 10,
+            },
+        )
+        .unwrap();
     assert_eq!(c.paid_e9s, 10 * price);
     assert_eq!(w.ledger.escrow_total(), 10 * price);
     activate(&mut w, 0, c.id);
@@ -283,12 +648,28 @@ fn contract_lifecycle_releases_escrow_pro_rata_with_fee_and_reputation() {
     assert_eq!(c1.released_e9s, 3 * price);
     let fee = 3 * price * 2 / 100;
     assert_eq!(c1.fees_e9s, fee);
-    assert_eq!(w.ledger.balance_of(&Account::of(prov)) - prov_before, 3 * price - fee);
-    assert_eq!(w.ledger.balance_of(&Account::of(w.treasury)) - treasury_before, fee);
+    assert_eq!(
+        w.ledger.balance_of(&Account::of(prov)) - prov_before,
+        3 * price - fee
+    );
+    assert_eq!(
+        w.ledger.balance_of(&Account::of(w.treasury)) - treasury_before,
+        fee
+    );
     assert_eq!(w.ledger.reputation_of(&prov), 3 * price / 100);
     assert_eq!(w.ledger.reputation_of(&dev), 3 * price / 100);
     // Extend by 5 hours, then cancel 2 hours later: 5 released, 10 refunded.
-    let e = w.ledger.extend_contract(dev, w.now, ExtendArgs { contract_id: c.id, hours: 5 }).unwrap();
+    let e = w
+        .ledger
+        .extend_contract(
+            dev,
+            w.now,
+            ExtendArgs {
+                contract_id: c.id,
+                hours: 5,
+            },
+        )
+        .unwrap();
     assert_eq!(e.paid_e9s, 15 * price);
     assert_eq!(e.hours, 15);
     w.now += 2 * HOUR_NS;
@@ -297,16 +678,33 @@ fn contract_lifecycle_releases_escrow_pro_rata_with_fee_and_reputation() {
     assert_eq!(cancelled.released_e9s, 5 * price);
     assert_eq!(cancelled.refunded_e9s, 10 * price);
     assert_eq!(w.ledger.escrow_total(), 0);
-    assert_eq!(w.ledger.node_info(&w.nodes[0].principal()).unwrap().reserved, Resources::default());
+    assert_eq!(
+        w.ledger
+            .node_info(&w.nodes[0].principal())
+            .unwrap()
+            .reserved,
+        Resources::default()
+    );
     w.check_invariants();
     // Illegal transitions after the end.
     let d = w.ledger.state_digest();
     for r in [
         w.ledger.cancel_contract(dev, w.now, c.id),
-        w.ledger.extend_contract(dev, w.now, ExtendArgs { contract_id: c.id, hours: 1 }),
-        w.ledger.accept_contract(w.nodes[0].principal(), w.now, c.id),
+        w.ledger.extend_contract(
+            dev,
+            w.now,
+            ExtendArgs {
+                contract_id: c.id,
+                hours: 1,
+            },
+        ),
+        w.ledger
+            .accept_contract(w.nodes[0].principal(), w.now, c.id),
     ] {
-        assert!(matches!(r, Err(LedgerError::IllegalTransition { .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(LedgerError::IllegalTransition { .. })),
+            "{r:?}"
+        );
     }
     assert_eq!(w.ledger.state_digest(), d);
 }
@@ -317,7 +715,17 @@ fn contract_expires_after_its_term() {
     let dev = w.devs[1].principal();
     let oid = w.offerings[2];
     let price = w.ledger.offering(oid).unwrap().spec.price_e9s_per_hour;
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: oid, hours: 2 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: oid,
+                hours: 2,
+            },
+        )
+        .unwrap();
     activate(&mut w, 1, c.id);
     w.now += 2 * HOUR_NS;
     w.ledger.tick(w.now);
@@ -325,7 +733,13 @@ fn contract_expires_after_its_term() {
     assert_eq!(c.state, ContractState::Expired);
     assert_eq!(c.released_e9s, 2 * price);
     assert_eq!(c.refunded_e9s, 0);
-    assert_eq!(w.ledger.provider_info(&w.providers[1].principal()).unwrap().contracts_served, 1);
+    assert_eq!(
+        w.ledger
+            .provider_info(&w.providers[1].principal())
+            .unwrap()
+            .contracts_served,
+        1
+    );
     w.check_invariants();
 }
 
@@ -336,18 +750,44 @@ fn missed_provisioning_deadline_refunds_in_full_and_penalises_provider() {
     let prov = w.providers[0].principal();
     // Give the provider some reputation to lose.
     let oid = w.offerings[0];
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: oid, hours: 100 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: oid,
+                hours: 100,
+            },
+        )
+        .unwrap();
     activate(&mut w, 0, c.id);
     w.now += 50 * HOUR_NS;
     w.ledger.tick(w.now);
     let rep = w.ledger.reputation_of(&prov);
     assert!(rep > 0);
     let balance = w.ledger.balance_of(&Account::of(dev));
-    let late = w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[1], hours: 10 }).unwrap();
-    w.ledger.accept_contract(w.nodes[0].principal(), w.now, late.id).unwrap();
+    let late = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[1],
+                hours: 10,
+            },
+        )
+        .unwrap();
+    w.ledger
+        .accept_contract(w.nodes[0].principal(), w.now, late.id)
+        .unwrap();
     w.now += 2 * HOUR_NS;
     // Past the deadline the node can no longer move it on.
-    assert!(matches!(w.ledger.start_provisioning(w.nodes[0].principal(), w.now, late.id), Err(LedgerError::IllegalTransition { .. })));
+    assert!(matches!(
+        w.ledger
+            .start_provisioning(w.nodes[0].principal(), w.now, late.id),
+        Err(LedgerError::IllegalTransition { .. })
+    ));
     w.ledger.tick(w.now);
     let late = w.ledger.contract_info(late.id).unwrap();
     assert_eq!(late.state, ContractState::DeadlineMissed);
@@ -357,7 +797,10 @@ fn missed_provisioning_deadline_refunds_in_full_and_penalises_provider() {
     // reward block's release of two more hours of the first contract adds 1%.
     let penalty = late.paid_e9s / 10;
     let gain = 2 * c.price_e9s_per_hour / 100;
-    assert_eq!(w.ledger.reputation_of(&prov), rep.saturating_sub(penalty) + gain);
+    assert_eq!(
+        w.ledger.reputation_of(&prov),
+        rep.saturating_sub(penalty) + gain
+    );
     w.check_invariants();
 }
 
@@ -365,21 +808,56 @@ fn missed_provisioning_deadline_refunds_in_full_and_penalises_provider() {
 fn contract_permissions_are_enforced() {
     let mut w = World::new();
     let dev = w.devs[0].principal();
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[0], hours: 1 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[0],
+                hours: 1,
+            },
+        )
+        .unwrap();
     let d = w.ledger.state_digest();
     // The other provider's node cannot accept.
-    assert!(matches!(w.ledger.accept_contract(w.nodes[1].principal(), w.now, c.id), Err(LedgerError::Unauthorized { .. })));
+    assert!(matches!(
+        w.ledger
+            .accept_contract(w.nodes[1].principal(), w.now, c.id),
+        Err(LedgerError::Unauthorized { .. })
+    ));
     // The developer cannot accept; another developer cannot cancel.
-    assert!(matches!(w.ledger.accept_contract(dev, w.now, c.id), Err(LedgerError::Unauthorized { .. })));
-    assert!(matches!(w.ledger.cancel_contract(w.devs[1].principal(), w.now, c.id), Err(LedgerError::Unauthorized { .. })));
+    assert!(matches!(
+        w.ledger.accept_contract(dev, w.now, c.id),
+        Err(LedgerError::Unauthorized { .. })
+    ));
+    assert!(matches!(
+        w.ledger.cancel_contract(w.devs[1].principal(), w.now, c.id),
+        Err(LedgerError::Unauthorized { .. })
+    ));
     // Skipping a state is illegal.
-    assert!(matches!(w.ledger.start_provisioning(w.nodes[0].principal(), w.now, c.id), Err(LedgerError::IllegalTransition { .. })));
+    assert!(matches!(
+        w.ledger
+            .start_provisioning(w.nodes[0].principal(), w.now, c.id),
+        Err(LedgerError::IllegalTransition { .. })
+    ));
     assert_eq!(w.ledger.state_digest(), d);
     // A revoked node can no longer act; its provider still can.
-    w.ledger.revoke_node(w.providers[0].principal(), w.now, w.nodes[0].principal()).unwrap();
-    assert!(matches!(w.ledger.accept_contract(w.nodes[0].principal(), w.now, c.id), Err(LedgerError::Delegation(_))));
-    w.ledger.reject_contract(w.providers[0].principal(), w.now, c.id).unwrap();
-    assert_eq!(w.ledger.contract_info(c.id).unwrap().state, ContractState::Rejected);
+    w.ledger
+        .revoke_node(w.providers[0].principal(), w.now, w.nodes[0].principal())
+        .unwrap();
+    assert!(matches!(
+        w.ledger
+            .accept_contract(w.nodes[0].principal(), w.now, c.id),
+        Err(LedgerError::Delegation(_))
+    ));
+    w.ledger
+        .reject_contract(w.providers[0].principal(), w.now, c.id)
+        .unwrap();
+    assert_eq!(
+        w.ledger.contract_info(c.id).unwrap().state,
+        ContractState::Rejected
+    );
     w.check_invariants();
 }
 
@@ -388,11 +866,44 @@ fn a_delegation_without_permission_cannot_act() {
     let mut w = World::new();
     let p = &w.providers[0];
     let node = id(77);
-    let d = Delegation::sign(p, node.public_key_der(), &[Permission::CheckIn], w.now + HOUR_NS);
-    w.ledger.register_node(node.principal(), w.now, RegisterNodeArgs { delegation: d, capabilities: caps(4, 8, Confidential::None, vec![]) }).unwrap();
-    let oid = w.ledger.add_offering(p.principal(), w.now, offering(node.principal(), 1, 1, 1_000)).unwrap();
-    let c = w.ledger.rent(w.devs[0].principal(), w.now, RentArgs { offering_id: oid, hours: 1 }).unwrap();
-    assert!(matches!(w.ledger.accept_contract(node.principal(), w.now, c.id), Err(LedgerError::Delegation(m)) if m.contains("AcceptContracts")));
+    let d = Delegation::sign(
+        p,
+        node.public_key_der(),
+        &[Permission::CheckIn],
+        w.now + HOUR_NS,
+    );
+    w.ledger
+        .register_node(
+            node.principal(),
+            w.now,
+            RegisterNodeArgs {
+                delegation: d,
+                capabilities: caps(4, 8, Confidential::None, vec![]),
+            },
+        )
+        .unwrap();
+    let oid = w
+        .ledger
+        .add_offering(
+            p.principal(),
+            w.now,
+            offering(node.principal(), 1, 1, 1_000),
+        )
+        .unwrap();
+    let c = w
+        .ledger
+        .rent(
+            w.devs[0].principal(),
+            w.now,
+            RentArgs {
+                offering_id: oid,
+                hours: 1,
+            },
+        )
+        .unwrap();
+    assert!(
+        matches!(w.ledger.accept_contract(node.principal(), w.now, c.id), Err(LedgerError::Delegation(m)) if m.contains("AcceptContracts"))
+    );
 }
 
 #[test]
@@ -401,24 +912,74 @@ fn rating_spends_reputation_and_needs_a_shared_contract() {
     let dev = w.devs[0].principal(); // starts with 1,000 DCT of reputation
     let prov = w.providers[0].principal();
     let d = w.ledger.state_digest();
-    let rate = |spend| RateArgs { target: prov, spend, reason: "VM unreachable for 3 hours".into() };
-    assert!(matches!(w.ledger.rate(dev, w.now, rate(1)), Err(LedgerError::NoSharedContract { .. })));
+    let rate = |spend| RateArgs {
+        target: prov,
+        spend,
+        reason: "VM unreachable for 3 hours".into(),
+    };
+    assert!(matches!(
+        w.ledger.rate(dev, w.now, rate(1)),
+        Err(LedgerError::NoSharedContract { .. })
+    ));
     assert_eq!(w.ledger.state_digest(), d);
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[0], hours: 100 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[0],
+                hours: 100,
+            },
+        )
+        .unwrap();
     activate(&mut w, 0, c.id);
     w.now += 100 * HOUR_NS;
     w.ledger.tick(w.now);
     let prov_rep = w.ledger.reputation_of(&prov);
     let dev_rep = w.ledger.reputation_of(&dev);
-    assert!(matches!(w.ledger.rate(dev, w.now, rate(dev_rep + 1)), Err(LedgerError::InsufficientReputation { .. })));
-    assert!(matches!(w.ledger.rate(dev, w.now, RateArgs { reason: " ".into(), ..rate(1) }), Err(LedgerError::InvalidArgument { .. })));
+    assert!(matches!(
+        w.ledger.rate(dev, w.now, rate(dev_rep + 1)),
+        Err(LedgerError::InsufficientReputation { .. })
+    ));
+    assert!(matches!(
+        w.ledger.rate(
+            dev,
+            w.now,
+            RateArgs {
+                reason: " ".into(),
+                ..rate(1)
+            }
+        ),
+        Err(LedgerError::InvalidArgument { .. })
+    ));
     let spend = prov_rep / 4;
     let r = w.ledger.rate(dev, w.now, rate(spend)).unwrap();
-    assert_eq!(r, RateResult { sender_reputation: dev_rep - spend, target_reputation: prov_rep - 2 * spend });
+    assert_eq!(
+        r,
+        RateResult {
+            sender_reputation: dev_rep - spend,
+            target_reputation: prov_rep - 2 * spend
+        }
+    );
     // The provider may rate back; reputation never goes below zero.
-    let r2 = w.ledger.rate(prov, w.now, RateArgs { target: dev, spend: prov_rep - 2 * spend, reason: "abuse".into() }).unwrap();
+    let r2 = w
+        .ledger
+        .rate(
+            prov,
+            w.now,
+            RateArgs {
+                target: dev,
+                spend: prov_rep - 2 * spend,
+                reason: "abuse".into(),
+            },
+        )
+        .unwrap();
     assert_eq!(r2.sender_reputation, 0);
-    assert_eq!(r2.target_reputation, (dev_rep - spend).saturating_sub(2 * (prov_rep - 2 * spend)));
+    assert_eq!(
+        r2.target_reputation,
+        (dev_rep - spend).saturating_sub(2 * (prov_rep - 2 * spend))
+    );
     assert_eq!(w.ledger.ratings_of(&prov, 10).len(), 2);
 }
 
@@ -429,31 +990,56 @@ fn check_in_rewards_providers_by_sqrt_reputation() {
     let fee = block_reward(w.ledger.params(), 0) / 100;
     let b0 = w.ledger.balance_of(&Account::of(p0));
     let args = w.sign_check_in(&w.nodes[0]);
-    assert_eq!(w.ledger.check_in(w.nodes[0].principal(), w.now, args.clone()), Ok(0));
+    assert_eq!(
+        w.ledger
+            .check_in(w.nodes[0].principal(), w.now, args.clone()),
+        Ok(0)
+    );
     assert_eq!(w.ledger.balance_of(&Account::of(p0)), b0 - fee);
     // Once per block per node.
-    assert!(matches!(w.ledger.check_in(w.nodes[0].principal(), w.now, args.clone()), Err(LedgerError::AlreadyCheckedIn { .. })));
+    assert!(matches!(
+        w.ledger
+            .check_in(w.nodes[0].principal(), w.now, args.clone()),
+        Err(LedgerError::AlreadyCheckedIn { .. })
+    ));
     // A signature by another key, or for another node, is refused.
     let d = w.ledger.state_digest();
     let stolen = CheckInArgs { ..args.clone() };
-    assert!(w.ledger.check_in(w.nodes[1].principal(), w.now, stolen).is_err());
+    assert!(w
+        .ledger
+        .check_in(w.nodes[1].principal(), w.now, stolen)
+        .is_err());
     let mut forged = w.sign_check_in(&w.nodes[1]);
     forged.signature = ByteBuf::from(w.nodes[0].sign(Domain::CheckIn, b"something else").to_vec());
-    assert!(w.ledger.check_in(w.nodes[1].principal(), w.now, forged).is_err());
+    assert!(w
+        .ledger
+        .check_in(w.nodes[1].principal(), w.now, forged)
+        .is_err());
     // Not a node at all.
-    assert!(w.ledger.check_in(w.devs[0].principal(), w.now, w.sign_check_in(&w.devs[0])).is_err());
+    assert!(w
+        .ledger
+        .check_in(w.devs[0].principal(), w.now, w.sign_check_in(&w.devs[0]))
+        .is_err());
     assert_eq!(w.ledger.state_digest(), d);
     let args1 = w.sign_check_in(&w.nodes[1]);
-    w.ledger.check_in(w.nodes[1].principal(), w.now, args1).unwrap();
+    w.ledger
+        .check_in(w.nodes[1].principal(), w.now, args1)
+        .unwrap();
     // Both at zero reputation: equal shares of 50 DCT.
-    let (bal0, bal1) = (w.ledger.balance_of(&Account::of(p0)), w.ledger.balance_of(&Account::of(p1)));
+    let (bal0, bal1) = (
+        w.ledger.balance_of(&Account::of(p0)),
+        w.ledger.balance_of(&Account::of(p1)),
+    );
     w.now += w.ledger.params().block_interval_ns;
     assert!(w.ledger.tick(w.now));
     assert_eq!(w.ledger.balance_of(&Account::of(p0)) - bal0, 25 * TOKEN);
     assert_eq!(w.ledger.balance_of(&Account::of(p1)) - bal1, 25 * TOKEN);
     assert_eq!(w.ledger.stats().minted_rewards_e9s, 50 * TOKEN);
     // Old challenge is stale now.
-    assert!(matches!(w.ledger.check_in(w.nodes[0].principal(), w.now, args), Err(LedgerError::StaleCheckIn { .. })));
+    assert!(matches!(
+        w.ledger.check_in(w.nodes[0].principal(), w.now, args),
+        Err(LedgerError::StaleCheckIn { .. })
+    ));
     // Nobody checks in: nothing minted.
     w.now += w.ledger.params().block_interval_ns;
     w.ledger.tick(w.now);
@@ -468,26 +1054,63 @@ fn reward_weights_follow_sqrt_of_reputation() {
     let (pa, pb) = (id(11), id(12));
     let genesis = Genesis {
         params: params(treasury),
-        balances: vec![(Account::of(pa.principal()), 100 * TOKEN), (Account::of(pb.principal()), 100 * TOKEN)],
+        balances: vec![
+            (Account::of(pa.principal()), 100 * TOKEN),
+            (Account::of(pb.principal()), 100 * TOKEN),
+        ],
         reputations: vec![(pa.principal(), 100), (pb.principal(), 400)],
         time_ns: T0,
     };
     let mut l = Ledger::new(genesis).unwrap();
     for (i, p) in [&pa, &pb].into_iter().enumerate() {
-        let profile = ProviderProfile { legal_name: "P".into(), jurisdiction: "DE".into(), email: "p@x.de".into(), website: "".into() };
+        let profile = ProviderProfile {
+            legal_name: "P".into(),
+            jurisdiction: "DE".into(),
+            email: "p@x.de".into(),
+            website: "".into(),
+        };
         l.register_provider(p.principal(), T0, profile).unwrap();
         let node = id(30 + i as u8);
-        l.register_node(p.principal(), T0, RegisterNodeArgs { delegation: delegation(p, &node, T0 + HOUR_NS), capabilities: caps(1, 1, Confidential::None, vec![]) }).unwrap();
+        l.register_node(
+            p.principal(),
+            T0,
+            RegisterNodeArgs {
+                delegation: delegation(p, &node, T0 + HOUR_NS),
+                capabilities: caps(1, 1, Confidential::None, vec![]),
+            },
+        )
+        .unwrap();
         let ch = l.check_in_challenge();
-        let sig = node.sign(Domain::CheckIn, &check_in_message(ch.block_height, &ch.previous_block_hash, &node.principal()));
-        l.check_in(node.principal(), T0, CheckInArgs { block_height: 0, previous_block_hash: ch.previous_block_hash, signature: ByteBuf::from(sig.to_vec()) }).unwrap();
+        let sig = node.sign(
+            Domain::CheckIn,
+            &check_in_message(ch.block_height, &ch.previous_block_hash, &node.principal()),
+        );
+        l.check_in(
+            node.principal(),
+            T0,
+            CheckInArgs {
+                block_height: 0,
+                previous_block_hash: ch.previous_block_hash,
+                signature: ByteBuf::from(sig.to_vec()),
+            },
+        )
+        .unwrap();
     }
-    let (a0, b0) = (l.balance_of(&Account::of(pa.principal())), l.balance_of(&Account::of(pb.principal())));
+    let (a0, b0) = (
+        l.balance_of(&Account::of(pa.principal())),
+        l.balance_of(&Account::of(pb.principal())),
+    );
     l.tick(T0 + l.params().block_interval_ns);
     // sqrt(100) = 10, sqrt(400) = 20: one third and two thirds.
     let reward = 50 * TOKEN as u128;
-    assert_eq!((l.balance_of(&Account::of(pa.principal())) - a0) as u128, reward / 3);
-    assert_eq!((l.balance_of(&Account::of(pb.principal())) - b0) as u128, reward * 2 / 3);
+    assert_eq!(
+        (l.balance_of(&Account::of(pa.principal())) - a0) as u128,
+        reward / 3
+    );
+    assert_eq!(
+        (l.balance_of(&Account::of(pb.principal())) - b0) as u128,
+        reward * 2 / 3
+    );
     assert!(l.stats().minted_rewards_e9s <= 50 * TOKEN);
 }
 
@@ -497,17 +1120,36 @@ fn dispatcher_refuses_garbage_and_wrong_modes() {
     let mut w = World::new();
     let a = w.devs[0].principal();
     let d = w.ledger.state_digest();
-    assert!(matches!(dispatch::update(&mut w.ledger, a, w.now, "nope", &[]), Err(DispatchError::UnknownMethod(_))));
-    assert!(matches!(dispatch::update(&mut w.ledger, a, w.now, "icrc1_transfer", b"garbage"), Err(DispatchError::BadArgument { .. })));
-    assert!(matches!(dispatch::update(&mut w.ledger, a, w.now, "icrc1_balance_of", &[]), Err(DispatchError::NotAnUpdate(_))));
-    assert!(matches!(dispatch::query(&w.ledger, a, "icrc1_transfer", &[]), Err(DispatchError::NotAQuery(_))));
+    assert!(matches!(
+        dispatch::update(&mut w.ledger, a, w.now, "nope", &[]),
+        Err(DispatchError::UnknownMethod(_))
+    ));
+    assert!(matches!(
+        dispatch::update(&mut w.ledger, a, w.now, "icrc1_transfer", b"garbage"),
+        Err(DispatchError::BadArgument { .. })
+    ));
+    assert!(matches!(
+        dispatch::update(&mut w.ledger, a, w.now, "icrc1_balance_of", &[]),
+        Err(DispatchError::NotAnUpdate(_))
+    ));
+    assert!(matches!(
+        dispatch::query(&w.ledger, a, "icrc1_transfer", &[]),
+        Err(DispatchError::NotAQuery(_))
+    ));
     let wrong_type = candid::encode_one(42u64).unwrap();
-    assert!(matches!(dispatch::update(&mut w.ledger, a, w.now, "icrc1_transfer", &wrong_type), Err(DispatchError::BadArgument { .. })));
+    assert!(matches!(
+        dispatch::update(&mut w.ledger, a, w.now, "icrc1_transfer", &wrong_type),
+        Err(DispatchError::BadArgument { .. })
+    ));
     let huge = vec![0u8; dispatch::MAX_ARG_BYTES + 1];
-    assert!(matches!(dispatch::update(&mut w.ledger, a, w.now, "rent", &huge), Err(DispatchError::ArgumentTooLarge { .. })));
+    assert!(matches!(
+        dispatch::update(&mut w.ledger, a, w.now, "rent", &huge),
+        Err(DispatchError::ArgumentTooLarge { .. })
+    ));
     assert_eq!(w.ledger.state_digest(), d);
     // A well-formed call through the dispatcher.
-    let (r, committed): (Result<Nat, TransferError>, bool) = w.call(a, "icrc1_transfer", &transfer(w.devs[1].principal(), 1));
+    let (r, committed): (Result<Nat, TransferError>, bool) =
+        w.call(a, "icrc1_transfer", &transfer(w.devs[1].principal(), 1));
     assert!(r.is_ok() && committed);
 }
 
@@ -515,14 +1157,29 @@ fn dispatcher_refuses_garbage_and_wrong_modes() {
 fn snapshot_round_trips_and_rebuilds_the_index() {
     let mut w = World::new();
     let dev = w.devs[0].principal();
-    w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[0], hours: 3 }).unwrap();
+    w.ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[0],
+                hours: 3,
+            },
+        )
+        .unwrap();
     let bytes = snapshot::encode(&w.ledger);
     let back = snapshot::decode(&bytes).unwrap();
     assert_eq!(back.state_digest(), w.ledger.state_digest());
     let q = SearchQuery::default();
     assert_eq!(back.search(&q).unwrap(), w.ledger.search(&q).unwrap());
-    assert!(matches!(snapshot::decode(b"DCLEDG02garbage"), Err(snapshot::SnapshotError::Corrupt(_))));
-    assert!(matches!(snapshot::decode(b"DCLEDG01anything"), Err(snapshot::SnapshotError::UnsupportedVersion { .. })));
+    assert!(matches!(
+        snapshot::decode(b"DCLEDG02garbage"),
+        Err(snapshot::SnapshotError::Corrupt(_))
+    ));
+    assert!(matches!(
+        snapshot::decode(b"DCLEDG01anything"),
+        Err(snapshot::SnapshotError::UnsupportedVersion { .. })
+    ));
     assert!(snapshot::decode(b"nope").is_err());
 }
 
@@ -532,18 +1189,41 @@ fn cancelling_after_a_missed_deadline_still_penalises_the_provider() {
     let dev = w.devs[1].principal();
     let prov = w.providers[0].principal();
     // Give the provider reputation first.
-    let c0 = w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[0], hours: 10 }).unwrap();
+    let c0 = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[0],
+                hours: 10,
+            },
+        )
+        .unwrap();
     activate(&mut w, 0, c0.id);
     w.now += 10 * HOUR_NS;
     w.ledger.tick(w.now);
     let rep = w.ledger.reputation_of(&prov);
     assert!(rep > 0);
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: w.offerings[1], hours: 5 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[1],
+                hours: 5,
+            },
+        )
+        .unwrap();
     w.now += 2 * HOUR_NS; // past the 1 h deadline, before any tick
     let settled = w.ledger.cancel_contract(dev, w.now, c.id).unwrap();
     assert_eq!(settled.state, ContractState::DeadlineMissed);
     assert_eq!(settled.refunded_e9s, settled.paid_e9s);
-    assert_eq!(w.ledger.reputation_of(&prov), rep.saturating_sub(settled.paid_e9s / 10));
+    assert_eq!(
+        w.ledger.reputation_of(&prov),
+        rep.saturating_sub(settled.paid_e9s / 10)
+    );
     w.check_invariants();
 }
 
@@ -552,24 +1232,118 @@ fn gpu_capacity_is_counted_per_model() {
     let mut w = World::new();
     let p = &w.providers[0];
     let node = id(66);
-    let gpus = vec![GpuSpec { model: "A100".into(), count: 4, memory_gib: 80 }, GpuSpec { model: "H100".into(), count: 4, memory_gib: 80 }];
-    w.ledger.register_node(p.principal(), w.now, RegisterNodeArgs { delegation: delegation(p, &node, w.now + HOUR_NS), capabilities: caps(64, 512, Confidential::None, gpus) }).unwrap();
+    let gpus = vec![
+        GpuSpec {
+            model: "A100".into(),
+            count: 4,
+            memory_gib: 80,
+        },
+        GpuSpec {
+            model: "H100".into(),
+            count: 4,
+            memory_gib: 80,
+        },
+    ];
+    w.ledger
+        .register_node(
+            p.principal(),
+            w.now,
+            RegisterNodeArgs {
+                delegation: delegation(p, &node, w.now + HOUR_NS),
+                capabilities: caps(64, 512, Confidential::None, gpus),
+            },
+        )
+        .unwrap();
     let mut a = offering(node.principal(), 8, 64, 1_000);
-    a.gpu = Some(GpuSpec { model: "A100".into(), count: 4, memory_gib: 80 });
+    a.gpu = Some(GpuSpec {
+        model: "A100".into(),
+        count: 4,
+        memory_gib: 80,
+    });
     let mut h = a.clone();
-    h.gpu = Some(GpuSpec { model: "h100".into(), count: 4, memory_gib: 80 });
-    let (ia, ih) = (w.ledger.add_offering(p.principal(), w.now, a).unwrap(), w.ledger.add_offering(p.principal(), w.now, h).unwrap());
+    h.gpu = Some(GpuSpec {
+        model: "h100".into(),
+        count: 4,
+        memory_gib: 80,
+    });
+    let (ia, ih) = (
+        w.ledger.add_offering(p.principal(), w.now, a).unwrap(),
+        w.ledger.add_offering(p.principal(), w.now, h).unwrap(),
+    );
     let dev = w.devs[0].principal();
-    let ca = w.ledger.rent(dev, w.now, RentArgs { offering_id: ia, hours: 1 }).unwrap();
+    let ca = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: ia,
+                hours: 1,
+            },
+        )
+        .unwrap();
     // All A100s taken; the H100s are still free.
-    assert!(matches!(w.ledger.rent(dev, w.now, RentArgs { offering_id: ia, hours: 1 }), Err(LedgerError::CapacityExhausted { .. })));
-    let found = w.ledger.search(&SearchQuery { gpu_model: Some("H100".into()), ..Default::default() }).unwrap();
-    assert_eq!(found.offers.iter().map(|o| o.offering_id).collect::<Vec<_>>(), vec![ih]);
-    w.ledger.rent(dev, w.now, RentArgs { offering_id: ih, hours: 1 }).unwrap();
-    assert_eq!(w.ledger.node_info(&node.principal()).unwrap().reserved_gpus("a100"), 4);
+    assert!(matches!(
+        w.ledger.rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: ia,
+                hours: 1
+            }
+        ),
+        Err(LedgerError::CapacityExhausted { .. })
+    ));
+    let found = w
+        .ledger
+        .search(&SearchQuery {
+            gpu_model: Some("H100".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        found
+            .offers
+            .iter()
+            .map(|o| o.offering_id)
+            .collect::<Vec<_>>(),
+        vec![ih]
+    );
+    w.ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: ih,
+                hours: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        w.ledger
+            .node_info(&node.principal())
+            .unwrap()
+            .reserved_gpus("a100"),
+        4
+    );
     w.ledger.cancel_contract(dev, w.now, ca.id).unwrap();
-    assert_eq!(w.ledger.node_info(&node.principal()).unwrap().reserved_gpus("A100"), 0);
-    w.ledger.rent(dev, w.now, RentArgs { offering_id: ia, hours: 1 }).unwrap();
+    assert_eq!(
+        w.ledger
+            .node_info(&node.principal())
+            .unwrap()
+            .reserved_gpus("A100"),
+        0
+    );
+    w.ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: ia,
+                hours: 1,
+            },
+        )
+        .unwrap();
     w.check_invariants();
 }
 
@@ -578,12 +1352,30 @@ fn parameters_are_validated_at_genesis() {
     let t = id(200).principal();
     let mut p = params(t);
     p.release_reputation_bps = 20_000;
-    assert!(Ledger::new(Genesis { params: p, balances: vec![], reputations: vec![], time_ns: T0 }).is_err());
+    assert!(Ledger::new(Genesis {
+        params: p,
+        balances: vec![],
+        reputations: vec![],
+        time_ns: T0
+    })
+    .is_err());
     let mut p = params(t);
     p.minting_account = t;
-    assert!(Ledger::new(Genesis { params: p, balances: vec![], reputations: vec![], time_ns: T0 }).is_err());
+    assert!(Ledger::new(Genesis {
+        params: p,
+        balances: vec![],
+        reputations: vec![],
+        time_ns: T0
+    })
+    .is_err());
     let huge = vec![(Account::of(id(1).principal()), u64::MAX - 1)];
-    assert!(Ledger::new(Genesis { params: params(t), balances: huge, reputations: vec![], time_ns: T0 }).is_err());
+    assert!(Ledger::new(Genesis {
+        params: params(t),
+        balances: huge,
+        reputations: vec![],
+        time_ns: T0
+    })
+    .is_err());
 }
 
 #[test]
@@ -594,10 +1386,27 @@ fn extending_beyond_the_time_range_is_refused_not_wrapped() {
     spec.max_hours = u32::MAX;
     let oid = w.ledger.add_offering(p, w.now, spec).unwrap();
     let dev = w.devs[0].principal();
-    let c = w.ledger.rent(dev, w.now, RentArgs { offering_id: oid, hours: 1 }).unwrap();
+    let c = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: oid,
+                hours: 1,
+            },
+        )
+        .unwrap();
     activate(&mut w, 0, c.id);
     let d = w.ledger.state_digest();
-    let r = w.ledger.extend_contract(dev, w.now, ExtendArgs { contract_id: c.id, hours: u32::MAX - 1 });
+    let r = w.ledger.extend_contract(
+        dev,
+        w.now,
+        ExtendArgs {
+            contract_id: c.id,
+            hours: u32::MAX - 1,
+        },
+    );
     assert!(matches!(r, Err(LedgerError::Overflow(_))), "{r:?}");
     assert_eq!(w.ledger.state_digest(), d);
 }
@@ -607,5 +1416,8 @@ fn a_check_in_after_the_block_closed_is_stale() {
     let mut w = World::new();
     let args = w.sign_check_in(&w.nodes[0]);
     let late = w.ledger.params().block_interval_ns + w.now;
-    assert!(matches!(w.ledger.check_in(w.nodes[0].principal(), late, args), Err(LedgerError::StaleCheckIn { .. })));
+    assert!(matches!(
+        w.ledger.check_in(w.nodes[0].principal(), late, args),
+        Err(LedgerError::StaleCheckIn { .. })
+    ));
 }

@@ -17,26 +17,83 @@ use serde_bytes::ByteBuf;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Transfer { from: usize, to: usize, amount: u64, dedup: bool, bad_fee: bool },
-    Burn { from: usize, amount: u64 },
-    Approve { from: usize, spender: usize, amount: u64, expected: Option<u64>, expires_in_min: Option<u32> },
-    TransferFrom { spender: usize, from: usize, to: usize, amount: u64 },
-    Rent { dev: usize, offering: usize, hours: u32 },
-    Step { actor: usize, contract: u64, step: u8 },
-    Extend { dev: usize, contract: u64, hours: u32 },
-    Cancel { dev: usize, contract: u64 },
-    Rate { from: usize, to: usize, spend: u64 },
-    CheckIn { node: usize, tamper: bool },
-    AddOffering { provider: usize, node: usize, vcpus: u32, price: u64 },
-    RemoveOffering { provider: usize, offering: usize },
-    Advance { minutes: u32 },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: u64,
+        dedup: bool,
+        bad_fee: bool,
+    },
+    Burn {
+        from: usize,
+        amount: u64,
+    },
+    Approve {
+        from: usize,
+        spender: usize,
+        amount: u64,
+        expected: Option<u64>,
+        expires_in_min: Option<u32>,
+    },
+    TransferFrom {
+        spender: usize,
+        from: usize,
+        to: usize,
+        amount: u64,
+    },
+    Rent {
+        dev: usize,
+        offering: usize,
+        hours: u32,
+    },
+    Step {
+        actor: usize,
+        contract: u64,
+        step: u8,
+    },
+    Extend {
+        dev: usize,
+        contract: u64,
+        hours: u32,
+    },
+    Cancel {
+        dev: usize,
+        contract: u64,
+    },
+    Rate {
+        from: usize,
+        to: usize,
+        spend: u64,
+    },
+    CheckIn {
+        node: usize,
+        tamper: bool,
+    },
+    AddOffering {
+        provider: usize,
+        node: usize,
+        vcpus: u32,
+        price: u64,
+    },
+    RemoveOffering {
+        provider: usize,
+        offering: usize,
+    },
+    Advance {
+        minutes: u32,
+    },
 }
 
 /// Actors: 0-1 developers, 2-3 providers, 4-5 nodes, 6 treasury, 7 anonymous.
 const ACTORS: usize = 8;
 
 fn amount() -> impl Strategy<Value = u64> {
-    prop_oneof![0u64..1_000, 0u64..(20 * TOKEN), Just(10_000 * TOKEN), Just(u64::MAX)]
+    prop_oneof![
+        0u64..1_000,
+        0u64..(20 * TOKEN),
+        Just(10_000 * TOKEN),
+        Just(u64::MAX)
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -79,14 +136,27 @@ impl Runner {
     /// Calls through the Candid dispatcher; returns whether the ledger committed.
     fn call<A: CandidType>(&mut self, caller: usize, method: &str, arg: A) -> bool {
         let bytes = candid::encode_one(arg).expect("encode");
-        let out = dispatch::update(&mut self.w.ledger, self.actors[caller], self.w.now, method, &bytes).expect("dispatch");
+        let out = dispatch::update(
+            &mut self.w.ledger,
+            self.actors[caller],
+            self.w.now,
+            method,
+            &bytes,
+        )
+        .expect("dispatch");
         out.committed
     }
 
     fn apply(&mut self, op: &Op) -> bool {
         let acct = |r: &Runner, i: usize| Account::of(r.actors[i]);
         match op.clone() {
-            Op::Transfer { from, to, amount, dedup, bad_fee } => {
+            Op::Transfer {
+                from,
+                to,
+                amount,
+                dedup,
+                bad_fee,
+            } => {
                 let arg = TransferArg {
                     from_subaccount: None,
                     to: acct(self, to),
@@ -108,7 +178,13 @@ impl Runner {
                 };
                 self.call(from, "icrc1_transfer", arg)
             }
-            Op::Approve { from, spender, amount, expected, expires_in_min } => {
+            Op::Approve {
+                from,
+                spender,
+                amount,
+                expected,
+                expires_in_min,
+            } => {
                 let arg = ApproveArgs {
                     from_subaccount: None,
                     spender: acct(self, spender),
@@ -121,7 +197,12 @@ impl Runner {
                 };
                 self.call(from, "icrc2_approve", arg)
             }
-            Op::TransferFrom { spender, from, to, amount } => {
+            Op::TransferFrom {
+                spender,
+                from,
+                to,
+                amount,
+            } => {
                 let arg = TransferFromArgs {
                     spender_subaccount: None,
                     from: acct(self, from),
@@ -133,25 +214,63 @@ impl Runner {
                 };
                 self.call(spender, "icrc2_transfer_from", arg)
             }
-            Op::Rent { dev, offering, hours } => {
+            Op::Rent {
+                dev,
+                offering,
+                hours,
+            } => {
                 let id = self.w.offerings.get(offering).copied().unwrap_or(999);
-                self.call(dev, "rent", RentArgs { offering_id: id, hours })
+                self.call(
+                    dev,
+                    "rent",
+                    RentArgs {
+                        offering_id: id,
+                        hours,
+                    },
+                )
             }
-            Op::Step { actor, contract, step } => match step {
+            Op::Step {
+                actor,
+                contract,
+                step,
+            } => match step {
                 0 => self.call(actor, "accept_contract", contract),
                 1 => self.call(actor, "start_provisioning", contract),
                 2 => self.call(
                     actor,
                     "report_active",
-                    ReportActiveArgs { contract_id: contract, endpoint: "vm.example".into(), evidence_hash: ByteBuf::from(vec![9; 32]) },
+                    ReportActiveArgs {
+                        contract_id: contract,
+                        endpoint: "vm.example".into(),
+                        evidence_hash: ByteBuf::from(vec![9; 32]),
+                    },
                 ),
                 _ => self.call(actor, "reject_contract", contract),
             },
-            Op::Extend { dev, contract, hours } => self.call(dev, "extend_contract", ExtendArgs { contract_id: contract, hours }),
+            Op::Extend {
+                dev,
+                contract,
+                hours,
+            } => self.call(
+                dev,
+                "extend_contract",
+                ExtendArgs {
+                    contract_id: contract,
+                    hours,
+                },
+            ),
             Op::Cancel { dev, contract } => self.call(dev, "cancel_contract", contract),
             Op::Rate { from, to, spend } => {
                 let target = self.actors[to];
-                self.call(from, "rate", RateArgs { target, spend, reason: "property test".into() })
+                self.call(
+                    from,
+                    "rate",
+                    RateArgs {
+                        target,
+                        spend,
+                        reason: "property test".into(),
+                    },
+                )
             }
             Op::CheckIn { node, tamper } => {
                 // Actors 4 and 5 are the real nodes; others sign with some key.
@@ -166,7 +285,12 @@ impl Runner {
                 }
                 self.call(node, "check_in", args)
             }
-            Op::AddOffering { provider, node, vcpus, price } => {
+            Op::AddOffering {
+                provider,
+                node,
+                vcpus,
+                price,
+            } => {
                 let spec = offering(self.actors[4 + node], vcpus, vcpus.max(1), price);
                 let before = self.w.ledger.stats().offerings;
                 let ok = self.call(provider, "add_offering", spec);

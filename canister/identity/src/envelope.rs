@@ -129,11 +129,9 @@ impl Envelope {
         config
             .set_decoding_quota(bytes.len().saturating_mul(16).saturating_add(4096))
             .set_skipping_quota(10_000);
-        candid::utils::decode_one_with_config(bytes, &config).map_err(|e| {
-            IdentityError::Decode {
-                what: "Envelope",
-                reason: e.to_string(),
-            }
+        candid::utils::decode_one_with_config(bytes, &config).map_err(|e| IdentityError::Decode {
+            what: "Envelope",
+            reason: e.to_string(),
         })
     }
 }

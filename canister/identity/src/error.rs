@@ -44,7 +44,9 @@ pub enum IdentityError {
         now_ns: u64,
     },
     /// An envelope whose expiry lies further ahead than the verifier allows.
-    #[error("expiry {expires_at_ns} ns is too far ahead: at most {max_expires_at_ns} ns is accepted")]
+    #[error(
+        "expiry {expires_at_ns} ns is too far ahead: at most {max_expires_at_ns} ns is accepted"
+    )]
     ExpiryTooFar {
         /// The envelope's expiry.
         expires_at_ns: u64,

@@ -81,11 +81,10 @@ pub fn verify(
 ) -> Result<(), IdentityError> {
     let raw = der_decode_public_key(public_key_der)?;
     let key = VerifyingKey::from_bytes(&raw).map_err(|_| IdentityError::InvalidPublicKey)?;
-    let signature = <[u8; 64]>::try_from(signature).map_err(|_| {
-        IdentityError::InvalidSignatureLength {
+    let signature =
+        <[u8; 64]>::try_from(signature).map_err(|_| IdentityError::InvalidSignatureLength {
             len: signature.len(),
-        }
-    })?;
+        })?;
     key.verify_strict(
         &domain_separated(domain, message),
         &Signature::from_bytes(&signature),
@@ -175,20 +174,19 @@ impl Identity {
     /// Signs `message` in `domain` (see [`domain_separated`]).
     pub fn sign(&self, domain: Domain, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
-        self.key
-            .sign(&domain_separated(domain, message))
-            .to_bytes()
+        self.key.sign(&domain_separated(domain, message)).to_bytes()
     }
 
     /// Reads a PEM key file written by [`Identity::create_file`] or `dfx identity export`.
     #[cfg(feature = "keystore")]
     pub fn load(path: &std::path::Path) -> Result<Self, IdentityError> {
-        let pem = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            IdentityError::Io {
-                path: path.to_owned(),
-                source,
-            }
-        })?);
+        let pem =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| IdentityError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            );
         Self::from_pem(&pem)
     }
 

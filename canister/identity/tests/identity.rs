@@ -101,9 +101,15 @@ fn known_answer_public_key_der_and_principal() {
         format!("302a300506032b6570032100{RFC8032_PUBLIC}")
     );
     assert_eq!(der_encode_public_key(&bytes32(RFC8032_PUBLIC)), der);
-    assert_eq!(der_decode_public_key(&der).unwrap(), bytes32(RFC8032_PUBLIC));
+    assert_eq!(
+        der_decode_public_key(&der).unwrap(),
+        bytes32(RFC8032_PUBLIC)
+    );
     assert_eq!(id.principal().to_text(), RFC8032_PRINCIPAL);
-    assert_eq!(principal_of_public_key_der(&der).to_text(), RFC8032_PRINCIPAL);
+    assert_eq!(
+        principal_of_public_key_der(&der).to_text(),
+        RFC8032_PRINCIPAL
+    );
 }
 
 #[test]
@@ -156,7 +162,10 @@ fn pem_known_answer_and_round_trip() {
     assert_eq!(back.principal(), id.principal());
     // CRLF line endings and surrounding whitespace are accepted.
     let crlf = format!("\n{}\n", written.replace('\n', "\r\n"));
-    assert_eq!(Identity::from_pem(&crlf).unwrap().principal(), id.principal());
+    assert_eq!(
+        Identity::from_pem(&crlf).unwrap().principal(),
+        id.principal()
+    );
 }
 
 #[test]
@@ -176,7 +185,10 @@ fn pem_with_mismatching_public_key_is_refused() {
 fn legacy_ring_pem_loads() {
     let id = Identity::from_secret_bytes([7; 32]);
     let pem = pkcs8_v2_legacy(&[7; 32], &id.public_key_raw());
-    assert_eq!(Identity::from_pem(&pem).unwrap().principal(), id.principal());
+    assert_eq!(
+        Identity::from_pem(&pem).unwrap().principal(),
+        id.principal()
+    );
     // Any other byte layout under the legacy header is still refused.
     let mut der_pem = pem.replace("MFMC", "MFMD");
     assert!(Identity::from_pem(&der_pem).is_err());
@@ -205,7 +217,10 @@ fn debug_does_not_leak_secret() {
     let id = Identity::from_secret_bytes(bytes32(RFC8032_SECRET));
     let shown = format!("{id:?}");
     assert!(shown.contains(RFC8032_PRINCIPAL), "{shown}");
-    assert!(!shown.contains(RFC8032_SECRET) && !shown.contains("157"), "{shown}");
+    assert!(
+        !shown.contains(RFC8032_SECRET) && !shown.contains("157"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -254,7 +269,10 @@ fn create_file_load_and_no_overwrite() {
     let before = std::fs::read(&path).unwrap();
 
     let err = Identity::create_file(&path).unwrap_err();
-    assert!(matches!(err, IdentityError::AlreadyExists(ref p) if *p == path), "{err}");
+    assert!(
+        matches!(err, IdentityError::AlreadyExists(ref p) if *p == path),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), before);
     // No staging files are left behind.
     let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
@@ -306,7 +324,10 @@ fn domain_separation_layout() {
         domain_separated(Domain::CheckIn, b"z"),
         b"\x0edc-check-in-v1z".to_vec()
     );
-    assert_eq!(domain_separated(Domain::Custom("ab"), b"c"), b"\x02abc".to_vec());
+    assert_eq!(
+        domain_separated(Domain::Custom("ab"), b"c"),
+        b"\x02abc".to_vec()
+    );
 }
 
 #[test]
@@ -319,16 +340,29 @@ fn signatures_verify_and_fail() {
 
     let bad = |r: Result<(), IdentityError>| matches!(r, Err(IdentityError::BadSignature));
     assert!(bad(verify(&der, Domain::LedgerRequest, msg, &sig)));
-    assert!(bad(verify(&der, Domain::Custom("dc-check-in-v2"), msg, &sig)));
+    assert!(bad(verify(
+        &der,
+        Domain::Custom("dc-check-in-v2"),
+        msg,
+        &sig
+    )));
     let mut flipped_msg = msg.to_vec();
     flipped_msg[3] ^= 0x10;
     assert!(bad(verify(&der, Domain::CheckIn, &flipped_msg, &sig)));
     for i in [0, 31, 32, 63] {
         let mut flipped = sig;
         flipped[i] ^= 1;
-        assert!(verify(&der, Domain::CheckIn, msg, &flipped).is_err(), "bit in byte {i}");
+        assert!(
+            verify(&der, Domain::CheckIn, msg, &flipped).is_err(),
+            "bit in byte {i}"
+        );
     }
-    assert!(bad(verify(&bob().public_key_der(), Domain::CheckIn, msg, &sig)));
+    assert!(bad(verify(
+        &bob().public_key_der(),
+        Domain::CheckIn,
+        msg,
+        &sig
+    )));
     assert!(matches!(
         verify(&der, Domain::CheckIn, msg, &sig[..63]),
         Err(IdentityError::InvalidSignatureLength { len: 63 })
@@ -352,10 +386,17 @@ fn delegation_verifies_and_allows() {
     let d = Delegation::sign(
         &provider,
         node.public_key_der(),
-        &[Permission::ReportStatus, Permission::CheckIn, Permission::CheckIn],
+        &[
+            Permission::ReportStatus,
+            Permission::CheckIn,
+            Permission::CheckIn,
+        ],
         NOW + HOUR,
     );
-    assert_eq!(d.permissions, vec![Permission::CheckIn, Permission::ReportStatus]);
+    assert_eq!(
+        d.permissions,
+        vec![Permission::CheckIn, Permission::ReportStatus]
+    );
     let v = d.verify(NOW).unwrap();
     assert_eq!(
         v,
@@ -379,17 +420,27 @@ fn delegation_verifies_and_allows() {
     ));
     assert!(matches!(
         v.authorize(node.principal(), Permission::AcceptContracts),
-        Err(IdentityError::MissingPermission { required: Permission::AcceptContracts })
+        Err(IdentityError::MissingPermission {
+            required: Permission::AcceptContracts
+        })
     ));
 }
 
 #[test]
 fn delegation_expiry() {
-    let d = Delegation::sign(&alice(), bob().public_key_der(), &[Permission::CheckIn], NOW);
+    let d = Delegation::sign(
+        &alice(),
+        bob().public_key_der(),
+        &[Permission::CheckIn],
+        NOW,
+    );
     assert!(d.verify(NOW - 1).is_ok());
     assert!(matches!(
         d.verify(NOW),
-        Err(IdentityError::Expired { expires_at_ns: NOW, now_ns: NOW })
+        Err(IdentityError::Expired {
+            expires_at_ns: NOW,
+            now_ns: NOW
+        })
     ));
     assert!(d.verify(NOW + 1).is_err());
 }
@@ -475,7 +526,12 @@ fn delegation_payload_is_length_prefixed() {
 
 #[test]
 fn delegation_candid_round_trip() {
-    let d = Delegation::sign(&alice(), bob().public_key_der(), &[Permission::CheckIn], NOW);
+    let d = Delegation::sign(
+        &alice(),
+        bob().public_key_der(),
+        &[Permission::CheckIn],
+        NOW,
+    );
     let bytes = candid::encode_one(&d).unwrap();
     let back: Delegation = candid::decode_one(&bytes).unwrap();
     assert_eq!(back, d);
@@ -506,7 +562,13 @@ fn envelope_round_trip_and_verify() {
     assert_eq!(back.verify(NOW, MAX_TTL).unwrap(), alice().principal());
 
     // A large argument, near the size bound, still decodes within the decoding quota.
-    let big = Envelope::sign(&alice(), "m", vec![0xab; MAX_BYTES - 256], vec![1; 32], NOW + 1);
+    let big = Envelope::sign(
+        &alice(),
+        "m",
+        vec![0xab; MAX_BYTES - 256],
+        vec![1; 32],
+        NOW + 1,
+    );
     let bytes = big.to_bytes();
     assert!(bytes.len() <= MAX_BYTES, "{}", bytes.len());
     assert_eq!(Envelope::from_bytes(&bytes, MAX_BYTES).unwrap(), big);

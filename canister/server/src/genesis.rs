@@ -34,11 +34,18 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
     #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {field}: {reason}")]
-    Invalid { path: String, field: String, reason: String },
+    Invalid {
+        path: String,
+        field: String,
+        reason: String,
+    },
 }
 
 #[derive(Deserialize, Debug)]
@@ -90,15 +97,26 @@ pub fn local_minting_account() -> Principal {
 
 /// Parses a genesis file's text. `path` only labels errors.
 pub fn parse(path: &str, text: &str, genesis_time_ns: u64) -> Result<Genesis, GenesisError> {
-    let file: GenesisFile = toml::from_str(text).map_err(|e| GenesisError::Parse { path: path.into(), message: e.to_string() })?;
-    let invalid = |field: &str, reason: String| GenesisError::Invalid { path: path.into(), field: field.into(), reason };
+    let file: GenesisFile = toml::from_str(text).map_err(|e| GenesisError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let invalid = |field: &str, reason: String| GenesisError::Invalid {
+        path: path.into(),
+        field: field.into(),
+        reason,
+    };
     let principal = |field: &str, text: &str| {
-        Principal::from_text(text).map_err(|e| invalid(field, format!("{text:?} is not a principal: {e}")))
+        Principal::from_text(text)
+            .map_err(|e| invalid(field, format!("{text:?} is not a principal: {e}")))
     };
     let treasury = principal("treasury", &file.treasury)?;
     let mut params = Params::with_treasury(treasury, local_minting_account());
     let p = file.params;
-    let secs = |field: &str, s: u64| s.checked_mul(1_000_000_000).ok_or_else(|| invalid(field, "too large".into()));
+    let secs = |field: &str, s: u64| {
+        s.checked_mul(1_000_000_000)
+            .ok_or_else(|| invalid(field, "too large".into()))
+    };
     if let Some(v) = p.transfer_fee_e9s {
         params.transfer_fee_e9s = v;
     }
@@ -107,7 +125,10 @@ pub fn parse(path: &str, text: &str, genesis_time_ns: u64) -> Result<Genesis, Ge
     }
     if let Some(v) = p.block_interval_secs {
         if v == 0 {
-            return Err(invalid("params.block_interval_secs", "must be at least 1".into()));
+            return Err(invalid(
+                "params.block_interval_secs",
+                "must be at least 1".into(),
+            ));
         }
         params.block_interval_ns = secs("params.block_interval_secs", v)?;
     }
@@ -116,13 +137,19 @@ pub fn parse(path: &str, text: &str, genesis_time_ns: u64) -> Result<Genesis, Ge
     }
     if let Some(v) = p.halving_interval_blocks {
         if v == 0 {
-            return Err(invalid("params.halving_interval_blocks", "must be at least 1".into()));
+            return Err(invalid(
+                "params.halving_interval_blocks",
+                "must be at least 1".into(),
+            ));
         }
         params.halving_interval_blocks = v;
     }
     if let Some(v) = p.escrow_release_fee_bps {
         if v > 10_000 {
-            return Err(invalid("params.escrow_release_fee_bps", format!("{v} exceeds 10000 (100%)")));
+            return Err(invalid(
+                "params.escrow_release_fee_bps",
+                format!("{v} exceeds 10000 (100%)"),
+            ));
         }
         params.escrow_release_fee_bps = v;
     }
@@ -143,20 +170,33 @@ pub fn parse(path: &str, text: &str, genesis_time_ns: u64) -> Result<Genesis, Ge
     for (i, b) in file.balances.iter().enumerate() {
         let field = format!("balances[{i}]");
         let owner = principal(&field, &b.principal)?;
-        total = total.checked_add(b.amount_e9s).ok_or_else(|| invalid(&field, "total genesis supply overflows".into()))?;
+        total = total
+            .checked_add(b.amount_e9s)
+            .ok_or_else(|| invalid(&field, "total genesis supply overflows".into()))?;
         balances.push((Account::of(owner), b.amount_e9s));
     }
     let mut reputations = Vec::new();
     for (i, r) in file.reputations.iter().enumerate() {
-        reputations.push((principal(&format!("reputations[{i}]"), &r.principal)?, r.reputation));
+        reputations.push((
+            principal(&format!("reputations[{i}]"), &r.principal)?,
+            r.reputation,
+        ));
     }
-    Ok(Genesis { params, balances, reputations, time_ns: genesis_time_ns })
+    Ok(Genesis {
+        params,
+        balances,
+        reputations,
+        time_ns: genesis_time_ns,
+    })
 }
 
 /// Reads and parses a genesis file.
 pub fn load(path: &Path, genesis_time_ns: u64) -> Result<Genesis, GenesisError> {
     let label = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Read { path: label.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Read {
+        path: label.clone(),
+        source,
+    })?;
     parse(&label, &text, genesis_time_ns)
 }
 
@@ -179,10 +219,16 @@ amount_e9s = 42
         assert_eq!(g.balances.len(), 1);
         assert_eq!(g.time_ns, 7);
         let bad = ok.replace("aaaaa-aa", "not a principal");
-        assert!(parse("g.toml", &bad, 0).unwrap_err().to_string().contains("balances[0]"));
+        assert!(parse("g.toml", &bad, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("balances[0]"));
         let unknown = format!("{ok}\nsurprise = 1\n");
         assert!(parse("g.toml", &unknown, 0).is_err());
         let zero = ok.replace("block_interval_secs = 5", "block_interval_secs = 0");
-        assert!(parse("g.toml", &zero, 0).unwrap_err().to_string().contains("block_interval_secs"));
+        assert!(parse("g.toml", &zero, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("block_interval_secs"));
     }
 }

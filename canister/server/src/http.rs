@@ -30,7 +30,9 @@ fn status_of(e: &ServiceError) -> StatusCode {
         ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         ServiceError::Replayed(_) => StatusCode::CONFLICT,
         ServiceError::Dispatch(DispatchError::UnknownMethod(_)) => StatusCode::NOT_FOUND,
-        ServiceError::Dispatch(DispatchError::ArgumentTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        ServiceError::Dispatch(DispatchError::ArgumentTooLarge { .. }) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
         ServiceError::Dispatch(_) => StatusCode::BAD_REQUEST,
         ServiceError::Storage(_) | ServiceError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -39,7 +41,12 @@ fn status_of(e: &ServiceError) -> StatusCode {
 fn reply(result: Result<Vec<u8>, ServiceError>) -> Response {
     match result {
         Ok(bytes) => ([(header::CONTENT_TYPE, CANDID)], bytes).into_response(),
-        Err(e) => (status_of(&e), [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{e}\n")).into_response(),
+        Err(e) => (
+            status_of(&e),
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{e}\n"),
+        )
+            .into_response(),
     }
 }
 

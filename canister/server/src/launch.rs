@@ -25,7 +25,10 @@ pub struct LedgerProcess {
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error("{bin}: {source}")]
-    Spawn { bin: PathBuf, source: std::io::Error },
+    Spawn {
+        bin: PathBuf,
+        source: std::io::Error,
+    },
     #[error("dc-ledger exited ({status}) before it was ready{log}")]
     Exited { status: String, log: String },
     #[error("dc-ledger was not ready after {0:?}")]
@@ -36,10 +39,23 @@ impl LedgerProcess {
     /// Runs `bin serve --data DATA --listen 127.0.0.1:0 [--genesis G]` and
     /// waits up to `timeout` for the ready line. Its log (stderr) goes to
     /// `log` when given, and is quoted if the start fails.
-    pub fn start(bin: &Path, data: &Path, genesis: Option<&Path>, log: Option<&Path>, timeout: Duration) -> Result<LedgerProcess, LaunchError> {
-        let spawn_err = |source| LaunchError::Spawn { bin: bin.to_path_buf(), source };
+    pub fn start(
+        bin: &Path,
+        data: &Path,
+        genesis: Option<&Path>,
+        log: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<LedgerProcess, LaunchError> {
+        let spawn_err = |source| LaunchError::Spawn {
+            bin: bin.to_path_buf(),
+            source,
+        };
         let mut cmd = Command::new(bin);
-        cmd.arg("serve").arg("--data").arg(data).arg("--listen").arg("127.0.0.1:0");
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--listen")
+            .arg("127.0.0.1:0");
         if let Some(g) = genesis {
             cmd.arg("--genesis").arg(g);
         }
@@ -47,10 +63,15 @@ impl LedgerProcess {
             Some(path) => Stdio::from(std::fs::File::create(path).map_err(spawn_err)?),
             None => Stdio::null(),
         };
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
         let started = Instant::now();
         let mut child = cmd.spawn().map_err(spawn_err)?;
-        let stdout = child.stdout.take().ok_or_else(|| spawn_err(std::io::Error::other("no stdout")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| spawn_err(std::io::Error::other("no stdout")))?;
         let (tx, rx) = mpsc::channel();
         // Keep draining stdout after the ready line so the child never blocks on it.
         std::thread::spawn(move || {
@@ -63,7 +84,12 @@ impl LedgerProcess {
                 line.clear();
             }
         });
-        let mut process = LedgerProcess { child, url: String::new(), startup: Duration::ZERO, log: log.map(Path::to_path_buf) };
+        let mut process = LedgerProcess {
+            child,
+            url: String::new(),
+            startup: Duration::ZERO,
+            log: log.map(Path::to_path_buf),
+        };
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(url) => {
@@ -73,7 +99,10 @@ impl LedgerProcess {
                 }
                 Err(_) => {
                     if let Ok(Some(status)) = process.child.try_wait() {
-                        return Err(LaunchError::Exited { status: status.to_string(), log: process.log_tail() });
+                        return Err(LaunchError::Exited {
+                            status: status.to_string(),
+                            log: process.log_tail(),
+                        });
                     }
                     if started.elapsed() > timeout {
                         return Err(LaunchError::Timeout(timeout));
@@ -102,10 +131,16 @@ impl LedgerProcess {
     }
 
     fn log_tail(&self) -> String {
-        let Some(path) = &self.log else { return String::new() };
+        let Some(path) = &self.log else {
+            return String::new();
+        };
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        format!("; log {}:\n{}", path.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+        format!(
+            "; log {}:\n{}",
+            path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 }
 

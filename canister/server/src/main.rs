@@ -45,7 +45,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DC_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -58,7 +60,12 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let Command::Serve { data, listen, genesis: genesis_path, block_interval_secs } = cli.command;
+    let Command::Serve {
+        data,
+        listen,
+        genesis: genesis_path,
+        block_interval_secs,
+    } = cli.command;
     if !listen.ip().is_loopback() {
         anyhow::bail!("--listen {listen}: dc-ledger serves loopback only; put a TLS proxy in front for anything else");
     }
@@ -77,7 +84,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let opened = Service::open(data.clone(), genesis, clock)?;
     let service = opened.service;
     if let Some(secs) = block_interval_secs {
-        let current = service.with_ledger(|l| l.params().block_interval_ns).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let current = service
+            .with_ledger(|l| l.params().block_interval_ns)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(
             current == secs * 1_000_000_000,
             "--block-interval-secs {secs}: this ledger was created with {}s; parameters are fixed at genesis",
@@ -89,8 +98,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         tracing::info!(dir = %data.display(), replayed = opened.replayed, truncated_bytes = opened.truncated_bytes, "recovered ledger");
     }
-    let interval_ns = service.with_ledger(|l| l.params().block_interval_ns).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let interval_ns = service
+        .with_ledger(|l| l.params().block_interval_ns)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr()?;

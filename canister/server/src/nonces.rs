@@ -62,7 +62,10 @@ impl NonceCache {
     }
 
     pub(crate) fn entries(&self) -> Vec<(Vec<u8>, u64)> {
-        self.by_expiry.iter().map(|(e, k)| (k.clone(), *e)).collect()
+        self.by_expiry
+            .iter()
+            .map(|(e, k)| (k.clone(), *e))
+            .collect()
     }
 }
 

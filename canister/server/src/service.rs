@@ -39,7 +39,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ns(&self) -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -105,12 +108,23 @@ impl Service {
     ) -> Result<Opened, anyhow::Error> {
         let (store, ledger, nonces, replayed, truncated_bytes, created) = if Store::exists(&dir) {
             let (store, rec) = Store::open(&dir)?;
-            (store, rec.ledger, rec.nonces, rec.replayed, rec.truncated_bytes, false)
+            (
+                store,
+                rec.ledger,
+                rec.nonces,
+                rec.replayed,
+                rec.truncated_bytes,
+                false,
+            )
         } else {
             let Some(genesis) = genesis else {
-                anyhow::bail!("no ledger in {}; pass --genesis FILE.toml to create one", dir.display());
+                anyhow::bail!(
+                    "no ledger in {}; pass --genesis FILE.toml to create one",
+                    dir.display()
+                );
             };
-            let ledger = Ledger::new(genesis).map_err(|e| anyhow::anyhow!("invalid genesis: {e}"))?;
+            let ledger =
+                Ledger::new(genesis).map_err(|e| anyhow::anyhow!("invalid genesis: {e}"))?;
             let store = Store::create(&dir, &ledger)?;
             (store, ledger, NonceCache::default(), 0, 0, true)
         };
@@ -122,7 +136,9 @@ impl Service {
             std::thread::Builder::new()
                 .name("dc-ledger-commit".into())
                 .spawn(move || {
-                    let run = std::panic::AssertUnwindSafe(|| commit_loop(ledger, store, nonces, rx, clock));
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        commit_loop(ledger, store, nonces, rx, clock)
+                    });
                     if std::panic::catch_unwind(run).is_err() {
                         // Stop rather than limp on with a poisoned ledger; a
                         // restart recovers exactly what is durable.
@@ -131,7 +147,17 @@ impl Service {
                     }
                 })?
         };
-        Ok(Opened { service: Service { ledger, work: tx, clock }, replayed, truncated_bytes, created, committer })
+        Ok(Opened {
+            service: Service {
+                ledger,
+                work: tx,
+                clock,
+            },
+            replayed,
+            truncated_bytes,
+            created,
+            committer,
+        })
     }
 
     /// Current time of the service's clock.
@@ -144,7 +170,8 @@ impl Service {
         if body.len() > MAX_REQUEST_BYTES {
             return Err(ServiceError::TooLarge(body.len()));
         }
-        let envelope = Envelope::from_bytes(body, MAX_REQUEST_BYTES).map_err(|e| ServiceError::Malformed(e.to_string()))?;
+        let envelope = Envelope::from_bytes(body, MAX_REQUEST_BYTES)
+            .map_err(|e| ServiceError::Malformed(e.to_string()))?;
         let caller = envelope
             .verify(self.clock.now_ns(), MAX_ENVELOPE_TTL_NS)
             .map_err(|e| ServiceError::Unauthenticated(e.to_string()))?;
@@ -162,19 +189,32 @@ impl Service {
             expires_at_ns: envelope.expires_at_ns,
             reply,
         };
-        self.work.send(Work::Call(call)).map_err(|_| ServiceError::ShuttingDown)?;
+        self.work
+            .send(Work::Call(call))
+            .map_err(|_| ServiceError::ShuttingDown)?;
         rx.await.map_err(|_| ServiceError::ShuttingDown)?
     }
 
     /// Answers a query (unsigned; the caller is anonymous).
     pub fn query(&self, method: &str, arg: &[u8]) -> Result<Vec<u8>, ServiceError> {
-        let ledger = self.ledger.read().map_err(|_| ServiceError::Storage("ledger lock poisoned".into()))?;
-        Ok(dispatch::query(&ledger, Principal::anonymous(), method, arg)?)
+        let ledger = self
+            .ledger
+            .read()
+            .map_err(|_| ServiceError::Storage("ledger lock poisoned".into()))?;
+        Ok(dispatch::query(
+            &ledger,
+            Principal::anonymous(),
+            method,
+            arg,
+        )?)
     }
 
     /// Reads the ledger directly (status pages, tests).
     pub fn with_ledger<R>(&self, f: impl FnOnce(&Ledger) -> R) -> Result<R, ServiceError> {
-        let ledger = self.ledger.read().map_err(|_| ServiceError::Storage("ledger lock poisoned".into()))?;
+        let ledger = self
+            .ledger
+            .read()
+            .map_err(|_| ServiceError::Storage("ledger lock poisoned".into()))?;
         Ok(f(&ledger))
     }
 
@@ -186,7 +226,9 @@ impl Service {
     /// Writes a snapshot now (on shutdown).
     pub async fn snapshot(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.work.send(Work::Snapshot(tx)).map_err(|_| "shutting down".to_string())?;
+        self.work
+            .send(Work::Snapshot(tx))
+            .map_err(|_| "shutting down".to_string())?;
         rx.await.map_err(|_| "shutting down".to_string())?
     }
 }
@@ -225,7 +267,12 @@ fn commit_loop(
                     // Checked again here: a request may have expired while
                     // queued, and its nonce may already be pruned.
                     if call.expires_at_ns <= now {
-                        replies.push((call.reply, Err(ServiceError::Unauthenticated("the request expired before it could be applied".into()))));
+                        replies.push((
+                            call.reply,
+                            Err(ServiceError::Unauthenticated(
+                                "the request expired before it could be applied".into(),
+                            )),
+                        ));
                         continue;
                     }
                     if nonces.contains(&call.caller, &call.nonce) {
@@ -245,12 +292,20 @@ fn commit_loop(
                                     expires_at_ns: call.expires_at_ns,
                                 }
                             } else {
-                                Entry::Refused { caller: call.caller, nonce: call.nonce, expires_at_ns: call.expires_at_ns }
+                                Entry::Refused {
+                                    caller: call.caller,
+                                    nonce: call.nonce,
+                                    expires_at_ns: call.expires_at_ns,
+                                }
                             });
                             replies.push((call.reply, Ok(out.reply)));
                         }
                         Err(e) => {
-                            entries.push(Entry::Refused { caller: call.caller, nonce: call.nonce, expires_at_ns: call.expires_at_ns });
+                            entries.push(Entry::Refused {
+                                caller: call.caller,
+                                nonce: call.nonce,
+                                expires_at_ns: call.expires_at_ns,
+                            });
                             replies.push((call.reply, Err(e.into())));
                         }
                     }
@@ -276,7 +331,9 @@ fn commit_loop(
         }
         let wants = store.wants_snapshot(SNAPSHOT_EVERY_ENTRIES, SNAPSHOT_EVERY_BYTES);
         if wants || !snapshot_requests.is_empty() {
-            let result = store.write_snapshot(&guard, &nonces).map_err(|e: StoreError| e.to_string());
+            let result = store
+                .write_snapshot(&guard, &nonces)
+                .map_err(|e: StoreError| e.to_string());
             if let Err(e) = &result {
                 tracing::error!(error = %e, "snapshot failed; the journal still holds everything");
             }

@@ -32,10 +32,21 @@ const MAX_FRAME: usize = 64 * 1024 * 1024;
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// An update the ledger applied.
-    Call { now_ns: u64, caller: Principal, method: String, arg: Vec<u8>, nonce: Vec<u8>, expires_at_ns: u64 },
+    Call {
+        now_ns: u64,
+        caller: Principal,
+        method: String,
+        arg: Vec<u8>,
+        nonce: Vec<u8>,
+        expires_at_ns: u64,
+    },
     /// An update the ledger refused: only its nonce is kept, so it cannot be
     /// replayed later when it might succeed.
-    Refused { caller: Principal, nonce: Vec<u8>, expires_at_ns: u64 },
+    Refused {
+        caller: Principal,
+        nonce: Vec<u8>,
+        expires_at_ns: u64,
+    },
     /// Time passed and changed the ledger (contracts settled, block closed).
     Tick { now_ns: u64 },
 }
@@ -52,9 +63,16 @@ struct SnapshotFile {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: corrupt at byte {offset}: {reason}; refusing to start (restore the data directory from a backup)")]
-    Corrupt { path: PathBuf, offset: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
     #[error("{path}: {reason}")]
     BadSnapshot { path: PathBuf, reason: String },
     #[error("journal entry {seq} no longer replays: {reason}")]
@@ -62,7 +80,10 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What `Store::open` recovered.
@@ -85,17 +106,35 @@ pub struct Store {
 }
 
 /// Applies a journal entry to the ledger, exactly as the live service did.
-pub fn apply_entry(ledger: &mut Ledger, nonces: &mut NonceCache, entry: &Entry) -> Result<(), String> {
+pub fn apply_entry(
+    ledger: &mut Ledger,
+    nonces: &mut NonceCache,
+    entry: &Entry,
+) -> Result<(), String> {
     match entry {
-        Entry::Call { now_ns, caller, method, arg, nonce, expires_at_ns } => {
+        Entry::Call {
+            now_ns,
+            caller,
+            method,
+            arg,
+            nonce,
+            expires_at_ns,
+        } => {
             nonces.insert(caller, nonce, *expires_at_ns);
-            let out = dispatch::update(ledger, *caller, *now_ns, method, arg).map_err(|e| e.to_string())?;
+            let out = dispatch::update(ledger, *caller, *now_ns, method, arg)
+                .map_err(|e| e.to_string())?;
             if !out.committed {
-                return Err(format!("{method} was applied live but is refused on replay"));
+                return Err(format!(
+                    "{method} was applied live but is refused on replay"
+                ));
             }
             Ok(())
         }
-        Entry::Refused { caller, nonce, expires_at_ns } => {
+        Entry::Refused {
+            caller,
+            nonce,
+            expires_at_ns,
+        } => {
             nonces.insert(caller, nonce, *expires_at_ns);
             Ok(())
         }
@@ -107,7 +146,9 @@ pub fn apply_entry(ledger: &mut Ledger, nonces: &mut NonceCache, entry: &Entry) 
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 impl Store {
@@ -126,18 +167,34 @@ impl Store {
 
     fn open_journal(dir: &Path, next_seq: u64) -> Result<Store, StoreError> {
         let path = dir.join(JOURNAL_FILE);
-        let journal = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         let journal_bytes = journal.metadata().map_err(io_err(&path))?.len();
-        Ok(Store { dir: dir.to_path_buf(), journal, next_seq, entries_since_snapshot: 0, journal_bytes })
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            journal,
+            next_seq,
+            entries_since_snapshot: 0,
+            journal_bytes,
+        })
     }
 
     /// Loads the snapshot and replays the journal.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StoreError> {
         let snap_path = dir.join(SNAPSHOT_FILE);
         let bytes = fs::read(&snap_path).map_err(io_err(&snap_path))?;
-        let snap: SnapshotFile = postcard::from_bytes(&bytes)
-            .map_err(|e| StoreError::BadSnapshot { path: snap_path.clone(), reason: e.to_string() })?;
-        let mut ledger = snapshot::decode(&snap.ledger).map_err(|e| StoreError::BadSnapshot { path: snap_path.clone(), reason: e.to_string() })?;
+        let snap: SnapshotFile =
+            postcard::from_bytes(&bytes).map_err(|e| StoreError::BadSnapshot {
+                path: snap_path.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut ledger = snapshot::decode(&snap.ledger).map_err(|e| StoreError::BadSnapshot {
+            path: snap_path.clone(),
+            reason: e.to_string(),
+        })?;
         let mut nonces = NonceCache::default();
         for (key, exp) in snap.nonces {
             nonces.insert_key(key, exp);
@@ -145,9 +202,16 @@ impl Store {
         let journal_path = dir.join(JOURNAL_FILE);
         let mut data = Vec::new();
         if journal_path.exists() {
-            File::open(&journal_path).and_then(|mut f| f.read_to_end(&mut data)).map_err(io_err(&journal_path))?;
+            File::open(&journal_path)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(io_err(&journal_path))?;
         }
-        let (frames, valid_len) = parse_frames(&data).map_err(|(offset, reason)| StoreError::Corrupt { path: journal_path.clone(), offset, reason })?;
+        let (frames, valid_len) =
+            parse_frames(&data).map_err(|(offset, reason)| StoreError::Corrupt {
+                path: journal_path.clone(),
+                offset,
+                reason,
+            })?;
         let mut last_seq = snap.seq;
         let mut replayed = 0;
         for (seq, entry) in frames {
@@ -155,21 +219,37 @@ impl Store {
                 continue;
             }
             if seq != last_seq + 1 {
-                return Err(StoreError::Corrupt { path: journal_path, offset: 0, reason: format!("sequence jumps from {last_seq} to {seq}") });
+                return Err(StoreError::Corrupt {
+                    path: journal_path,
+                    offset: 0,
+                    reason: format!("sequence jumps from {last_seq} to {seq}"),
+                });
             }
-            apply_entry(&mut ledger, &mut nonces, &entry).map_err(|reason| StoreError::Replay { seq, reason })?;
+            apply_entry(&mut ledger, &mut nonces, &entry)
+                .map_err(|reason| StoreError::Replay { seq, reason })?;
             last_seq = seq;
             replayed += 1;
         }
         let truncated_bytes = data.len() as u64 - valid_len;
         if truncated_bytes > 0 {
-            let f = OpenOptions::new().write(true).open(&journal_path).map_err(io_err(&journal_path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&journal_path)
+                .map_err(io_err(&journal_path))?;
             f.set_len(valid_len).map_err(io_err(&journal_path))?;
             f.sync_all().map_err(io_err(&journal_path))?;
         }
         let mut store = Store::open_journal(dir, last_seq + 1)?;
         store.entries_since_snapshot = replayed;
-        Ok((store, Recovered { ledger, nonces, replayed, truncated_bytes }))
+        Ok((
+            store,
+            Recovered {
+                ledger,
+                nonces,
+                replayed,
+                truncated_bytes,
+            },
+        ))
     }
 
     /// Appends a batch of entries and makes them durable before returning.
@@ -179,10 +259,11 @@ impl Store {
         }
         let mut buf = Vec::with_capacity(entries.len() * 256);
         for entry in entries {
-            let payload = postcard::to_stdvec(&(self.next_seq, entry)).map_err(|e| StoreError::Io {
-                path: self.dir.join(JOURNAL_FILE),
-                source: std::io::Error::other(format!("cannot serialize entry: {e}")),
-            })?;
+            let payload =
+                postcard::to_stdvec(&(self.next_seq, entry)).map_err(|e| StoreError::Io {
+                    path: self.dir.join(JOURNAL_FILE),
+                    source: std::io::Error::other(format!("cannot serialize entry: {e}")),
+                })?;
             buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
             buf.extend_from_slice(&payload);
@@ -203,9 +284,20 @@ impl Store {
 
     /// Writes a snapshot of `ledger` covering every appended entry, then
     /// empties the journal.
-    pub fn write_snapshot(&mut self, ledger: &Ledger, nonces: &NonceCache) -> Result<(), StoreError> {
-        let snap = SnapshotFile { seq: self.next_seq - 1, ledger: snapshot::encode(ledger), nonces: nonces.entries() };
-        let bytes = postcard::to_stdvec(&snap).map_err(|e| StoreError::BadSnapshot { path: self.dir.join(SNAPSHOT_FILE), reason: format!("cannot serialize: {e}") })?;
+    pub fn write_snapshot(
+        &mut self,
+        ledger: &Ledger,
+        nonces: &NonceCache,
+    ) -> Result<(), StoreError> {
+        let snap = SnapshotFile {
+            seq: self.next_seq - 1,
+            ledger: snapshot::encode(ledger),
+            nonces: nonces.entries(),
+        };
+        let bytes = postcard::to_stdvec(&snap).map_err(|e| StoreError::BadSnapshot {
+            path: self.dir.join(SNAPSHOT_FILE),
+            reason: format!("cannot serialize: {e}"),
+        })?;
         let tmp = self.dir.join("snapshot.bin.tmp");
         let path = self.dir.join(SNAPSHOT_FILE);
         {
@@ -251,7 +343,12 @@ fn parse_frames(data: &[u8]) -> Result<(Vec<(u64, Entry)>, u64), (u64, String)> 
             if zeros_to_end || len > MAX_FRAME && rest.len() < FRAME_HEADER + len {
                 break;
             }
-            return Err((pos as u64, format!("frame of {len} bytes (allowed 1..={MAX_FRAME}) before the end of the journal")));
+            return Err((
+                pos as u64,
+                format!(
+                    "frame of {len} bytes (allowed 1..={MAX_FRAME}) before the end of the journal"
+                ),
+            ));
         }
         if rest.len() < FRAME_HEADER + len {
             break; // torn payload
@@ -263,7 +360,10 @@ fn parse_frames(data: &[u8]) -> Result<(Vec<(u64, Entry)>, u64), (u64, String)> 
             if torn_here {
                 break; // torn final frame
             }
-            return Err((pos as u64, "checksum mismatch before the end of the journal".into()));
+            return Err((
+                pos as u64,
+                "checksum mismatch before the end of the journal".into(),
+            ));
         }
         match postcard::from_bytes::<(u64, Entry)>(payload) {
             Ok(f) => frames.push(f),

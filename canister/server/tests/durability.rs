@@ -20,12 +20,23 @@ const GENESIS_E9S: u64 = 1_000_000_000_000;
 
 type Acked = Arc<Mutex<Vec<(u64, Principal, u64)>>>; // (block, sender, amount)
 
-async fn load(url: String, sender: u8, sink: Principal, acked: Acked, stop: Arc<std::sync::atomic::AtomicBool>) {
-    let client = LedgerClient::connect(&url, Some(identity(sender))).await.unwrap();
+async fn load(
+    url: String,
+    sender: u8,
+    sink: Principal,
+    acked: Acked,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let client = LedgerClient::connect(&url, Some(identity(sender)))
+        .await
+        .unwrap();
     let mut amount = 1_000 + sender as u64;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         match client.transfer(Account::of(sink), amount, None).await {
-            Ok(block) => acked.lock().unwrap().push((block, identity(sender).principal(), amount)),
+            Ok(block) => acked
+                .lock()
+                .unwrap()
+                .push((block, identity(sender).principal(), amount)),
             Err(_) => return, // the server died under us
         }
         amount += 1;
@@ -45,16 +56,35 @@ async fn verify(url: &str, acked: &[(u64, Principal, u64)], sink: Principal) {
     }
     // Hash chain.
     for w in blocks.windows(2) {
-        let phash = w[1].block.as_map_get("phash").and_then(|v| v.as_blob()).expect("phash").to_vec();
-        assert_eq!(phash, w[0].block.hash().to_vec(), "chain broken at block {}", w[1].id);
+        let phash = w[1]
+            .block
+            .as_map_get("phash")
+            .and_then(|v| v.as_blob())
+            .expect("phash")
+            .to_vec();
+        assert_eq!(
+            phash,
+            w[0].block.hash().to_vec(),
+            "chain broken at block {}",
+            w[1].id
+        );
     }
     // Every acknowledged transfer is at its index.
     for (index, sender, amount) in acked {
         let b = &blocks[*index as usize].block;
         let tx = b.as_map_get("tx").expect("tx");
-        let from = tx.as_map_get("from").and_then(|v| v.as_array()).and_then(|a| a.first()).and_then(|v| v.as_blob()).expect("from");
+        let from = tx
+            .as_map_get("from")
+            .and_then(|v| v.as_array())
+            .and_then(|a| a.first())
+            .and_then(|v| v.as_blob())
+            .expect("from");
         assert_eq!(from, sender.as_slice(), "block {index}");
-        assert_eq!(tx.as_map_get("amt").and_then(|v| v.as_nat_u64()), Some(*amount), "block {index}");
+        assert_eq!(
+            tx.as_map_get("amt").and_then(|v| v.as_nat_u64()),
+            Some(*amount),
+            "block {index}"
+        );
     }
     // Balances are genesis minus exactly what the log says was sent.
     let mut sent: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
@@ -62,7 +92,13 @@ async fn verify(url: &str, acked: &[(u64, Principal, u64)], sink: Principal) {
     for b in &blocks {
         let tx = b.block.as_map_get("tx").unwrap();
         if tx.as_map_get("op").and_then(|v| v.as_text()) == Some("xfer") {
-            let from = tx.as_map_get("from").and_then(|v| v.as_array()).and_then(|a| a.first()).and_then(|v| v.as_blob()).unwrap().to_vec();
+            let from = tx
+                .as_map_get("from")
+                .and_then(|v| v.as_array())
+                .and_then(|a| a.first())
+                .and_then(|v| v.as_blob())
+                .unwrap()
+                .to_vec();
             let amt = tx.as_map_get("amt").and_then(|v| v.as_nat_u64()).unwrap();
             *sent.entry(from).or_default() += amt + fee;
             total_in += amt;
@@ -71,7 +107,11 @@ async fn verify(url: &str, acked: &[(u64, Principal, u64)], sink: Principal) {
     for s in 1..=SENDERS {
         let p = identity(s).principal();
         let out = sent.get(p.as_slice()).copied().unwrap_or(0);
-        assert_eq!(c.balance_of(p).await.unwrap(), GENESIS_E9S - out, "sender {s}");
+        assert_eq!(
+            c.balance_of(p).await.unwrap(),
+            GENESIS_E9S - out,
+            "sender {s}"
+        );
     }
     assert_eq!(c.balance_of(sink).await.unwrap(), total_in);
     assert_eq!(stats.total_supply_e9s, SENDERS as u64 * GENESIS_E9S);
@@ -89,7 +129,15 @@ async fn acknowledged_transfers_survive_kill_9() {
     for round in 0..4u64 {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tasks: Vec<_> = (1..=SENDERS)
-            .map(|s| tokio::spawn(load(server.url.clone(), s, sink, acked.clone(), stop.clone())))
+            .map(|s| {
+                tokio::spawn(load(
+                    server.url.clone(),
+                    s,
+                    sink,
+                    acked.clone(),
+                    stop.clone(),
+                ))
+            })
             .collect();
         // Kill at a different moment each round, mid-load.
         tokio::time::sleep(Duration::from_millis(300 + 170 * round)).await;
@@ -100,21 +148,41 @@ async fn acknowledged_transfers_survive_kill_9() {
         if round == 2 {
             // Simulate a write torn by the crash: junk after the last frame.
             use std::io::Write;
-            let mut j = std::fs::OpenOptions::new().append(true).open(data.join("journal.log")).unwrap();
+            let mut j = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("journal.log"))
+                .unwrap();
             j.write_all(&[0x40, 0, 0, 0, 1, 2, 3]).unwrap();
         }
         server = start(&data, None);
         let snapshot: Vec<_> = acked.lock().unwrap().clone();
-        assert!(!snapshot.is_empty(), "round {round}: no transfer was acknowledged");
+        assert!(
+            !snapshot.is_empty(),
+            "round {round}: no transfer was acknowledged"
+        );
         verify(&server.url, &snapshot, sink).await;
     }
     // A clean stop snapshots; the next start has nothing to replay and the same state.
-    let before = LedgerClient::connect(&server.url, None).await.unwrap().stats().await.unwrap();
+    let before = LedgerClient::connect(&server.url, None)
+        .await
+        .unwrap()
+        .stats()
+        .await
+        .unwrap();
     server.terminate().expect("SIGTERM");
     let server = start(&data, None);
-    let after = LedgerClient::connect(&server.url, None).await.unwrap().stats().await.unwrap();
+    let after = LedgerClient::connect(&server.url, None)
+        .await
+        .unwrap()
+        .stats()
+        .await
+        .unwrap();
     assert_eq!(before.log_length, after.log_length);
-    assert_eq!(std::fs::metadata(data.join("journal.log")).unwrap().len(), 0, "clean stop leaves an empty journal");
+    assert_eq!(
+        std::fs::metadata(data.join("journal.log")).unwrap().len(),
+        0,
+        "clean stop leaves an empty journal"
+    );
     let all: Vec<_> = acked.lock().unwrap().clone();
     verify(&server.url, &all, sink).await;
 }

@@ -6,7 +6,14 @@ use proptest::prelude::*;
 
 fn valid_envelope() -> Vec<u8> {
     let id = Identity::from_secret_bytes([7; 32]);
-    Envelope::sign(&id, "icrc1_transfer", candid::encode_one(42u64).unwrap(), vec![1; 16], 1_700_000_000_100_000_000).to_bytes()
+    Envelope::sign(
+        &id,
+        "icrc1_transfer",
+        candid::encode_one(42u64).unwrap(),
+        vec![1; 16],
+        1_700_000_000_100_000_000,
+    )
+    .to_bytes()
 }
 
 fn mutate(mut base: Vec<u8>, flips: &[(usize, u8)], cut: usize) -> Vec<u8> {

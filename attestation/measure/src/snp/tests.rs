@@ -19,56 +19,12 @@ macro_rules! need_vector {
     };
 }
 
-/// Builds the JSON document from dstack's `measurement.snp.cbor` at test time
-/// (the vector's values are not copied into the source).
+/// The JSON document of dstack's `measurement.snp.cbor`, built at test time
+/// through the importer (the vector's values are not copied into the source).
 fn dstack_document(cbor: &[u8]) -> serde_json::Value {
-    use ciborium::Value;
-    let doc: Value = ciborium::from_reader(cbor).expect("dstack measurement CBOR decodes");
-    let map = doc.as_map().expect("CBOR map");
-    let get = |k: &str| {
-        map.iter()
-            .find(|(key, _)| key.as_text() == Some(k))
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no {k}"))
-    };
-    let bytes = |k: &str| hex::encode(get(k).as_bytes().unwrap_or_else(|| panic!("{k} not bytes")));
-    let int = |v: &Value| u64::try_from(v.as_integer().expect("integer")).expect("u64");
-    let sections: Vec<serde_json::Value> = get("ovmf_sections")
-        .as_array()
-        .expect("sections array")
-        .iter()
-        .map(|s| {
-            let m = s.as_map().expect("section map");
-            let f = |k: &str| {
-                int(&m
-                    .iter()
-                    .find(|(key, _)| key.as_text() == Some(k))
-                    .expect("section field")
-                    .1)
-            };
-            let ty = match SectionType::from_raw(f("type") as u32).expect("known section type") {
-                SectionType::SnpSecMem => "snp_sec_mem",
-                SectionType::SnpSecrets => "snp_secrets",
-                SectionType::Cpuid => "cpuid",
-                SectionType::SvsmCaa => "svsm_caa",
-                SectionType::SnpKernelHashes => "snp_kernel_hashes",
-            };
-            serde_json::json!({"gpa": format!("{:#x}", f("gpa")), "size": f("size"), "type": ty})
-        })
-        .collect();
-    serde_json::json!({
-        "ovmf_hash": bytes("ovmf_hash"),
-        "ovmf_sections": sections,
-        "sev_hashes_table_gpa": int(&get("hashes_table_gpa")),
-        "reset_eip": format!("{:#x}", int(&get("reset_eip"))),
-        "kernel_sha256": bytes("kernel_hash"),
-        "initrd_sha256": bytes("initrd_hash"),
-        "cmdline": get("cmdline").as_text().expect("cmdline text"),
-        "vcpus": 2,
-        "vcpu_type": "EPYC-v4",
-        "guest_features": "0x1",
-        "vmm": "qemu",
-    })
+    let input = SnpMeasureInput::from_dstack_cbor(cbor, 2, "EPYC-v4", 0x1)
+        .expect("dstack document imports");
+    serde_json::from_str(&input.to_json()).expect("document is JSON")
 }
 
 #[test]

@@ -66,7 +66,11 @@ pub fn delegation(provider: &Identity, node: &Identity, expires: u64) -> Delegat
     Delegation::sign(
         provider,
         node.public_key_der(),
-        &[Permission::CheckIn, Permission::AcceptContracts, Permission::ReportStatus],
+        &[
+            Permission::CheckIn,
+            Permission::AcceptContracts,
+            Permission::ReportStatus,
+        ],
         expires,
     )
 }
@@ -79,8 +83,15 @@ impl World {
         let devs = vec![id(1), id(2)];
         let providers = vec![id(11), id(12)];
         let nodes = vec![id(21), id(22)];
-        let mut balances: Vec<(Account, u64)> = devs.iter().map(|d| (Account::of(d.principal()), 10_000 * TOKEN)).collect();
-        balances.extend(providers.iter().map(|p| (Account::of(p.principal()), 100 * TOKEN)));
+        let mut balances: Vec<(Account, u64)> = devs
+            .iter()
+            .map(|d| (Account::of(d.principal()), 10_000 * TOKEN))
+            .collect();
+        balances.extend(
+            providers
+                .iter()
+                .map(|p| (Account::of(p.principal()), 100 * TOKEN)),
+        );
         let genesis = Genesis {
             params: params(treasury),
             balances,
@@ -88,7 +99,15 @@ impl World {
             time_ns: T0,
         };
         let ledger = Ledger::new(genesis).expect("genesis");
-        let mut w = World { ledger, treasury, devs, providers, nodes, offerings: vec![], now: T0 };
+        let mut w = World {
+            ledger,
+            treasury,
+            devs,
+            providers,
+            nodes,
+            offerings: vec![],
+            now: T0,
+        };
         for i in 0..2 {
             let p = w.providers[i].principal();
             w.ledger
@@ -105,11 +124,21 @@ impl World {
                 .expect("register provider");
             let d = delegation(&w.providers[i], &w.nodes[i], T0 + 1_000 * HOUR_NS);
             w.ledger
-                .register_node(p, w.now, RegisterNodeArgs { delegation: d, capabilities: caps(16, 64, Confidential::None, vec![]) })
+                .register_node(
+                    p,
+                    w.now,
+                    RegisterNodeArgs {
+                        delegation: d,
+                        capabilities: caps(16, 64, Confidential::None, vec![]),
+                    },
+                )
                 .expect("register node");
             let node = w.nodes[i].principal();
             for (vcpus, ram, price) in [(4, 16, 100_000_000 + i as u64), (8, 32, 200_000_000)] {
-                let oid = w.ledger.add_offering(p, w.now, offering(node, vcpus, ram, price)).expect("offering");
+                let oid = w
+                    .ledger
+                    .add_offering(p, w.now, offering(node, vcpus, ram, price))
+                    .expect("offering");
                 w.offerings.push(oid);
             }
         }
@@ -124,7 +153,8 @@ impl World {
         arg: &A,
     ) -> (R, bool) {
         let bytes = Encode!(arg).expect("encode");
-        let out = dispatch::update(&mut self.ledger, caller, self.now, method, &bytes).expect("dispatch");
+        let out =
+            dispatch::update(&mut self.ledger, caller, self.now, method, &bytes).expect("dispatch");
         let r = candid::decode_one::<R>(&out.reply).expect("decode reply");
         (r, out.committed)
     }
@@ -133,20 +163,39 @@ impl World {
     pub fn check_invariants(&self) {
         let l = &self.ledger;
         let stats = l.stats();
-        assert_eq!(l.sum_of_balances() + l.escrow_total() as u128, l.total_supply() as u128, "supply = balances + escrow");
-        assert_eq!(stats.total_supply_e9s, stats.genesis_e9s + stats.minted_rewards_e9s - stats.burned_e9s, "supply = genesis + rewards - burned");
-        assert!(stats.minted_rewards_e9s as u128 <= scheduled_supply(l.params(), stats.reward_block_height), "minted within schedule");
+        assert_eq!(
+            l.sum_of_balances() + l.escrow_total() as u128,
+            l.total_supply() as u128,
+            "supply = balances + escrow"
+        );
+        assert_eq!(
+            stats.total_supply_e9s,
+            stats.genesis_e9s + stats.minted_rewards_e9s - stats.burned_e9s,
+            "supply = genesis + rewards - burned"
+        );
+        assert!(
+            stats.minted_rewards_e9s as u128
+                <= scheduled_supply(l.params(), stats.reward_block_height),
+            "minted within schedule"
+        );
         let mut escrow = 0u64;
         for cid in 0..stats.contracts {
             let c = l.contract_info(cid).expect("contract");
-            assert_eq!(c.escrow_e9s() as u128 + c.released_e9s as u128 + c.refunded_e9s as u128, c.paid_e9s as u128);
+            assert_eq!(
+                c.escrow_e9s() as u128 + c.released_e9s as u128 + c.refunded_e9s as u128,
+                c.paid_e9s as u128
+            );
             assert!(c.fees_e9s <= c.released_e9s);
             if c.state.is_final() {
                 assert_eq!(c.escrow_e9s(), 0, "final contract holds no escrow");
             }
             escrow += c.escrow_e9s();
         }
-        assert_eq!(escrow, l.escrow_total(), "escrow = sum of contracts' escrow");
+        assert_eq!(
+            escrow,
+            l.escrow_total(),
+            "escrow = sum of contracts' escrow"
+        );
     }
 
     pub fn sign_check_in(&self, node: &Identity) -> CheckInArgs {

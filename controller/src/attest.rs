@@ -1,0 +1,754 @@
+//! `dcctl verify …` and `dcctl measure …`: attestation for developers and
+//! auditors. Verification is offline by default; `--fetch` lets the AMD key
+//! server or Intel PCS supply missing collateral, cached on disk.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use dc_attestation::bundle::{verify_bundle, BundlePolicy};
+use dc_attestation::fetch::{
+    CachingFetcher, FetchError, FetchResponse, Fetcher, FileCache, NoFetch,
+};
+use dc_attestation::{measure, nvidia, snp, tdx, Checks};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::exit::CliError;
+use crate::output::Output;
+
+/// Largest evidence or collateral file read (reports are ~1 KiB, quotes ~8 KiB,
+/// collateral and RIMs tens of KiB).
+const MAX_EVIDENCE_FILE_BYTES: u64 = 4 << 20;
+/// Largest image read by `measure` (firmware, kernel, initrd).
+const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
+
+pub const VERIFY_AFTER_HELP: &str = "\
+Every check is printed with its result and reason; `verified` is true only when
+all passed. A failed check exits 1 (with --json the object is still printed);
+unreadable files exit 4; bad arguments exit 2.
+
+Evidence files may be raw bytes or hex text. Verification is offline: pass the
+VCEK/VLEK (SNP) or collateral (TDX) as files, or add --fetch to get them from
+AMD's key server or Intel's PCS (cached under --cache-dir).
+
+Examples:
+  dcctl verify snp --report report.bin --vcek vcek.der --expect-measurement 7f51…
+  dcctl verify tdx --quote quote.bin --collateral collateral.json --now 1751624655
+  dcctl verify nvidia --report gpu.hex --certs chain.pem --nonce 4cff…
+  dcctl verify evidence bundle.json --nonce 00112233445566778899aabbccddeeff";
+
+/// `dcctl verify …`
+#[derive(Subcommand)]
+pub enum VerifyCmd {
+    /// Verify an AMD SEV-SNP attestation report up to AMD's pinned roots.
+    Snp(SnpArgs),
+    /// Verify an Intel TDX quote (v4, v5) with its collateral.
+    Tdx(TdxArgs),
+    /// Verify an NVIDIA H100 SPDM measurement report and its certificate chain.
+    Nvidia(NvidiaArgs),
+    /// Verify an evidence bundle (dc-evidence/v1 JSON) and its binding to a
+    /// nonce and a TLS key.
+    Evidence(EvidenceArgs),
+}
+
+/// Options every verifier shares.
+#[derive(Args, Clone)]
+pub struct CommonVerifyArgs {
+    /// Verify as of this time (Unix seconds); default now. Certificates and
+    /// collateral must be valid at this time.
+    #[arg(long)]
+    pub now: Option<u64>,
+    /// Fetch missing VCEKs (AMD KDS) or TDX collateral (Intel PCS) online.
+    #[arg(long)]
+    pub fetch: bool,
+    /// Where fetched collateral is cached. Default: $XDG_CACHE_HOME/dcctl/attestation.
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `dcctl verify snp`
+#[derive(Args)]
+pub struct SnpArgs {
+    /// The attestation report (1184 bytes, raw or hex).
+    #[arg(long)]
+    pub report: PathBuf,
+    /// VCEK or VLEK certificate (DER or PEM). Without it, --fetch gets the VCEK from AMD.
+    #[arg(long)]
+    pub vcek: Option<PathBuf>,
+    /// Certificate chain (PEM: ASK or ASVK, then ARK). Default: AMD's pinned
+    /// Milan, Genoa and Turin roots; a chain's root must be one of them.
+    #[arg(long)]
+    pub chain: Option<PathBuf>,
+    /// Expected launch measurement (48 bytes hex), e.g. from `dcctl measure snp`.
+    #[arg(long)]
+    pub expect_measurement: Option<String>,
+    /// Expected REPORT_DATA (64 bytes hex).
+    #[arg(long)]
+    pub expect_report_data: Option<String>,
+    /// Expected HOST_DATA (32 bytes hex): the contract the provider bound into the launch.
+    #[arg(long)]
+    pub expect_host_data: Option<String>,
+    /// Required VMPL of the report.
+    #[arg(long, default_value_t = 0)]
+    pub vmpl: u32,
+    /// Minimum TCB, e.g. `bootloader=3,tee=0,snp=8,microcode=115` (add `fmc=N` on Turin).
+    #[arg(long)]
+    pub min_tcb: Option<String>,
+    /// Accept guests whose policy allows a migration agent.
+    #[arg(long)]
+    pub allow_migration_agent: bool,
+    #[command(flatten)]
+    pub common: CommonVerifyArgs,
+}
+
+/// `dcctl verify tdx`
+#[derive(Args)]
+pub struct TdxArgs {
+    /// The TD quote (v4 or v5, raw or hex).
+    #[arg(long)]
+    pub quote: PathBuf,
+    /// Collateral JSON (PCK CRLs, TCB info, QE identity and their chains). Without it, --fetch gets it from Intel PCS.
+    #[arg(long)]
+    pub collateral: Option<PathBuf>,
+    /// Intel PCS or a PCCS base URL for --fetch.
+    #[arg(long, default_value = "https://api.trustedservices.intel.com")]
+    pub pcs_url: String,
+    /// Expected MRTD (48 bytes hex), e.g. from `dcctl measure tdx`.
+    #[arg(long)]
+    pub expect_mrtd: Option<String>,
+    /// Expected RTMR0..3 as INDEX=HEX, repeatable: `--expect-rtmr 1=ab12…`.
+    #[arg(long = "expect-rtmr")]
+    pub expect_rtmr: Vec<String>,
+    /// Expected MRCONFIGID (48 bytes hex): the contract the provider bound into the launch.
+    #[arg(long)]
+    pub expect_mrconfigid: Option<String>,
+    /// Expected REPORTDATA (64 bytes hex).
+    #[arg(long)]
+    pub expect_report_data: Option<String>,
+    /// Accept this TCB status besides UpToDate (repeatable), e.g. SWHardeningNeeded.
+    #[arg(long = "accept-tcb-status")]
+    pub accept_tcb_status: Vec<String>,
+    /// Accept this advisory ID (repeatable), e.g. INTEL-SA-00837.
+    #[arg(long = "allow-advisory")]
+    pub allow_advisory: Vec<String>,
+    /// CCEL event log to replay against the RTMRs.
+    #[arg(long)]
+    pub event_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonVerifyArgs,
+}
+
+/// `dcctl verify nvidia`
+#[derive(Args)]
+pub struct NvidiaArgs {
+    /// SPDM GET_MEASUREMENTS request||response (raw or hex).
+    #[arg(long)]
+    pub report: PathBuf,
+    /// The GPU's certificate chain (PEM, leaf first, five certificates).
+    #[arg(long)]
+    pub certs: PathBuf,
+    /// Expected nonce (32 bytes hex).
+    #[arg(long)]
+    pub nonce: Option<String>,
+    /// Reference integrity manifest (swidtag XML) to compare measurements with; repeatable.
+    #[arg(long = "rim")]
+    pub rims: Vec<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonVerifyArgs,
+}
+
+/// `dcctl verify evidence`
+#[derive(Args)]
+pub struct EvidenceArgs {
+    /// The bundle (dc-evidence/v1 JSON).
+    pub file: PathBuf,
+    /// The challenge you sent (hex, 16–64 bytes); the bundle must answer it.
+    #[arg(long, required_unless_present = "any_nonce")]
+    pub nonce: Option<String>,
+    /// Skip the freshness check (re-checking old evidence as an auditor).
+    #[arg(long, conflicts_with = "nonce")]
+    pub any_nonce: bool,
+    /// SHA-256 of the TLS SubjectPublicKeyInfo you saw on the connection (hex).
+    #[arg(long)]
+    pub tls_spki_sha256: Option<String>,
+    /// Expected SNP launch measurement (hex).
+    #[arg(long)]
+    pub expect_measurement: Option<String>,
+    /// Expected SNP HOST_DATA (hex).
+    #[arg(long)]
+    pub expect_host_data: Option<String>,
+    /// Expected TDX MRTD (hex).
+    #[arg(long)]
+    pub expect_mrtd: Option<String>,
+    /// Expected TDX MRCONFIGID (hex).
+    #[arg(long)]
+    pub expect_mrconfigid: Option<String>,
+    /// Accept this TDX TCB status besides UpToDate (repeatable).
+    #[arg(long = "accept-tcb-status")]
+    pub accept_tcb_status: Vec<String>,
+    /// Accept this TDX advisory ID (repeatable).
+    #[arg(long = "allow-advisory")]
+    pub allow_advisory: Vec<String>,
+    #[arg(long)]
+    pub now: Option<u64>,
+}
+
+/// `dcctl measure …`
+#[derive(Subcommand)]
+pub enum MeasureCmd {
+    /// Predict the SEV-SNP launch measurement of a direct-boot VM.
+    Snp(MeasureSnpArgs),
+    /// Predict TDX MRTD (from TDVF) and RTMR1/RTMR2 (direct boot).
+    Tdx(MeasureTdxArgs),
+}
+
+/// `dcctl measure snp`
+#[derive(Args)]
+pub struct MeasureSnpArgs {
+    /// A JSON document of hashes (see the README): no large binaries needed.
+    #[arg(long, conflicts_with_all = ["ovmf", "kernel", "initrd", "dstack_cbor"], required_unless_present_any = ["ovmf", "dstack_cbor"])]
+    pub input: Option<PathBuf>,
+    /// A dstack VM's SNP measurement document (`measurement.snp.cbor`); give
+    /// the VM shape with --vcpus, --vcpu-type and --guest-features.
+    #[arg(long, conflicts_with_all = ["ovmf", "kernel", "initrd"])]
+    pub dstack_cbor: Option<PathBuf>,
+    /// OVMF firmware (AmdSev build with the SEV hashes table).
+    #[arg(long, requires_all = ["kernel", "initrd"])]
+    pub ovmf: Option<PathBuf>,
+    /// Kernel (bzImage).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initrd.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u32,
+    /// QEMU CPU model: EPYC-v4, EPYC-Milan, EPYC-Genoa, …
+    #[arg(long, default_value = "EPYC-v4")]
+    pub vcpu_type: String,
+    /// SEV features in the VMSA (guest_features).
+    #[arg(long, default_value_t = 1)]
+    pub guest_features: u64,
+    /// Also print the JSON document of hashes (to publish for auditors).
+    #[arg(long)]
+    pub print_input: bool,
+}
+
+/// `dcctl measure tdx`
+#[derive(Args)]
+pub struct MeasureTdxArgs {
+    /// TDVF (OVMF built for TDX) image.
+    #[arg(long)]
+    pub tdvf: PathBuf,
+    /// Kernel (bzImage) for RTMR1.
+    #[arg(long, requires = "initrd")]
+    pub kernel: Option<PathBuf>,
+    /// Initrd for RTMR2.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for RTMR2.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Guest memory in MiB (QEMU writes the initrd address, which depends on
+    /// it, into the kernel's setup header before OVMF measures the kernel).
+    #[arg(long, default_value_t = 2048)]
+    pub memory_mib: u64,
+    /// QEMU before 9.0 adds TDVF pages in two passes, which changes MRTD.
+    #[arg(long)]
+    pub qemu_two_pass: bool,
+}
+
+fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>, CliError> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| CliError::local(format!("{}: {e}", path.display())))?;
+    if meta.len() > limit {
+        return Err(CliError::local(format!(
+            "{}: {} bytes, at most {limit} are read",
+            path.display(),
+            meta.len()
+        )));
+    }
+    std::fs::read(path).map_err(|e| CliError::local(format!("{}: {e}", path.display())))
+}
+
+fn read_evidence(path: &Path) -> Result<Vec<u8>, CliError> {
+    let raw = read_file(path, MAX_EVIDENCE_FILE_BYTES)?;
+    dc_attestation::decode_maybe_hex(&raw, MAX_EVIDENCE_FILE_BYTES as usize)
+        .map_err(|e| CliError::local(format!("{}: {e}", path.display())))
+}
+
+fn hex_arg<const N: usize>(
+    flag: &str,
+    value: &Option<String>,
+) -> Result<Option<[u8; N]>, CliError> {
+    value
+        .as_deref()
+        .map(|v| {
+            let bytes = dc_attestation::parse_hex_exact(v, N)
+                .map_err(|e| CliError::usage(format!("{flag}: {e}")))?;
+            let mut out = [0u8; N];
+            out.copy_from_slice(&bytes);
+            Ok(out)
+        })
+        .transpose()
+}
+
+fn now_or(now: Option<u64>) -> u64 {
+    now.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// `$XDG_CACHE_HOME/dcctl/attestation`, else `~/.cache/dcctl/attestation`.
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("dcctl")
+        .join("attestation")
+}
+
+/// HTTP GET with a bounded body, for `--fetch`.
+struct HttpFetcher {
+    client: reqwest::blocking::Client,
+}
+
+const MAX_FETCH_BYTES: usize = 4 << 20;
+
+impl HttpFetcher {
+    fn new() -> Result<Self, CliError> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .map_err(|e| CliError::local(format!("HTTP client: {e}")))?;
+        Ok(HttpFetcher { client })
+    }
+}
+
+impl Fetcher for HttpFetcher {
+    fn get(&self, url: &str) -> Result<FetchResponse, FetchError> {
+        let transport = |e: reqwest::Error| FetchError::Transport {
+            url: url.to_string(),
+            reason: e.to_string(),
+        };
+        let response = self.client.get(url).send().map_err(transport)?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect();
+        let body = response.bytes().map_err(transport)?;
+        if body.len() > MAX_FETCH_BYTES {
+            return Err(FetchError::TooLarge {
+                url: url.to_string(),
+                limit: MAX_FETCH_BYTES,
+            });
+        }
+        Ok(FetchResponse {
+            status,
+            headers,
+            body: body.to_vec(),
+        })
+    }
+}
+
+/// Runs `work` with the fetcher the flags ask for, on a blocking thread
+/// (the HTTP client is blocking and verification is CPU work).
+async fn with_fetcher<T: Send + 'static>(
+    common: &CommonVerifyArgs,
+    work: impl FnOnce(&dyn Fetcher) -> T + Send + 'static,
+) -> Result<T, CliError> {
+    let fetch = common.fetch;
+    let cache = FileCache::new(common.cache_dir.clone().unwrap_or_else(default_cache_dir));
+    tokio::task::spawn_blocking(move || -> Result<T, CliError> {
+        if fetch {
+            let http = HttpFetcher::new()?;
+            Ok(work(&CachingFetcher {
+                cache: &cache,
+                inner: &http,
+            }))
+        } else {
+            Ok(work(&NoFetch))
+        }
+    })
+    .await
+    .map_err(|e| CliError::local(format!("verification thread: {e}")))?
+}
+
+fn print_checks(checks: &Checks) -> String {
+    checks
+        .iter()
+        .map(|c| {
+            format!(
+                "  [{}] {:<22} {}",
+                if c.ok { " ok " } else { "FAIL" },
+                c.name,
+                c.detail
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints a verification and turns `verified == false` into exit code 1.
+fn finish<V: Serialize>(
+    out: &Output,
+    what: &str,
+    verified: bool,
+    value: &V,
+    checks: &Checks,
+    summary: String,
+) -> Result<(), CliError> {
+    let object = serde_json::to_value(value).unwrap_or(Value::Null);
+    out.print(object, || {
+        let verdict = if verified { "VERIFIED" } else { "NOT VERIFIED" };
+        format!("{what}: {verdict}\n{summary}\n{}", print_checks(checks))
+    });
+    if verified {
+        Ok(())
+    } else {
+        let failed: Vec<&str> = checks.failed().map(|c| c.name.as_str()).collect();
+        Err(CliError::refused(format!(
+            "{what} not verified: failed {}",
+            failed.join(", ")
+        )))
+    }
+}
+
+fn parse_min_tcb(text: &str) -> Result<snp::TcbLevels, CliError> {
+    let mut tcb = snp::TcbLevels {
+        bootloader: 0,
+        tee: 0,
+        snp: 0,
+        microcode: 0,
+        fmc: None,
+    };
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| CliError::usage(format!("--min-tcb: {part:?} is not NAME=VALUE")))?;
+        let v: u8 = v
+            .parse()
+            .map_err(|_| CliError::usage(format!("--min-tcb: {v:?} is not a number 0..255")))?;
+        match k {
+            "bootloader" => tcb.bootloader = v,
+            "tee" => tcb.tee = v,
+            "snp" => tcb.snp = v,
+            "microcode" => tcb.microcode = v,
+            "fmc" => tcb.fmc = Some(v),
+            other => {
+                return Err(CliError::usage(format!(
+                    "--min-tcb: unknown field {other:?} (bootloader, tee, snp, microcode, fmc)"
+                )))
+            }
+        }
+    }
+    Ok(tcb)
+}
+
+/// `dcctl verify snp`
+pub async fn verify_snp(out: Output, a: SnpArgs) -> Result<(), CliError> {
+    let report = read_evidence(&a.report)?;
+    let vcek = a
+        .vcek
+        .as_deref()
+        .map(|p| read_file(p, MAX_EVIDENCE_FILE_BYTES))
+        .transpose()?;
+    let chain = a
+        .chain
+        .as_deref()
+        .map(|p| read_file(p, MAX_EVIDENCE_FILE_BYTES))
+        .transpose()?;
+    let policy = snp::SnpPolicy {
+        required_vmpl: Some(a.vmpl),
+        min_tcb: a.min_tcb.as_deref().map(parse_min_tcb).transpose()?,
+        allow_migration_agent: a.allow_migration_agent,
+        expected_measurement: hex_arg::<48>("--expect-measurement", &a.expect_measurement)?,
+        expected_report_data: hex_arg::<64>("--expect-report-data", &a.expect_report_data)?,
+        expected_host_data: hex_arg::<32>("--expect-host-data", &a.expect_host_data)?,
+        ..snp::SnpPolicy::default()
+    };
+    let now = now_or(a.common.now);
+    let v = with_fetcher(&a.common, move |fetcher| {
+        let evidence = snp::SnpEvidence {
+            report: &report,
+            endorsement_key: vcek.as_deref(),
+            chain: chain.as_deref(),
+        };
+        snp::verify_with_fetch(&evidence, &policy, now, fetcher)
+    })
+    .await?;
+    let summary = format!(
+        "  generation {}, signed by {}, measurement {}\n  report_data {}\n  chip_id {}",
+        v.generation.as_deref().unwrap_or("unknown"),
+        v.signing_key.as_deref().unwrap_or("unknown"),
+        v.measurement,
+        v.report_data,
+        v.chip_id
+    );
+    finish(&out, "SEV-SNP report", v.verified, &v, &v.checks, summary)
+}
+
+/// `dcctl verify tdx`
+pub async fn verify_tdx(out: Output, a: TdxArgs) -> Result<(), CliError> {
+    let quote = read_evidence(&a.quote)?;
+    let collateral = a
+        .collateral
+        .as_deref()
+        .map(|p| read_file(p, MAX_EVIDENCE_FILE_BYTES))
+        .transpose()?;
+    if collateral.is_none() && !a.common.fetch {
+        return Err(CliError::usage(
+            "--collateral FILE is required unless --fetch is given",
+        ));
+    }
+    let event_log = a
+        .event_log
+        .as_deref()
+        .map(|p| read_file(p, MAX_EVIDENCE_FILE_BYTES))
+        .transpose()?;
+    let mut expected_rtmrs: [Option<[u8; 48]>; 4] = [None; 4];
+    for spec in &a.expect_rtmr {
+        let (i, h) = spec.split_once('=').ok_or_else(|| {
+            CliError::usage(format!("--expect-rtmr {spec:?}: expected INDEX=HEX"))
+        })?;
+        let i: usize =
+            i.parse().ok().filter(|i| *i < 4).ok_or_else(|| {
+                CliError::usage(format!("--expect-rtmr: index {i:?} is not 0..3"))
+            })?;
+        expected_rtmrs[i] = hex_arg::<48>("--expect-rtmr", &Some(h.to_string()))?;
+    }
+    let mut accepted = vec!["UpToDate".to_string()];
+    accepted.extend(a.accept_tcb_status.iter().cloned());
+    let policy = tdx::TdxPolicy {
+        accepted_tcb_statuses: accepted,
+        allowed_advisories: a.allow_advisory.clone(),
+        expected_mrtd: hex_arg::<48>("--expect-mrtd", &a.expect_mrtd)?,
+        expected_rtmrs,
+        expected_mrconfigid: hex_arg::<48>("--expect-mrconfigid", &a.expect_mrconfigid)?,
+        expected_report_data: hex_arg::<64>("--expect-report-data", &a.expect_report_data)?,
+        ..tdx::TdxPolicy::default()
+    };
+    let now = now_or(a.common.now);
+    let pcs_url = a.pcs_url.clone();
+    let v = with_fetcher(
+        &a.common,
+        move |fetcher| -> Result<tdx::TdxVerification, CliError> {
+            let collateral = match collateral {
+                Some(c) => c,
+                None => {
+                    tdx::pcs::fetch_collateral(&quote, &pcs_url, fetcher).map_err(|e| CliError {
+                        code: crate::exit::UNREACHABLE,
+                        message: format!("fetching TDX collateral: {e}"),
+                    })?
+                }
+            };
+            Ok(tdx::verify(
+                &quote,
+                &collateral,
+                &policy,
+                now,
+                event_log.as_deref(),
+            ))
+        },
+    )
+    .await??;
+    let summary = format!(
+        "  quote v{}, TCB status {}, advisories [{}]\n  mrtd {}\n  report_data {}",
+        v.quote_version,
+        v.tcb_status,
+        v.advisory_ids.join(", "),
+        v.mrtd,
+        v.report_data
+    );
+    finish(&out, "TDX quote", v.verified, &v, &v.checks, summary)
+}
+
+/// `dcctl verify nvidia`
+pub async fn verify_nvidia(out: Output, a: NvidiaArgs) -> Result<(), CliError> {
+    let report = read_evidence(&a.report)?;
+    let certs = read_file(&a.certs, MAX_EVIDENCE_FILE_BYTES)?;
+    let mut policy = nvidia::NvidiaPolicy {
+        expected_nonce: hex_arg::<32>("--nonce", &a.nonce)?,
+        ..nvidia::NvidiaPolicy::default()
+    };
+    for path in &a.rims {
+        let xml = read_file(path, MAX_EVIDENCE_FILE_BYTES)?;
+        policy.rims.push(
+            nvidia::rim::parse(&xml)
+                .map_err(|e| CliError::local(format!("{}: {e}", path.display())))?,
+        );
+    }
+    let now = now_or(a.common.now);
+    let v = with_fetcher(&a.common, move |_| {
+        nvidia::verify(&report, &certs, &policy, now)
+    })
+    .await?;
+    let summary = format!(
+        "  nonce {}\n  driver {}, VBIOS {}",
+        v.nonce,
+        v.driver_version.as_deref().unwrap_or("?"),
+        v.vbios_version.as_deref().unwrap_or("?")
+    );
+    finish(
+        &out,
+        "NVIDIA H100 report",
+        v.verified,
+        &v,
+        &v.checks,
+        summary,
+    )
+}
+
+/// `dcctl verify evidence`
+pub async fn verify_evidence(out: Output, a: EvidenceArgs) -> Result<(), CliError> {
+    let bytes = read_file(&a.file, dc_attestation::bundle::MAX_BUNDLE_BYTES as u64)?;
+    let expected_nonce = a
+        .nonce
+        .as_deref()
+        .map(|n| dc_attestation::parse_hex(n).map_err(|e| CliError::usage(format!("--nonce: {e}"))))
+        .transpose()?;
+    let mut accepted = vec!["UpToDate".to_string()];
+    accepted.extend(a.accept_tcb_status.iter().cloned());
+    let policy = BundlePolicy {
+        expected_nonce,
+        expected_tls_spki_sha256: hex_arg::<32>("--tls-spki-sha256", &a.tls_spki_sha256)?,
+        snp: snp::SnpPolicy {
+            expected_measurement: hex_arg::<48>("--expect-measurement", &a.expect_measurement)?,
+            expected_host_data: hex_arg::<32>("--expect-host-data", &a.expect_host_data)?,
+            ..snp::SnpPolicy::default()
+        },
+        tdx: tdx::TdxPolicy {
+            accepted_tcb_statuses: accepted,
+            allowed_advisories: a.allow_advisory.clone(),
+            expected_mrtd: hex_arg::<48>("--expect-mrtd", &a.expect_mrtd)?,
+            expected_mrconfigid: hex_arg::<48>("--expect-mrconfigid", &a.expect_mrconfigid)?,
+            ..tdx::TdxPolicy::default()
+        },
+        nvidia: nvidia::NvidiaPolicy::default(),
+    };
+    let now = now_or(a.now);
+    let v = tokio::task::spawn_blocking(move || verify_bundle(&bytes, &policy, now))
+        .await
+        .map_err(|e| CliError::local(format!("verification thread: {e}")))?;
+    let mut summary = format!(
+        "  nonce {}\n  TLS key sha256 {}",
+        v.nonce, v.tls_public_key_sha256
+    );
+    for item in &v.items {
+        let (kind, checks) = match item {
+            dc_attestation::bundle::ItemVerification::Snp(i) => ("sev-snp", &i.checks),
+            dc_attestation::bundle::ItemVerification::Tdx(i) => ("tdx", &i.checks),
+            dc_attestation::bundle::ItemVerification::Nvidia(i) => ("nvidia-h100", &i.checks),
+        };
+        summary.push_str(&format!("\n {kind}:\n{}", print_checks(checks)));
+    }
+    finish(&out, "evidence bundle", v.verified, &v, &v.checks, summary)
+}
+
+/// `dcctl measure snp`
+pub fn measure_snp(out: Output, a: MeasureSnpArgs) -> Result<(), CliError> {
+    let input = match (&a.input, &a.ovmf, &a.kernel, &a.initrd) {
+        _ if a.dstack_cbor.is_some() => {
+            let path = a.dstack_cbor.as_deref().unwrap_or(Path::new(""));
+            let bytes = read_file(path, measure::snp::MAX_DSTACK_CBOR_BYTES as u64)?;
+            measure::snp::SnpMeasureInput::from_dstack_cbor(
+                &bytes,
+                a.vcpus,
+                &a.vcpu_type,
+                a.guest_features,
+            )
+            .map_err(|e| CliError::local(format!("{}: {e}", path.display())))?
+        }
+        (Some(path), ..) => {
+            let bytes = read_file(path, MAX_EVIDENCE_FILE_BYTES)?;
+            measure::snp::SnpMeasureInput::from_json(&bytes)
+                .map_err(|e| CliError::local(format!("{}: {e}", path.display())))?
+        }
+        (None, Some(ovmf), Some(kernel), Some(initrd)) => {
+            let ovmf = read_file(ovmf, MAX_IMAGE_FILE_BYTES)?;
+            let kernel = read_file(kernel, MAX_IMAGE_FILE_BYTES)?;
+            let initrd = read_file(initrd, MAX_IMAGE_FILE_BYTES)?;
+            measure::snp::SnpMeasureInput::from_files(
+                &ovmf,
+                &kernel,
+                &initrd,
+                &a.cmdline,
+                a.vcpus,
+                &a.vcpu_type,
+                a.guest_features,
+            )
+            .map_err(|e| CliError::local(e.to_string()))?
+        }
+        _ => {
+            return Err(CliError::usage(
+                "give --input FILE.json, --dstack-cbor FILE, or --ovmf, --kernel and --initrd",
+            ))
+        }
+    };
+    let digest = measure::snp::launch_digest(&input).map_err(|e| CliError::local(e.to_string()))?;
+    let measurement = hex::encode(digest);
+    let mut object = json!({ "measurement": measurement, "platform": "sev-snp" });
+    if a.print_input {
+        object["input"] = serde_json::to_value(&input).unwrap_or(Value::Null);
+    }
+    out.print(object, || {
+        if a.print_input {
+            format!(
+                "{measurement}\n{}",
+                serde_json::to_string_pretty(&input).unwrap_or_default()
+            )
+        } else {
+            measurement.clone()
+        }
+    });
+    Ok(())
+}
+
+/// `dcctl measure tdx`
+pub fn measure_tdx(out: Output, a: MeasureTdxArgs) -> Result<(), CliError> {
+    let tdvf = read_file(&a.tdvf, MAX_IMAGE_FILE_BYTES)?;
+    let order = if a.qemu_two_pass {
+        measure::tdx::PageAddOrder::TwoPass
+    } else {
+        measure::tdx::PageAddOrder::SinglePass
+    };
+    let mrtd = hex::encode(
+        measure::tdx::mrtd_with_order(&tdvf, order)
+            .map_err(|e| CliError::local(format!("{}: {e}", a.tdvf.display())))?,
+    );
+    let mut object = json!({ "platform": "tdx", "mrtd": mrtd });
+    let mut text = format!("mrtd  {mrtd}");
+    if let (Some(kernel), Some(initrd)) = (&a.kernel, &a.initrd) {
+        let kernel = read_file(kernel, MAX_IMAGE_FILE_BYTES)?;
+        let initrd = read_file(initrd, MAX_IMAGE_FILE_BYTES)?;
+        let memory_bytes = a
+            .memory_mib
+            .checked_mul(1 << 20)
+            .ok_or_else(|| CliError::usage("--memory-mib is too large"))?;
+        let rtmr1 = hex::encode(
+            measure::tdx::rtmr1_direct_boot(&kernel, initrd.len(), memory_bytes)
+                .map_err(|e| CliError::local(e.to_string()))?,
+        );
+        let rtmr2 = hex::encode(measure::tdx::rtmr2_direct_boot(&a.cmdline, &initrd));
+        text.push_str(&format!("\nrtmr1 {rtmr1}\nrtmr2 {rtmr2}\n(RTMR0 depends on the VMM's ACPI tables and is not predicted)"));
+        object["rtmr1"] = json!(rtmr1);
+        object["rtmr2"] = json!(rtmr2);
+    }
+    out.print(object, || text);
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The attestation fuzz bodies on random bytes and on mutations of real
+//! evidence (../shared/vectors), so the suite catches panics without libFuzzer.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+
+fn vector(rel: &str) -> Vec<u8> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = dc_attestation::vectors_dir();
+        if d.is_none() {
+            eprintln!("skipped mutations of real evidence: no vectors (set DC_VECTORS)");
+        }
+        d
+    });
+    dir.as_ref()
+        .and_then(|d| std::fs::read(d.join(rel)).ok())
+        .unwrap_or_default()
+}
+
+fn mutate(mut base: Vec<u8>, flips: &[(usize, u8)], cut: usize) -> Vec<u8> {
+    for (i, x) in flips {
+        if !base.is_empty() {
+            let n = base.len();
+            base[i % n] ^= x;
+        }
+    }
+    base.truncate(cut.min(base.len()));
+    base
+}
+
+fn flips() -> impl Strategy<Value = Vec<(usize, u8)>> {
+    prop::collection::vec((any::<usize>(), 1u8..), 0..4)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn snp_report_never_panics(data in prop::collection::vec(any::<u8>(), 0..2048), f in flips(), cut in any::<usize>()) {
+        dc_fuzz::snp_report(&data);
+        let mut real = vector("go-sev-guest/attestation.bin");
+        real.extend(vector("go-sev-guest/vcek.testcer"));
+        dc_fuzz::snp_report(&mutate(real, &f, cut));
+    }
+
+    #[test]
+    fn tdx_quote_never_panics(data in prop::collection::vec(any::<u8>(), 0..2048), f in flips(), cut in any::<usize>()) {
+        dc_fuzz::tdx_quote(&data);
+        dc_fuzz::tdx_quote(&mutate(vector("dcap-qvl/tdx_quote"), &f, cut));
+    }
+
+    #[test]
+    fn event_log_never_panics(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+        dc_fuzz::tdx_event_log(&data);
+    }
+
+    #[test]
+    fn spdm_never_panics(data in prop::collection::vec(any::<u8>(), 0..2048), f in flips(), cut in any::<usize>()) {
+        dc_fuzz::spdm(&data);
+        let text = vector("nvtrust/hopperAttestationReport.txt");
+        let real = dc_attestation::decode_maybe_hex(&text, 1 << 20).unwrap_or_default();
+        dc_fuzz::spdm(&mutate(real, &f, cut));
+    }
+
+    #[test]
+    fn rim_never_panics(data in prop::collection::vec(any::<u8>(), 0..1024), f in flips(), cut in any::<usize>()) {
+        dc_fuzz::rim(&data);
+        dc_fuzz::rim(&mutate(vector("nvtrust/Driver_RIM_test_no_gpu.swidtag"), &f, cut));
+    }
+
+    #[test]
+    fn bundle_never_panics(data in prop::collection::vec(any::<u8>(), 0..1024), text in "[{}\\[\\]\":,a-z0-9 -]{0,300}") {
+        dc_fuzz::bundle(&data);
+        dc_fuzz::bundle(text.as_bytes());
+    }
+
+    #[test]
+    fn measure_never_panics(data in prop::collection::vec(any::<u8>(), 0..4096), f in flips(), cut in any::<usize>()) {
+        dc_fuzz::measure(&data);
+        dc_fuzz::measure(&mutate(vector("sev-snp-measure/ovmf_AmdSev_suffix.bin"), &f, cut));
+    }
+}
