@@ -296,9 +296,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
              ## Machine\n\n- CPU: {}, {} cores\n- memory: {:.1} GiB\n- kernel: {}\n- load average when the run started (1/5/15 min): {}\n- peer: {} (`cargo install snpguest`), `snpguest verify attestation CERTS_DIR REPORT`, one process per verification\n\n\
              ## What is measured\n\n\
              - **in process**: one thread calls the verifier in a loop with the evidence and certificates in memory (warm caches, nothing fetched). \
-             SEV-SNP: the Milan report of virtee/sev with its VCEK, chain to AMD's pinned roots, TCB extensions, chip ID and the default policy. \
-             TDX: dcap-qvl's sample v4 quote with its collateral (PCK chain, CRLs, TCB info, QE identity), TCB status judged by policy. \
-             NVIDIA: NVIDIA's sample Hopper SPDM report with its 5-certificate chain.\n\
+             SEV-SNP: the Milan report of virtee/sev with its VCEK and AMD's pinned roots; the RSA-4096 links ARK → ASK → VCEK are verified once and remembered by the DER hashes of the two certificates, \
+             while every call parses the report and certificates, checks validity at `now`, the report's ECDSA P-384 signature, the TCB extensions, the chip ID and the default policy. \
+             TDX: dcap-qvl's sample v4 quote with its collateral; every call checks the PCK chain, CRLs, TCB info and QE identity signatures, the QE report and the quote signature (nothing cached), and judges the TCB status by policy. \
+             NVIDIA: NVIDIA's sample Hopper SPDM report with its 5-certificate chain, all checked every call.\n\
              - **one process each**: `dcctl verify snp` (chain, report, TCB extensions, chip ID, policy) and `snpguest verify attestation -p milan` (report against the VCEK: signature and TCB) started {} times each on the same report, VCEK, ASK and ARK; the second row adds `snpguest verify certs` (ARK, ASK, VCEK), which `dcctl` does in the same process.\n\n\
              ## Results\n\n{}\n## Targets\n\n{}",
             utc_now(),

@@ -3,6 +3,10 @@
 //! extensions that bind a VCEK to one chip and one TCB (VCEK specification,
 //! AMD document 57230, "VCEK Certificate Extensions").
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use sha2::{Digest, Sha256};
 use sev::certs::snp::Verifiable;
 use x509_cert::der::{Decode, DecodePem, Encode};
 use x509_cert::Certificate;
@@ -138,23 +142,27 @@ pub fn generation_in_name(cn: &str) -> Option<Generation> {
 
 /// The pinned ARK of a generation: the root built into the `sev` crate.
 pub fn pinned_ark(generation: Generation) -> Result<Certificate, SnpError> {
-    let pem = match generation {
-        Generation::Milan => sev::certs::snp::builtin::milan::ARK,
-        Generation::Genoa => sev::certs::snp::builtin::genoa::ARK,
-        Generation::Turin => sev::certs::snp::builtin::turin::ARK,
+    static PARSED: [OnceLock<Result<Certificate, String>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let (slot, pem) = match generation {
+        Generation::Milan => (&PARSED[0], sev::certs::snp::builtin::milan::ARK),
+        Generation::Genoa => (&PARSED[1], sev::certs::snp::builtin::genoa::ARK),
+        Generation::Turin => (&PARSED[2], sev::certs::snp::builtin::turin::ARK),
     };
-    Certificate::from_pem(pem)
+    slot.get_or_init(|| Certificate::from_pem(pem).map_err(|e| e.to_string()))
+        .clone()
         .map_err(|e| SnpError::Certificate(format!("built-in {generation} ARK: {e}")))
 }
 
 /// The built-in ASK of a generation (the VCEK intermediate; there is no built-in ASVK).
 pub fn builtin_ask(generation: Generation) -> Result<Certificate, SnpError> {
-    let pem = match generation {
-        Generation::Milan => sev::certs::snp::builtin::milan::ASK,
-        Generation::Genoa => sev::certs::snp::builtin::genoa::ASK,
-        Generation::Turin => sev::certs::snp::builtin::turin::ASK,
+    static PARSED: [OnceLock<Result<Certificate, String>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let (slot, pem) = match generation {
+        Generation::Milan => (&PARSED[0], sev::certs::snp::builtin::milan::ASK),
+        Generation::Genoa => (&PARSED[1], sev::certs::snp::builtin::genoa::ASK),
+        Generation::Turin => (&PARSED[2], sev::certs::snp::builtin::turin::ASK),
     };
-    Certificate::from_pem(pem)
+    slot.get_or_init(|| Certificate::from_pem(pem).map_err(|e| e.to_string()))
+        .clone()
         .map_err(|e| SnpError::Certificate(format!("built-in {generation} ASK: {e}")))
 }
 
@@ -178,10 +186,40 @@ pub fn pinned_generation_of(root: &Certificate) -> Option<Generation> {
 
 /// Checks that `issuer`'s key made the RSASSA-PSS (SHA-384) signature on `subject`,
 /// as AMD signs ARK, ASK/ASVK and VCEK/VLEK certificates.
+///
+/// Results are remembered per (issuer, subject) pair of exact DER encodings:
+/// the check is a pure function of those bytes (validity times are checked
+/// separately, at every verification), and a verifier sees the same few AMD
+/// certificates again and again, so a warm process skips the RSA-4096 work.
 pub fn rsa_pss_signed_by(issuer: &Certificate, subject: &Certificate) -> Result<(), String> {
+    let (Ok(issuer_der), Ok(subject_der)) = (issuer.to_der(), subject.to_der()) else {
+        return Err("certificate does not re-encode as DER".to_string());
+    };
+    let key: LinkKey = (Sha256::digest(&issuer_der).into(), Sha256::digest(&subject_der).into());
+    if let Some(hit) = link_cache().lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return hit;
+    }
     let issuer = sev::certs::snp::Certificate::from(issuer.clone());
     let subject = sev::certs::snp::Certificate::from(subject.clone());
-    (&issuer, &subject).verify().map_err(|e| e.to_string())
+    let result = (&issuer, &subject).verify().map_err(|e| e.to_string());
+    if let Ok(mut cache) = link_cache().lock() {
+        if cache.len() >= MAX_CACHED_LINKS {
+            cache.clear();
+        }
+        cache.insert(key, result.clone());
+    }
+    result
+}
+
+/// SHA-256 of the issuer's and the subject's DER.
+type LinkKey = ([u8; 32], [u8; 32]);
+
+/// Bound on remembered certificate links (a few hundred bytes each).
+const MAX_CACHED_LINKS: usize = 4096;
+
+fn link_cache() -> &'static Mutex<HashMap<LinkKey, Result<(), String>>> {
+    static CACHE: OnceLock<Mutex<HashMap<LinkKey, Result<(), String>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
 /// Checks `now_unix_secs` against notBefore/notAfter.

@@ -134,6 +134,17 @@ mod tests {
     }
 
     #[test]
+    fn remembered_certificate_links_keep_their_verdict() {
+        let milan = certs::pinned_ark(Generation::Milan).unwrap();
+        let milan_ask = certs::builtin_ask(Generation::Milan).unwrap();
+        let genoa_ask = certs::builtin_ask(Generation::Genoa).unwrap();
+        for _ in 0..3 {
+            assert!(certs::rsa_pss_signed_by(&milan, &milan_ask).is_ok());
+            assert!(certs::rsa_pss_signed_by(&milan, &genoa_ask).is_err(), "a cached refusal stays a refusal");
+        }
+    }
+
+    #[test]
     fn pinned_roots_are_self_signed_and_sign_their_asks() {
         for g in Generation::ALL {
             let ark = certs::pinned_ark(g).expect("built-in ARK parses");

@@ -3,7 +3,6 @@
 
 use dc_attestation_common::fetch::Fetcher;
 use dc_attestation_common::{decode_maybe_hex, Checks};
-use p384::ecdsa::signature::Verifier;
 use serde::Serialize;
 use x509_cert::Certificate;
 
@@ -648,13 +647,6 @@ fn verify_report_signature(report: &ParsedReport, cert: &Certificate) -> Result<
             report.sig_algo
         ));
     }
-    let key =
-        p384::ecdsa::VerifyingKey::from_sec1_bytes(certs::public_key_sec1(cert)).map_err(|e| {
-            format!(
-                "{} does not hold a P-384 public key: {e}",
-                certs::label(cert)
-            )
-        })?;
     // R and S are 72-byte little-endian fields; P-384 scalars use the low 48 bytes.
     let to_be = |le: &[u8; 72]| -> Result<Vec<u8>, String> {
         if le[48..].iter().any(|&b| b != 0) {
@@ -664,18 +656,18 @@ fn verify_report_signature(report: &ParsedReport, cert: &Certificate) -> Result<
     };
     let mut rs = to_be(&report.signature_r)?;
     rs.extend(to_be(&report.signature_s)?);
-    let signature = p384::ecdsa::Signature::from_slice(&rs)
-        .map_err(|e| format!("signature is not a valid P-384 (r, s): {e}"))?;
-    key.verify(report.signed_bytes(), &signature)
-        .map(|()| {
-            format!(
-                "ECDSA P-384 signature verifies with the {} key",
-                certs::label(cert)
-            )
-        })
+    // aws-lc-rs (rustls' default provider, already in the tree) verifies P-384
+    // about five times faster than the pure-Rust p384 crate on this machine,
+    // which is what the 2,000 verifications/s per core target needs.
+    let key = aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED,
+        certs::public_key_sec1(cert),
+    );
+    key.verify(report.signed_bytes(), &rs)
+        .map(|()| format!("ECDSA P-384 signature verifies with the {} key", certs::label(cert)))
         .map_err(|_| {
             format!(
-                "the signature does not verify with the {} key",
+                "the signature does not verify with the {} key (or it holds no valid P-384 public key)",
                 certs::label(cert)
             )
         })

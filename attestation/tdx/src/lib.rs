@@ -16,7 +16,7 @@ pub use eventlog::{EventLogError, EventSummary};
 pub use quote::{parse_quote, QuoteSummary, TdReportKind, TdxError, MAX_QUOTE_BYTES, TEE_TYPE_TDX};
 
 use dc_attestation_common::Checks;
-use dcap_qvl::configs::RustCryptoConfig;
+use dcap_qvl::configs::RingConfig;
 use dcap_qvl::verify::{QuoteVerifier, VerifiedReport};
 use dcap_qvl::QuoteCollateralV3;
 use serde::Serialize;
@@ -107,7 +107,7 @@ impl TdxVerification {
 
 /// FMSPC from a PEM PCK chain (leaf first).
 fn fmspc_of(pem_chain: &str) -> Option<String> {
-    dcap_qvl::intel::parse_pck_extension_from_pem_with::<RustCryptoConfig>(pem_chain.as_bytes())
+    dcap_qvl::intel::parse_pck_extension_from_pem_with::<RingConfig>(pem_chain.as_bytes())
         .ok()
         .map(|ext| hex::encode_upper(ext.fmspc))
 }
@@ -122,7 +122,7 @@ fn dcap_verify(
 ) -> Result<VerifiedReport, String> {
     let run = || {
         QuoteVerifier::new_prod()
-            .with_config::<RustCryptoConfig>()
+            .with_config::<RingConfig>()
             .allow_debug(true)
             .verify(quote, collateral, now_unix_secs)
     };

@@ -17,7 +17,7 @@
 //! quote's certification data (type 5) and is stored in the collateral too.
 
 use dc_attestation_common::fetch::{FetchError, FetchResponse, Fetcher};
-use dcap_qvl::configs::RustCryptoConfig;
+use dcap_qvl::configs::RingConfig;
 use dcap_qvl::QuoteCollateralV3;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -90,7 +90,7 @@ pub fn pck_identity(quote: &[u8]) -> Result<(String, String, &'static str), PcsE
         .pck_chain_pem
         .ok_or(PcsError::NoPckChain(summary.cert_type))?;
     let certs =
-        dcap_qvl::intel::parse_pck_extension_from_pem_with::<RustCryptoConfig>(chain.as_bytes())
+        dcap_qvl::intel::parse_pck_extension_from_pem_with::<RingConfig>(chain.as_bytes())
             .map_err(|e| PcsError::Pck(format!("{e:#}")))?;
     let quote = dcap_qvl::quote::Quote::parse(quote.get(..summary.quote_len).unwrap_or(quote))
         .map_err(|e| PcsError::Pck(format!("{e:#}")))?;
@@ -99,7 +99,7 @@ pub fn pck_identity(quote: &[u8]) -> Result<(String, String, &'static str), PcsE
     let leaf = der_chain
         .first()
         .ok_or_else(|| PcsError::Pck("no certificate in the chain".into()))?;
-    let ca = dcap_qvl::intel::pck_ca_with::<RustCryptoConfig>(leaf)
+    let ca = dcap_qvl::intel::pck_ca_with::<RingConfig>(leaf)
         .map_err(|e| PcsError::Pck(format!("{e:#}")))?
         .as_id_str();
     Ok((chain, hex::encode_upper(certs.fmspc), ca))
