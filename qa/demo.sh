@@ -122,6 +122,19 @@ run dcctl --identity developer.pem cancel 0
 run dcctl --identity developer.pem balance
 run dcctl reputation "$prov"
 
+vectors="${DC_VECTORS:-$root/../shared/vectors}"
+if [ -d "$vectors" ]; then
+  step "An auditor predicts a confidential VM's launch measurement; a developer verifies its real SEV-SNP report against it"
+  m=$(dcctl measure snp --dstack-cbor "$vectors/dstack/DERIVED_measurement.snp.cbor" --vcpus 2 --vcpu-type EPYC-v4 --guest-features 1)
+  echo "predicted measurement: $m"
+  run dcctl verify snp --report "$vectors/dstack/DERIVED_sev_snp_report.bin" --vcek "$vectors/dstack/sev_snp_vcek.pem" \
+    --chain "$vectors/dstack/sev_snp_ask.pem" --now 1790000000 --expect-measurement "$m"
+  step "A TDX quote from real hardware, with Intel's collateral"
+  run dcctl verify tdx --quote "$vectors/dcap-qvl/tdx_quote" --collateral "$vectors/dcap-qvl/tdx_quote_collateral.json" --now 1751624655
+else
+  step "Attestation demo skipped: no real-hardware vectors at $vectors (set DC_VECTORS)"
+fi
+
 step "Ledger totals"
 run curl -s "$DC_LEDGER/api/v1/status"
 echo
