@@ -1,0 +1,903 @@
+//! The node agent: one owner of the VM state, driven by the ledger.
+//!
+//! [`Agent`] owns the journal, the VM records and the resource accounting; nothing
+//! else mutates them. Each [`Agent::tick`] lists the contracts addressed to this
+//! node, turns them into typed [`Action`]s with the pure [`plan`] function, and
+//! executes those actions one by one (journaling every step before acting on
+//! the next). Check-ins happen every `check_in_interval` from [`Agent::run`].
+//!
+//! Lifecycle of one contract on this node:
+//!
+//! ```text
+//! Requested ──fits──▶ reserve, journal Provisioning, accept, start_provisioning,
+//!                     launch, journal Provisioning+handle, wait ready,
+//!                     report_active, journal Active
+//!           ──does not fit──▶ reject_contract (never active)
+//! Active / Provisioning record, contract final (cancelled, expired, missed)
+//!                 ──▶ journal Releasing, delete VM, wipe run dir, release, journal Released
+//! ```
+//!
+//! On start ([`Agent::start`]) the journal is replayed and every VM that holds
+//! resources is adopted by its handle (same pid, never relaunched); a VM whose
+//! VMM died while the agent was down is journaled `Failed` and logged. The
+//! ledger has no operation for a node to report a dead VM: the contract stays
+//! active until the developer cancels it or it expires (a documented gap).
+//!
+//! Evidence hash: confidential launches are not implemented here yet, so the
+//! agent rejects offerings that require them; for regular VMs there is no
+//! evidence bundle and the reported hash is SHA-256 of the ASCII marker
+//! [`NO_EVIDENCE_MARKER`] ([`no_evidence_hash`]), which a developer can recompute.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dc_identity::Principal;
+use dc_ledger_client::{ClientError, LedgerClient};
+use dc_ledger_core::{Contract, ContractState, LedgerError};
+use dc_vmm::{
+    Accel, Boot, Disk, Hypervisor, Network, PortForward, VfioDevice, VmHandle, VmSpec, VmmError,
+};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AccelPreference, Config, NetworkMode, ProbeKind};
+use crate::journal::{Journal, JournalError, VmRecord, VmRecordState};
+use crate::resources::{Reservation, ResourceManager, ResourceRequest};
+
+/// What a regular (non-confidential) VM's evidence hash is computed from.
+pub const NO_EVIDENCE_MARKER: &[u8] = b"dc-evidence/none";
+
+/// SHA-256 of [`NO_EVIDENCE_MARKER`]: the evidence hash reported for VMs without attestation.
+pub fn no_evidence_hash() -> [u8; 32] {
+    Sha256::digest(NO_EVIDENCE_MARKER).into()
+}
+
+/// Current time in nanoseconds since the epoch (a parameter of the agent).
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    })
+}
+
+/// Decides that a launched guest is ready to be reported active.
+pub trait ReadinessProbe: Send + Sync {
+    /// One non-blocking-ish check (a short connect or a file read).
+    fn is_ready(&self, spec: &VmSpec, handle: &VmHandle) -> bool;
+}
+
+/// Ready when a TCP connection to the first forwarded host port succeeds.
+pub struct TcpProbe;
+
+impl ReadinessProbe for TcpProbe {
+    fn is_ready(&self, spec: &VmSpec, _handle: &VmHandle) -> bool {
+        let Network::User { forwards } = &spec.network else {
+            return false;
+        };
+        forwards.first().is_some_and(|f| {
+            TcpStream::connect_timeout(
+                &SocketAddr::new(f.host_addr, f.host_port),
+                Duration::from_millis(500),
+            )
+            .is_ok()
+        })
+    }
+}
+
+/// Ready when the serial log contains a marker (e.g. `login:`).
+pub struct SerialProbe {
+    pub marker: String,
+}
+
+impl ReadinessProbe for SerialProbe {
+    fn is_ready(&self, spec: &VmSpec, _handle: &VmHandle) -> bool {
+        std::fs::read(spec.serial_log())
+            .map(|b| String::from_utf8_lossy(&b).contains(&self.marker))
+            .unwrap_or(false)
+    }
+}
+
+/// The probe the configuration asks for.
+pub fn probe_from_config(config: &Config) -> Arc<dyn ReadinessProbe> {
+    match config.readiness.probe {
+        ProbeKind::Tcp => Arc::new(TcpProbe),
+        ProbeKind::Serial => Arc::new(SerialProbe {
+            marker: config.readiness.serial_marker.clone(),
+        }),
+    }
+}
+
+/// KVM when asked, or when `auto` and `host_root/dev/kvm` exists; TCG otherwise.
+pub fn resolve_accel(config: &Config) -> Accel {
+    match config.accel {
+        AccelPreference::Kvm => Accel::Kvm,
+        AccelPreference::Tcg => Accel::Tcg,
+        AccelPreference::Auto if config.host_root.join("dev/kvm").exists() => Accel::Kvm,
+        AccelPreference::Auto => Accel::Tcg,
+    }
+}
+
+/// Why the agent stopped or an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ClientError),
+    #[error("VMM: {0}")]
+    Vmm(#[from] VmmError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A decision about one contract, made by [`plan`] and carried out by [`Agent::execute`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Take the contract: reserve, accept (if still requested), provision, launch, report.
+    Provision { contract: Contract },
+    /// Refuse a requested contract this node cannot run.
+    Reject { contract_id: u64, reason: String },
+    /// The contract ended: delete its VM and free what it held.
+    Teardown { contract_id: u64, reason: String },
+    /// A VM launched before a restart that was not yet reported active: wait and report.
+    Resume { contract_id: u64 },
+}
+
+/// Pure decision: what to do about `contracts` (those of `node`) given the
+/// journaled VMs and what is free. Contracts are considered oldest first; each
+/// provision counts against a scratch copy of the resources, so one plan never
+/// overcommits.
+pub fn plan(
+    node: Principal,
+    contracts: &[Contract],
+    vms: &BTreeMap<u64, VmRecord>,
+    resources: &ResourceManager,
+) -> Vec<Action> {
+    let mut scratch = resources.clone();
+    let mut sorted: Vec<&Contract> = contracts.iter().filter(|c| c.node == node).collect();
+    sorted.sort_by_key(|c| c.id);
+    let mut actions = Vec::new();
+    for c in sorted {
+        match vms.get(&c.id) {
+            Some(r) if r.state.holds_resources() => {
+                if c.state.is_final() {
+                    actions.push(Action::Teardown {
+                        contract_id: c.id,
+                        reason: format!("contract is {}", c.state.as_str()),
+                    });
+                } else if r.state == VmRecordState::Provisioning
+                    && r.handle.is_some()
+                    && c.state == ContractState::Provisioning
+                {
+                    actions.push(Action::Resume { contract_id: c.id });
+                }
+            }
+            // Released or failed: never launched again.
+            Some(_) => {}
+            None => match c.state {
+                ContractState::Requested
+                | ContractState::Accepted
+                | ContractState::Provisioning => {
+                    let req = ResourceRequest::of_contract(c);
+                    match scratch.reserve(c.id, &req) {
+                        Ok(_) => actions.push(Action::Provision {
+                            contract: c.clone(),
+                        }),
+                        Err(e) if c.state == ContractState::Requested => {
+                            actions.push(Action::Reject {
+                                contract_id: c.id,
+                                reason: e.to_string(),
+                            })
+                        }
+                        // Accepted earlier but no longer fits (limits lowered): the
+                        // ledger cannot take it back; its deadline will refund it.
+                        Err(e) => {
+                            tracing::warn!(contract = c.id, reason = %e, "accepted contract no longer fits; leaving it to its deadline")
+                        }
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+    actions
+}
+
+/// The agent: the one owner of VM state on this node.
+pub struct Agent {
+    config: Config,
+    hypervisor: Arc<dyn Hypervisor>,
+    ledger: LedgerClient,
+    probe: Arc<dyn ReadinessProbe>,
+    clock: Clock,
+    journal: Journal,
+    vms: BTreeMap<u64, VmRecord>,
+    resources: ResourceManager,
+    accel: Accel,
+    check_in_interval: Option<Duration>,
+    last_check_in: Option<Instant>,
+}
+
+fn is_gone(e: &VmmError) -> bool {
+    matches!(e, VmmError::Gone { .. })
+}
+
+impl Agent {
+    /// Replays the journal, adopts every VM that holds resources (same process,
+    /// never relaunched), marks the dead ones `Failed`, finishes interrupted
+    /// teardowns and compacts the journal. `ledger` must be signed by the node key.
+    pub fn start(
+        config: Config,
+        hypervisor: Arc<dyn Hypervisor>,
+        ledger: LedgerClient,
+        probe: Arc<dyn ReadinessProbe>,
+        resources: ResourceManager,
+        clock: Clock,
+    ) -> Result<Agent, AgentError> {
+        std::fs::create_dir_all(config.data_dir.join("vms"))
+            .map_err(|e| AgentError::Other(format!("{}: {e}", config.data_dir.display())))?;
+        let (journal, replay) = Journal::open(&config.journal_path())?;
+        let accel = resolve_accel(&config);
+        let mut agent = Agent {
+            accel,
+            check_in_interval: config.check_in_interval_secs.map(Duration::from_secs),
+            config,
+            hypervisor,
+            ledger,
+            probe,
+            clock,
+            journal,
+            vms: BTreeMap::new(),
+            resources,
+            last_check_in: None,
+        };
+        for (id, record) in replay.latest() {
+            agent.recover(id, record)?;
+        }
+        let keep: Vec<VmRecord> = agent.vms.values().cloned().collect();
+        agent.journal.compact(&keep)?;
+        Ok(agent)
+    }
+
+    fn recover(&mut self, id: u64, record: VmRecord) -> Result<(), AgentError> {
+        match (record.state, &record.handle) {
+            (VmRecordState::Active | VmRecordState::Provisioning, Some(handle)) => {
+                match self.hypervisor.adopt(handle) {
+                    Ok(info) => {
+                        tracing::info!(contract = id, vm = %handle.id, pid = handle.pid, state = ?info.state, "adopted VM");
+                        self.resources.restore(record.reservation.clone());
+                        self.vms.insert(id, record);
+                    }
+                    Err(e) => {
+                        tracing::error!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VM died while the agent was down; marking it failed (the ledger has no operation to report this)");
+                        self.wipe_run_dir(&record.spec);
+                        self.record(VmRecord {
+                            state: VmRecordState::Failed,
+                            note: Some(format!("VMM gone on restart: {e}")),
+                            ..record
+                        })?;
+                    }
+                }
+            }
+            (VmRecordState::Provisioning, None) => {
+                // Crashed before the launch was journaled: the launch may or may not have
+                // happened, and we have no handle to find it. Never relaunch.
+                tracing::error!(contract = id, "provisioning was interrupted before the VM's handle was journaled; marking it failed");
+                self.wipe_run_dir(&record.spec);
+                self.record(VmRecord {
+                    state: VmRecordState::Failed,
+                    note: Some("interrupted before launch was journaled".into()),
+                    ..record
+                })?;
+            }
+            (VmRecordState::Releasing, _) | (VmRecordState::Active, None) => {
+                self.resources.restore(record.reservation.clone());
+                self.vms.insert(id, record);
+                self.teardown(id, "finishing an interrupted teardown")?;
+            }
+            (VmRecordState::Released | VmRecordState::Failed, _) => {
+                self.vms.insert(id, record);
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's principal.
+    pub fn node(&self) -> Principal {
+        self.ledger.principal()
+    }
+
+    /// The latest record of every contract this node has handled.
+    pub fn vms(&self) -> &BTreeMap<u64, VmRecord> {
+        &self.vms
+    }
+
+    /// The resource accounting.
+    pub fn resources(&self) -> &ResourceManager {
+        &self.resources
+    }
+
+    fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// Journals `record` (fsynced), then makes it the current one.
+    fn record(&mut self, mut record: VmRecord) -> Result<(), AgentError> {
+        record.at_ns = self.now();
+        self.journal.append(&record)?;
+        self.vms.insert(record.contract_id, record);
+        Ok(())
+    }
+
+    /// Checks in for the open reward block. Already checked in for it is not an error.
+    pub async fn check_in(&mut self) -> Result<(), AgentError> {
+        self.last_check_in = Some(Instant::now());
+        match self.ledger.check_in().await {
+            Ok(height) => {
+                tracing::info!(block = height, "checked in");
+                Ok(())
+            }
+            Err(ClientError::Ledger(LedgerError::AlreadyCheckedIn { block_height, .. })) => {
+                tracing::debug!(block = block_height, "already checked in for this block");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every contract naming this node (all pages).
+    pub async fn contracts(&self) -> Result<Vec<Contract>, AgentError> {
+        const PAGE: u32 = 100;
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let page = self
+                .ledger
+                .list_contracts(Some(self.node()), offset, PAGE)
+                .await?;
+            let n = page.len();
+            out.extend(page);
+            if n < PAGE as usize {
+                return Ok(out);
+            }
+            offset += n as u64;
+        }
+    }
+
+    /// One pass: list contracts, plan, execute. Errors of single actions are
+    /// logged and do not stop the pass; a journal error does.
+    pub async fn tick(&mut self) -> Result<Vec<Action>, AgentError> {
+        let contracts = self.contracts().await?;
+        let actions = plan(self.node(), &contracts, &self.vms, &self.resources);
+        for action in &actions {
+            match self.execute(action.clone()).await {
+                Ok(()) => {}
+                Err(e @ AgentError::Journal(_)) => return Err(e),
+                Err(e) => tracing::error!(?action, error = %e, "action failed"),
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Checks in every interval and ticks every poll interval until `shutdown` resolves.
+    pub async fn run(
+        &mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AgentError> {
+        let interval = match self.check_in_interval {
+            Some(i) => i,
+            None => {
+                let params = self.ledger.params().await?;
+                Duration::from_nanos((params.block_interval_ns / 2).max(1_000_000_000))
+            }
+        };
+        tracing::info!(node = %self.node(), check_in_interval_s = interval.as_secs(), "agent running");
+        tokio::pin!(shutdown);
+        loop {
+            if self.last_check_in.is_none_or(|t| t.elapsed() >= interval) {
+                if let Err(e) = self.check_in().await {
+                    tracing::warn!(error = %e, "check-in failed");
+                }
+            }
+            match self.tick().await {
+                Ok(_) => {}
+                Err(e @ AgentError::Journal(_)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "pass failed; retrying"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("agent stopping; VMs keep running");
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(self.config.poll_interval()) => {}
+            }
+        }
+    }
+
+    /// Carries out one action.
+    pub async fn execute(&mut self, action: Action) -> Result<(), AgentError> {
+        match action {
+            Action::Reject {
+                contract_id,
+                reason,
+            } => self.reject(contract_id, reason).await,
+            Action::Teardown {
+                contract_id,
+                reason,
+            } => self.teardown(contract_id, &reason),
+            Action::Provision { contract } => self.provision(contract).await,
+            Action::Resume { contract_id } => self.boot_and_report(contract_id).await,
+        }
+    }
+
+    async fn reject(&mut self, contract_id: u64, reason: String) -> Result<(), AgentError> {
+        tracing::info!(contract = contract_id, %reason, "rejecting contract");
+        self.ledger.reject_contract(contract_id).await?;
+        Ok(())
+    }
+
+    fn free_port(&self) -> Option<u16> {
+        let n = &self.config.network;
+        let used: Vec<u16> = self
+            .vms
+            .values()
+            .filter(|r| r.state.holds_resources())
+            .flat_map(|r| match &r.spec.network {
+                Network::User { forwards } => forwards.iter().map(|f| f.host_port).collect(),
+                _ => vec![],
+            })
+            .collect();
+        (n.port_min..=n.port_max)
+            .filter(|p| !used.contains(p))
+            .find(|p| TcpListener::bind((n.host_addr, *p)).is_ok())
+    }
+
+    /// The VM spec for a contract (id `c<contract id>`, overlay in its run dir).
+    pub fn build_spec(
+        &self,
+        contract_id: u64,
+        reservation: &Reservation,
+        host_port: u16,
+    ) -> Result<VmSpec, AgentError> {
+        let run_dir = self.config.vm_dir(contract_id);
+        let g = &self.config.guest;
+        let network = match self.config.network.mode {
+            NetworkMode::User => Network::User {
+                forwards: vec![PortForward {
+                    host_addr: self.config.network.host_addr,
+                    host_port,
+                    guest_port: self.config.network.guest_port,
+                }],
+            },
+            NetworkMode::Bridge => {
+                return Err(AgentError::Other(
+                    "bridge networking is not implemented by the agent yet".into(),
+                ))
+            }
+        };
+        let vfio = reservation
+            .gpu_groups
+            .iter()
+            .flat_map(|g| g.devices.iter())
+            .map(|d| VfioDevice {
+                sysfs_path: self.config.host_root.join("sys/bus/pci/devices").join(d),
+            })
+            .collect();
+        let spec = VmSpec {
+            id: format!("c{contract_id}"),
+            vcpus: reservation.request.vcpus.max(1),
+            memory_mib: reservation.request.memory_mib.max(64),
+            boot: Boot::Kernel {
+                kernel: g.kernel.clone(),
+                initrd: g.initrd.clone(),
+                cmdline: g.cmdline.clone(),
+                firmware: g.firmware.clone(),
+            },
+            disks: vec![Disk {
+                path: run_dir.join("disk.qcow2"),
+                base: Some(g.base_disk.clone()),
+                readonly: false,
+            }],
+            network,
+            vsock_cid: None,
+            vfio,
+            confidential: dc_vmm::Confidential::None,
+            accel: self.accel,
+            run_dir,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    async fn provision(&mut self, contract: Contract) -> Result<(), AgentError> {
+        let id = contract.id;
+        // Confidential launches are not implemented: refuse rather than run a
+        // regular VM for an offering that promises one.
+        let offering = self.ledger.offering(contract.offering_id).await?;
+        if let Some(o) = &offering {
+            if o.spec.confidential != dc_ledger_core::Confidential::None {
+                if contract.state == ContractState::Requested {
+                    return self
+                        .reject(
+                            id,
+                            format!(
+                                "{} launches are not implemented by this agent",
+                                o.spec.confidential.as_str()
+                            ),
+                        )
+                        .await;
+                }
+                return Err(AgentError::Other(format!(
+                    "contract {id} needs a confidential VM; not implemented"
+                )));
+            }
+        }
+        let req = ResourceRequest::of_contract(&contract);
+        let reservation = match self.resources.reserve(id, &req) {
+            Ok(r) => r,
+            Err(e) => {
+                if contract.state == ContractState::Requested {
+                    return self.reject(id, e.to_string()).await;
+                }
+                return Err(AgentError::Other(e.to_string()));
+            }
+        };
+        let port = match self.free_port() {
+            Some(p) => p,
+            None => {
+                self.resources.release(id);
+                let reason = "no free host port in network.port_min..=port_max".to_string();
+                if contract.state == ContractState::Requested {
+                    return self.reject(id, reason).await;
+                }
+                return Err(AgentError::Other(reason));
+            }
+        };
+        let spec = match self.build_spec(id, &reservation, port) {
+            Ok(s) => s,
+            Err(e) => {
+                self.resources.release(id);
+                if contract.state == ContractState::Requested {
+                    return self.reject(id, e.to_string()).await;
+                }
+                return Err(e);
+            }
+        };
+        self.record(VmRecord {
+            contract_id: id,
+            state: VmRecordState::Provisioning,
+            spec: spec.clone(),
+            handle: None,
+            reservation,
+            endpoint: None,
+            evidence_hash: None,
+            note: None,
+            at_ns: 0,
+        })?;
+        // Ledger steps first: a contract cancelled meanwhile is never launched.
+        let ledger_steps = async {
+            if contract.state == ContractState::Requested {
+                self.ledger.accept_contract(id).await?;
+            }
+            if contract.state != ContractState::Provisioning {
+                self.ledger.start_provisioning(id).await?;
+            }
+            Ok::<(), ClientError>(())
+        };
+        if let Err(e) = ledger_steps.await {
+            self.fail(id, format!("ledger refused to start provisioning: {e}"))?;
+            return Err(e.into());
+        }
+        if let Err(e) = std::fs::create_dir_all(&spec.run_dir) {
+            self.fail(id, format!("{}: {e}", spec.run_dir.display()))?;
+            return Err(AgentError::Other(e.to_string()));
+        }
+        let hv = self.hypervisor.clone();
+        let launch_spec = spec.clone();
+        let launched = tokio::task::spawn_blocking(move || {
+            hv.check(&launch_spec)?;
+            hv.launch(&launch_spec)
+        })
+        .await
+        .map_err(|e| AgentError::Other(format!("launch task: {e}")))?;
+        let handle = match launched {
+            Ok(h) => h,
+            Err(e) => {
+                self.fail(id, format!("launch failed: {e}"))?;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(contract = id, vm = %handle.id, pid = handle.pid, backend = handle.backend.as_str(), "VM launched");
+        let mut record = self.vms[&id].clone();
+        record.handle = Some(handle);
+        self.record(record)?;
+        self.boot_and_report(id).await
+    }
+
+    /// Waits for the guest, then reports it active (or tears it down).
+    async fn boot_and_report(&mut self, id: u64) -> Result<(), AgentError> {
+        let record = self.vms[&id].clone();
+        let Some(handle) = record.handle.clone() else {
+            return Err(AgentError::Other(format!(
+                "contract {id} has no launched VM"
+            )));
+        };
+        let probe = self.probe.clone();
+        let spec = record.spec.clone();
+        let timeout = self.config.vm_boot_timeout();
+        let ready = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            loop {
+                if probe.is_ready(&spec, &handle) {
+                    return true;
+                }
+                if started.elapsed() >= timeout {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .await
+        .map_err(|e| AgentError::Other(format!("readiness task: {e}")))?;
+        if !ready {
+            self.teardown(id, "guest not ready within vm_boot_timeout_secs")?;
+            let mut r = self.vms[&id].clone();
+            r.state = VmRecordState::Failed;
+            r.note = Some("boot timeout".into());
+            self.record(r)?;
+            return Err(AgentError::Other(format!(
+                "contract {id}: guest not ready in {timeout:?}"
+            )));
+        }
+        let endpoint = match &record.spec.network {
+            Network::User { forwards } if !forwards.is_empty() => {
+                format!(
+                    "{}:{}",
+                    self.config.network.endpoint_host(),
+                    forwards[0].host_port
+                )
+            }
+            _ => {
+                return Err(AgentError::Other(
+                    "no endpoint for this network mode".into(),
+                ))
+            }
+        };
+        let evidence = no_evidence_hash();
+        match self
+            .ledger
+            .report_active(id, endpoint.clone(), evidence)
+            .await
+        {
+            Ok(c) => {
+                tracing::info!(contract = id, %endpoint, state = c.state.as_str(), "reported active");
+                self.record(VmRecord {
+                    state: VmRecordState::Active,
+                    endpoint: Some(endpoint),
+                    evidence_hash: Some(hex::encode(evidence)),
+                    ..record
+                })
+            }
+            Err(e) => {
+                // E.g. cancelled while booting, or the deadline passed: the VM must go.
+                tracing::warn!(contract = id, error = %e, "report_active refused; tearing the VM down");
+                self.teardown(id, "report_active refused")?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Marks a provisioning attempt failed: wipes what it made and frees its resources.
+    fn fail(&mut self, id: u64, note: String) -> Result<(), AgentError> {
+        tracing::error!(contract = id, %note, "provisioning failed");
+        let record = self.vms[&id].clone();
+        self.wipe_run_dir(&record.spec);
+        self.resources.release(id);
+        self.record(VmRecord {
+            state: VmRecordState::Failed,
+            note: Some(note),
+            ..record
+        })
+    }
+
+    fn wipe_run_dir(&self, spec: &VmSpec) {
+        // The overlay is deleted, not overwritten: on SSDs and copy-on-write file
+        // systems overwriting in place does not reach the old blocks anyway; the
+        // data partition is expected to be encrypted at rest.
+        if let Err(e) = remove_dir_if_inside(&spec.run_dir, &self.config.data_dir.join("vms")) {
+            tracing::warn!(dir = %spec.run_dir.display(), error = %e, "could not wipe the run directory");
+        }
+    }
+
+    /// Deletes the VM, wipes its run directory, frees its resources; journaled
+    /// `Releasing` before and `Released` after, so a crash in between finishes on restart.
+    fn teardown(&mut self, id: u64, reason: &str) -> Result<(), AgentError> {
+        let Some(record) = self.vms.get(&id).cloned() else {
+            return Ok(());
+        };
+        tracing::info!(contract = id, %reason, "releasing VM");
+        self.record(VmRecord {
+            state: VmRecordState::Releasing,
+            ..record.clone()
+        })?;
+        if let Some(handle) = &record.handle {
+            match self.hypervisor.delete(handle) {
+                Ok(()) => {}
+                Err(e) if is_gone(&e) => {}
+                Err(e) => {
+                    // Keep it Releasing: the next start retries.
+                    tracing::error!(contract = id, error = %e, "deleting the VM failed");
+                    return Err(e.into());
+                }
+            }
+        }
+        self.wipe_run_dir(&record.spec);
+        self.resources.release(id);
+        self.record(VmRecord {
+            state: VmRecordState::Released,
+            note: Some(reason.to_string()),
+            ..record
+        })
+    }
+}
+
+/// Removes `dir` only if it lies inside `parent` (never follows a bad journal record elsewhere).
+fn remove_dir_if_inside(dir: &Path, parent: &Path) -> std::io::Result<()> {
+    if !dir.starts_with(parent)
+        || dir == parent
+        || dir
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(std::io::Error::other(format!(
+            "{} is not inside {}",
+            dir.display(),
+            parent.display()
+        )));
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::tests::record;
+    use crate::resources::{EffectiveLimits, GpuGroup};
+    use dc_ledger_core::Resources;
+
+    fn node() -> Principal {
+        dc_identity::Identity::from_secret_bytes([1; 32]).principal()
+    }
+
+    fn contract(id: u64, state: ContractState, vcpus: u32) -> Contract {
+        Contract {
+            id,
+            offering_id: 0,
+            developer: Principal::anonymous(),
+            provider: Principal::anonymous(),
+            node: node(),
+            resources: Resources {
+                vcpus,
+                ram_gib: 1,
+                storage_gib: 1,
+                gpus: 0,
+            },
+            gpu_model: None,
+            price_e9s_per_hour: 1,
+            hours: 1,
+            state,
+            created_at_ns: 0,
+            provisioning_deadline_ns: 0,
+            active_since_ns: None,
+            ends_at_ns: None,
+            paid_e9s: 1,
+            released_e9s: 0,
+            refunded_e9s: 0,
+            fees_e9s: 0,
+            endpoint: None,
+            evidence_hash: None,
+            history: vec![],
+        }
+    }
+
+    fn resources() -> ResourceManager {
+        ResourceManager::new(EffectiveLimits {
+            vcpus: 4,
+            memory_mib: 8192,
+            storage_gib: 100,
+            gpu_groups: vec![GpuGroup {
+                group: "1".into(),
+                model: "H100".into(),
+                devices: vec![],
+            }],
+        })
+    }
+
+    #[test]
+    fn requested_contracts_are_taken_until_full_then_rejected() {
+        let cs = vec![
+            contract(3, ContractState::Requested, 2),
+            contract(1, ContractState::Requested, 2),
+            contract(2, ContractState::Requested, 1),
+        ];
+        let actions = plan(node(), &cs, &BTreeMap::new(), &resources());
+        assert!(matches!(&actions[0], Action::Provision { contract } if contract.id == 1));
+        assert!(matches!(&actions[1], Action::Provision { contract } if contract.id == 2));
+        assert!(
+            matches!(&actions[2], Action::Reject { contract_id: 3, reason } if reason.contains("vcpus"))
+        );
+    }
+
+    #[test]
+    fn other_nodes_contracts_and_handled_ones_are_left_alone() {
+        let mut foreign = contract(1, ContractState::Requested, 1);
+        foreign.node = Principal::anonymous();
+        let mut vms = BTreeMap::new();
+        vms.insert(2, record(2, VmRecordState::Released));
+        vms.insert(3, record(3, VmRecordState::Failed));
+        let cs = vec![
+            foreign,
+            contract(2, ContractState::Provisioning, 1),
+            contract(3, ContractState::Provisioning, 1),
+        ];
+        assert_eq!(
+            plan(node(), &cs, &vms, &resources()),
+            vec![],
+            "released or failed VMs are never relaunched"
+        );
+    }
+
+    #[test]
+    fn finished_contracts_tear_their_vm_down() {
+        let mut vms = BTreeMap::new();
+        vms.insert(5, record(5, VmRecordState::Active));
+        let active = plan(
+            node(),
+            &[contract(5, ContractState::Active, 1)],
+            &vms,
+            &resources(),
+        );
+        assert_eq!(active, vec![]);
+        for s in [
+            ContractState::Cancelled,
+            ContractState::Expired,
+            ContractState::DeadlineMissed,
+        ] {
+            let a = plan(node(), &[contract(5, s, 1)], &vms, &resources());
+            assert!(
+                matches!(&a[..], [Action::Teardown { contract_id: 5, .. }]),
+                "{s:?}: {a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_no_evidence_hash_is_the_documented_marker() {
+        assert_eq!(
+            hex::encode(no_evidence_hash()),
+            hex::encode(Sha256::digest(b"dc-evidence/none"))
+        );
+    }
+
+    #[test]
+    fn run_dirs_outside_the_vm_folder_are_never_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let vms = d.path().join("vms");
+        std::fs::create_dir_all(vms.join("c1")).unwrap();
+        assert!(remove_dir_if_inside(d.path(), &vms).is_err());
+        assert!(remove_dir_if_inside(&vms.join("../x"), &vms).is_err());
+        remove_dir_if_inside(&vms.join("c1"), &vms).unwrap();
+        assert!(!vms.join("c1").exists());
+        remove_dir_if_inside(&vms.join("c1"), &vms).unwrap();
+    }
+}

@@ -1,0 +1,558 @@
+//! The appliance's one configuration file (TOML).
+//!
+//! Every default lives in [`defaults`]; unknown keys are refused; [`Config::load`]
+//! validates and names the offending field in its error.
+//!
+//! ```toml
+//! data_dir = "/var/lib/dc-appliance"      # node key, journal, VM disks
+//! ledger_url = "http://127.0.0.1:8470"    # or ic://CANISTER_ID?url=REPLICA_URL
+//! region = "eu-central"
+//! country = "DE"                          # ISO 3166-1 alpha-2
+//! bandwidth_mbps = 1000                   # advertised; not measured
+//! image_hash = ""                         # SHA-256 of the appliance image, hex (optional)
+//! backend = "auto"                        # cloud-hypervisor | qemu | auto
+//! accel = "auto"                          # kvm | tcg | auto
+//! # check_in_interval_secs = 300          # default: half the ledger's block interval
+//! poll_interval_ms = 5000                 # how often contracts are listed
+//! vm_boot_timeout_secs = 300
+//! delegation_valid_days = 365             # validity of the node's delegation (claim)
+//! host_root = "/"                         # where /proc, /sys and /dev are read
+//!
+//! [limits]                                # default: the host minus a reserve (see `defaults`)
+//! max_vcpus = 30
+//! max_memory_mib = 126976
+//! max_storage_gib = 900
+//!
+//! [guest]
+//! kernel = "/usr/share/dc/guest/vmlinuz"
+//! initrd = "/usr/share/dc/guest/initrd.img"
+//! cmdline = "console=ttyS0"
+//! base_disk = "/usr/share/dc/guest/base.qcow2"
+//!
+//! [network]
+//! mode = "user"                           # user | bridge
+//! bridge = "dcbr0"                        # bridge mode only
+//! subnet = "10.88.0.0/16"                 # bridge mode only
+//! host_addr = "127.0.0.1"                 # where forwarded ports listen
+//! public_host = "127.0.0.1"               # host part of the endpoint reported to the ledger
+//! port_min = 20000                        # forwarded host ports come from this range
+//! port_max = 20999
+//! guest_port = 22                         # the guest port the endpoint forwards to
+//!
+//! [readiness]
+//! probe = "tcp"                           # tcp (connect to the forwarded port) | serial
+//! serial_marker = "login:"                # serial probe: text in the serial log
+//! ```
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Every default of the configuration, in one place.
+pub mod defaults {
+    /// `ledger_url`: the local `dc-ledger`'s default address.
+    pub const LEDGER_URL: &str = "http://127.0.0.1:8470";
+    /// `bandwidth_mbps`.
+    pub const BANDWIDTH_MBPS: u32 = 1000;
+    /// `poll_interval_ms`.
+    pub const POLL_INTERVAL_MS: u64 = 5_000;
+    /// `vm_boot_timeout_secs`.
+    pub const VM_BOOT_TIMEOUT_SECS: u64 = 300;
+    /// `delegation_valid_days`.
+    pub const DELEGATION_VALID_DAYS: u64 = 365;
+    /// `host_root`.
+    pub const HOST_ROOT: &str = "/";
+    /// vCPUs kept for the host when `limits.max_vcpus` is absent (at least 1 is offered).
+    pub const RESERVE_VCPUS: u32 = 2;
+    /// Memory kept for the host when `limits.max_memory_mib` is absent.
+    pub const RESERVE_MEMORY_MIB: u64 = 4096;
+    /// Part of the data partition's free space kept when `limits.max_storage_gib` is absent, in percent.
+    pub const RESERVE_STORAGE_PERCENT: u64 = 10;
+    /// `network.host_addr`.
+    pub const HOST_ADDR: &str = "127.0.0.1";
+    /// `network.port_min` / `network.port_max`.
+    pub const PORT_MIN: u16 = 20_000;
+    pub const PORT_MAX: u16 = 20_999;
+    /// `network.guest_port`.
+    pub const GUEST_PORT: u16 = 22;
+    /// `network.bridge`.
+    pub const BRIDGE: &str = "dcbr0";
+    /// `network.subnet`.
+    pub const SUBNET: &str = "10.88.0.0/16";
+    /// `guest.cmdline`.
+    pub const CMDLINE: &str = "console=ttyS0";
+    /// `readiness.serial_marker`.
+    pub const SERIAL_MARKER: &str = "login:";
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Which VMM runs the VMs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendPreference {
+    CloudHypervisor,
+    Qemu,
+    /// Cloud Hypervisor where it can run the VM, QEMU otherwise.
+    #[default]
+    Auto,
+}
+
+/// Hardware virtualization or emulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccelPreference {
+    Kvm,
+    Tcg,
+    /// KVM when `/dev/kvm` exists under `host_root`, TCG otherwise.
+    #[default]
+    Auto,
+}
+
+/// Resource ceilings for tenant VMs. Absent fields default to the host minus a reserve.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_vcpus: Option<u32>,
+    pub max_memory_mib: Option<u64>,
+    pub max_storage_gib: Option<u64>,
+}
+
+/// The guest image every tenant VM boots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestImage {
+    pub kernel: PathBuf,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+    /// Read-only base disk; each VM gets its own overlay in `data_dir/vms/c<id>/`.
+    pub base_disk: PathBuf,
+    /// Firmware for measured direct boot (OVMF), optional.
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
+}
+
+fn default_cmdline() -> String {
+    defaults::CMDLINE.into()
+}
+
+/// How tenant VMs are networked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkMode {
+    /// User-mode networking with host port forwards (unprivileged; tests).
+    #[default]
+    User,
+    /// A tap per VM on a private bridge with NAT egress.
+    Bridge,
+}
+
+/// `[network]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub mode: NetworkMode,
+    pub bridge: String,
+    pub subnet: String,
+    pub host_addr: IpAddr,
+    /// Host part of the endpoint reported to the ledger; `host_addr` when absent.
+    pub public_host: Option<String>,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub guest_port: u16,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            mode: NetworkMode::User,
+            bridge: defaults::BRIDGE.into(),
+            subnet: defaults::SUBNET.into(),
+            host_addr: defaults::HOST_ADDR.parse().expect("constant address"),
+            public_host: None,
+            port_min: defaults::PORT_MIN,
+            port_max: defaults::PORT_MAX,
+            guest_port: defaults::GUEST_PORT,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// The host name or address tenants use to reach forwarded ports.
+    pub fn endpoint_host(&self) -> String {
+        self.public_host
+            .clone()
+            .unwrap_or_else(|| self.host_addr.to_string())
+    }
+}
+
+/// How the agent decides a guest has booted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeKind {
+    /// A TCP connection to the forwarded endpoint port succeeds.
+    #[default]
+    Tcp,
+    /// The serial log contains `serial_marker`.
+    Serial,
+}
+
+/// `[readiness]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessConfig {
+    pub probe: ProbeKind,
+    pub serial_marker: String,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        ReadinessConfig {
+            probe: ProbeKind::Tcp,
+            serial_marker: defaults::SERIAL_MARKER.into(),
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    #[serde(default = "default_ledger_url")]
+    pub ledger_url: String,
+    pub region: String,
+    pub country: String,
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth_mbps: u32,
+    #[serde(default)]
+    pub image_hash: String,
+    #[serde(default)]
+    pub backend: BackendPreference,
+    #[serde(default)]
+    pub accel: AccelPreference,
+    /// Overrides the default check-in interval (half the ledger's block interval).
+    #[serde(default)]
+    pub check_in_interval_secs: Option<u64>,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_boot_timeout")]
+    pub vm_boot_timeout_secs: u64,
+    #[serde(default = "default_valid_days")]
+    pub delegation_valid_days: u64,
+    #[serde(default = "default_host_root")]
+    pub host_root: PathBuf,
+    #[serde(default)]
+    pub limits: Limits,
+    pub guest: GuestImage,
+    #[serde(default)]
+    pub network: NetworkConfig,
+    #[serde(default)]
+    pub readiness: ReadinessConfig,
+}
+
+fn default_ledger_url() -> String {
+    defaults::LEDGER_URL.into()
+}
+fn default_bandwidth() -> u32 {
+    defaults::BANDWIDTH_MBPS
+}
+fn default_poll_ms() -> u64 {
+    defaults::POLL_INTERVAL_MS
+}
+fn default_boot_timeout() -> u64 {
+    defaults::VM_BOOT_TIMEOUT_SECS
+}
+fn default_valid_days() -> u64 {
+    defaults::DELEGATION_VALID_DAYS
+}
+fn default_host_root() -> PathBuf {
+    defaults::HOST_ROOT.into()
+}
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates TOML text (`origin` names it in errors).
+    pub fn parse(origin: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data_dir.as_os_str().is_empty() || !self.data_dir.is_absolute() {
+            return Err(invalid(
+                "data_dir",
+                format!("expected an absolute path, found {:?}", self.data_dir),
+            ));
+        }
+        if !(self.ledger_url.starts_with("http://")
+            || self.ledger_url.starts_with("https://")
+            || self.ledger_url.starts_with("ic://"))
+        {
+            return Err(invalid(
+                "ledger_url",
+                format!(
+                    "expected http://HOST:PORT or ic://CANISTER_ID?url=REPLICA_URL, found {:?}",
+                    self.ledger_url
+                ),
+            ));
+        }
+        if self.region.trim().is_empty() || self.region.len() > 64 {
+            return Err(invalid("region", "expected 1 to 64 characters"));
+        }
+        if self.country.len() != 2 || !self.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                "country",
+                format!(
+                    "expected an ISO 3166-1 alpha-2 code like \"DE\", found {:?}",
+                    self.country
+                ),
+            ));
+        }
+        if self.bandwidth_mbps == 0 {
+            return Err(invalid("bandwidth_mbps", "must be at least 1"));
+        }
+        if !self.image_hash.is_empty()
+            && (self.image_hash.len() != 64 || hex::decode(&self.image_hash).is_err())
+        {
+            return Err(invalid(
+                "image_hash",
+                "expected 64 hex characters (SHA-256) or empty",
+            ));
+        }
+        if self.check_in_interval_secs == Some(0) {
+            return Err(invalid("check_in_interval_secs", "must be at least 1"));
+        }
+        if self.poll_interval_ms < 10 {
+            return Err(invalid("poll_interval_ms", "must be at least 10"));
+        }
+        if self.vm_boot_timeout_secs == 0 {
+            return Err(invalid("vm_boot_timeout_secs", "must be at least 1"));
+        }
+        if self.delegation_valid_days == 0 || self.delegation_valid_days > 3650 {
+            return Err(invalid("delegation_valid_days", "must be 1 to 3650"));
+        }
+        if self.limits.max_vcpus == Some(0) {
+            return Err(invalid("limits.max_vcpus", "must be at least 1"));
+        }
+        if matches!(self.limits.max_memory_mib, Some(m) if m < 64) {
+            return Err(invalid("limits.max_memory_mib", "must be at least 64"));
+        }
+        if self.guest.kernel.as_os_str().is_empty() {
+            return Err(invalid("guest.kernel", "must not be empty"));
+        }
+        if self.guest.base_disk.as_os_str().is_empty() {
+            return Err(invalid("guest.base_disk", "must not be empty"));
+        }
+        let n = &self.network;
+        if n.port_min == 0 || n.port_min > n.port_max {
+            return Err(invalid(
+                "network.port_min",
+                format!(
+                    "expected 1 <= port_min <= port_max, found {}..{}",
+                    n.port_min, n.port_max
+                ),
+            ));
+        }
+        if n.guest_port == 0 {
+            return Err(invalid("network.guest_port", "must be 1 to 65535"));
+        }
+        if n.mode == NetworkMode::Bridge {
+            if n.bridge.is_empty()
+                || n.bridge.len() > 15
+                || !n
+                    .bridge
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    "network.bridge",
+                    format!("expected a Linux interface name, found {:?}", n.bridge),
+                ));
+            }
+            parse_subnet(&n.subnet).map_err(|r| invalid("network.subnet", r))?;
+        }
+        if self.readiness.probe == ProbeKind::Serial && self.readiness.serial_marker.is_empty() {
+            return Err(invalid("readiness.serial_marker", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// `data_dir/node.pem`: the node key.
+    pub fn node_key_path(&self) -> PathBuf {
+        self.data_dir.join("node.pem")
+    }
+    /// `data_dir/claim-token`.
+    pub fn claim_token_path(&self) -> PathBuf {
+        self.data_dir.join("claim-token")
+    }
+    /// `data_dir/claimed.json`.
+    pub fn claimed_path(&self) -> PathBuf {
+        self.data_dir.join("claimed.json")
+    }
+    /// `data_dir/journal.jsonl`.
+    pub fn journal_path(&self) -> PathBuf {
+        self.data_dir.join("journal.jsonl")
+    }
+    /// `data_dir/vms/c<id>`.
+    pub fn vm_dir(&self, contract_id: u64) -> PathBuf {
+        self.data_dir.join("vms").join(format!("c{contract_id}"))
+    }
+    /// The VM boot timeout.
+    pub fn vm_boot_timeout(&self) -> Duration {
+        Duration::from_secs(self.vm_boot_timeout_secs)
+    }
+    /// The contract polling interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+/// `A.B.C.D/N` with N in 8..=30.
+fn parse_subnet(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("expected A.B.C.D/N, found {s:?}"))?;
+    let addr: std::net::Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("expected an IPv4 address, found {addr:?}"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("expected a prefix length, found {len:?}"))?;
+    if !(8..=30).contains(&len) {
+        return Err(format!("prefix length {len} must be 8 to 30"));
+    }
+    Ok((addr, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+data_dir = "/var/lib/dc"
+region = "eu-central"
+country = "DE"
+[guest]
+kernel = "/k"
+base_disk = "/d.qcow2"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.ledger_url, defaults::LEDGER_URL);
+        assert_eq!(c.backend, BackendPreference::Auto);
+        assert_eq!(c.accel, AccelPreference::Auto);
+        assert_eq!(c.network.mode, NetworkMode::User);
+        assert_eq!(c.network.port_min, defaults::PORT_MIN);
+        assert_eq!(c.guest.cmdline, defaults::CMDLINE);
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.check_in_interval_secs, None);
+        assert_eq!(c.vm_dir(7), Path::new("/var/lib/dc/vms/c7"));
+        assert_eq!(c.network.endpoint_host(), "127.0.0.1");
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let text = format!(
+            "{MINIMAL}\n[limits]\nmax_vcpus = 4\nmax_memory_mib = 8192\nmax_storage_gib = 50\n\
+             [network]\nmode = \"bridge\"\nbridge = \"br-t\"\nsubnet = \"10.1.0.0/24\"\n\
+             [readiness]\nprobe = \"serial\"\nserial_marker = \"ready\"\n"
+        )
+        .replace(
+            "country = \"DE\"",
+            "country = \"DE\"\nbackend = \"qemu\"\naccel = \"tcg\"\ncheck_in_interval_secs = 30",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.backend, BackendPreference::Qemu);
+        assert_eq!(c.accel, AccelPreference::Tcg);
+        assert_eq!(c.limits.max_vcpus, Some(4));
+        assert_eq!(c.network.mode, NetworkMode::Bridge);
+        assert_eq!(c.readiness.probe, ProbeKind::Serial);
+        assert_eq!(c.check_in_interval_secs, Some(30));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (MINIMAL.replace("[guest]", "colour = 1\n[guest]"), "colour"),
+            (MINIMAL.replace("/var/lib/dc", "relative"), "data_dir"),
+            (MINIMAL.replace("\"DE\"", "\"Germany\""), "country"),
+            (MINIMAL.replace("kernel = \"/k\"\n", ""), "kernel"),
+            (
+                format!("{MINIMAL}[limits]\nmax_vcpus = 0\n"),
+                "limits.max_vcpus",
+            ),
+            (format!("{MINIMAL}[limits]\nmax_cpus = 3\n"), "max_cpus"),
+            (
+                format!("{MINIMAL}[network]\nport_min = 30000\nport_max = 20000\n"),
+                "network.port_min",
+            ),
+            (
+                format!("{MINIMAL}[network]\nmode = \"bridge\"\nsubnet = \"10.0.0.0\"\n"),
+                "network.subnet",
+            ),
+            (format!("{MINIMAL}[network]\nmode = \"tap\"\n"), "mode"),
+            (
+                MINIMAL.replace("country = \"DE\"", "country = \"DE\"\nbackend = \"xen\""),
+                "backend",
+            ),
+            (
+                MINIMAL.replace("country = \"DE\"", "country = \"DE\"\nimage_hash = \"zz\""),
+                "image_hash",
+            ),
+            (
+                MINIMAL.replace(
+                    "country = \"DE\"",
+                    "country = \"DE\"\nledger_url = \"ftp://x\"",
+                ),
+                "ledger_url",
+            ),
+        ];
+        for (text, field) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(field), "{e:?} should name {field}");
+        }
+    }
+}

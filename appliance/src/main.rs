@@ -1,0 +1,256 @@
+//! `dc-appliance`: thin command line over the library.
+//!
+//! Exit codes: 0 success; 1 the ledger refused; 2 bad usage or invalid
+//! configuration (the message names the field); 3 ledger unreachable; 4 local
+//! problem (files, keys, inventory, journal); 5 no usable VMM backend or a VMM failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dc_appliance::{agent, config::Config, inventory, node, resources::EffectiveLimits, NodeError};
+use dc_identity::Identity;
+use dc_ledger_client::{ClientError, LedgerClient};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "dc-appliance",
+    version,
+    about = "Decent Cloud node agent: claims the node, checks in, and turns rented contracts into VMs",
+    long_about = "Decent Cloud node agent.\n\nFirst `run` generates the node key and a one-time claim token in the data directory \
+(shown in the log). The provider then runs `claim` with that token and its identity; from then on `run` checks in \
+with the ledger, accepts contracts that fit the configured limits, launches their VMs and reports them active.\n\n\
+Exit codes: 0 success, 1 the ledger refused, 2 bad usage or invalid configuration, 3 ledger unreachable, \
+4 local problem (files, keys, journal), 5 no usable VMM backend."
+)]
+struct Cli {
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (waits to be claimed first).
+    Run {
+        /// The appliance's TOML configuration.
+        #[arg(long, env = "DC_APPLIANCE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Claim this node for a provider with the one-time token.
+    Claim {
+        #[arg(long, env = "DC_APPLIANCE_CONFIG")]
+        config: PathBuf,
+        /// The token from `data_dir/claim-token` or the first start's log.
+        #[arg(long)]
+        token: String,
+        /// The provider's identity (PKCS#8 PEM); it signs the node's delegation.
+        #[arg(long)]
+        provider_identity: PathBuf,
+    },
+    /// Print the measured host and what the node advertises.
+    Inventory {
+        #[arg(long, env = "DC_APPLIANCE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the configuration file and exit.
+    CheckConfig {
+        #[arg(long, env = "DC_APPLIANCE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// An error with the exit code it means.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl std::fmt::Display) -> Self {
+        Failure {
+            code,
+            message: message.to_string(),
+        }
+    }
+}
+
+fn client_failure(e: ClientError) -> Failure {
+    let code = match e {
+        ClientError::Unreachable { .. } => 3,
+        ClientError::BadUrl { .. } => 2,
+        _ => 1,
+    };
+    Failure::new(code, e)
+}
+
+impl From<NodeError> for Failure {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Ledger(c) => client_failure(c),
+            NodeError::WrongToken | NodeError::AlreadyClaimed { .. } | NodeError::NoToken => {
+                Failure::new(1, e)
+            }
+            other => Failure::new(4, other),
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| Failure::new(2, e))
+}
+
+fn measure(config: &Config) -> Result<(inventory::Inventory, EffectiveLimits), Failure> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Failure::new(4, format!("{}: {e}", config.data_dir.display())))?;
+    let inv =
+        inventory::measure(&config.host_root, &config.data_dir).map_err(|e| Failure::new(4, e))?;
+    let limits = EffectiveLimits::resolve(&config.limits, &inv);
+    Ok((inv, limits))
+}
+
+fn now_ns() -> u64 {
+    (agent::system_clock())()
+}
+
+async fn main_inner(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let c = load_config(&config)?;
+            if cli.json {
+                println!("{}", json!({ "ok": true, "config": c }));
+            } else {
+                println!("{}: ok", config.display());
+            }
+            Ok(())
+        }
+        Command::Inventory { config } => {
+            let c = load_config(&config)?;
+            let (inv, limits) = measure(&c)?;
+            let caps = inv.capabilities(&c, &limits);
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({ "inventory": inv, "limits": limits, "capabilities": caps })
+                );
+            } else {
+                println!("cpu: {} ({} vCPUs)", inv.cpu_model, inv.vcpus);
+                println!("memory: {} MiB", inv.memory_mib);
+                println!(
+                    "storage: {} GiB free in {}",
+                    inv.storage_gib,
+                    c.data_dir.display()
+                );
+                println!("confidential: {}", inv.confidential.as_str());
+                for g in &inv.gpus {
+                    println!(
+                        "gpu: {} {} iommu group {} ({})",
+                        g.pci_address,
+                        g.model,
+                        g.iommu_group.as_deref().unwrap_or("none"),
+                        g.group_devices.join(", ")
+                    );
+                }
+                println!(
+                    "limits: {} vCPUs, {} MiB, {} GiB, {} GPU groups",
+                    limits.vcpus,
+                    limits.memory_mib,
+                    limits.storage_gib,
+                    limits.gpu_groups.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Claim {
+            config,
+            token,
+            provider_identity,
+        } => {
+            let c = load_config(&config)?;
+            let provider = Identity::load(&provider_identity)
+                .map_err(|e| Failure::new(4, format!("{}: {e}", provider_identity.display())))?;
+            let (inv, limits) = measure(&c)?;
+            let client = LedgerClient::connect(&c.ledger_url, Some(provider))
+                .await
+                .map_err(client_failure)?;
+            let record =
+                node::claim(&c, &token, &client, inv.capabilities(&c, &limits), now_ns()).await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({
+                        "node": record.node,
+                        "provider": record.provider,
+                        "expires_at_ns": record.delegation_expires_at_ns,
+                    })
+                );
+            } else {
+                println!(
+                    "claimed node {} for provider {}",
+                    record.node, record.provider
+                );
+            }
+            Ok(())
+        }
+        Command::Run { config } => {
+            let c = load_config(&config)?;
+            let status = node::init(&c, &mut rand_core::OsRng)?;
+            if status.claim.is_none() {
+                // Wait on the claim, which another process writes.
+                eprintln!(
+                    "dc-appliance: node {} is not claimed; claim token: {}",
+                    status.identity.principal(),
+                    status.claim_token.as_deref().unwrap_or("")
+                );
+                loop {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    }
+                    if node::read_claim(&c)?.is_some() {
+                        break;
+                    }
+                }
+            }
+            // The VMM backends (dc-vmm-qemu, dc-vmm-ch) are wired in by the
+            // integrator; until then this binary refuses to run VMs rather than
+            // pretending to.
+            let _ = (status.identity, &c.backend);
+            Err(Failure::new(
+                5,
+                format!(
+                    "no VMM backend is built into this dc-appliance (backend = {:?}); the agent library is ready, the Cloud Hypervisor/QEMU backends are not linked yet",
+                    c.backend
+                ),
+            ))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dc-appliance: starting the runtime: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    match runtime.block_on(main_inner(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("dc-appliance: {}", f.message.replace('\n', " "));
+            ExitCode::from(f.code)
+        }
+    }
+}

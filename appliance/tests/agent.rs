@@ -1,0 +1,487 @@
+//! The agent against a real `dc-ledger`, with a fake Hypervisor: claim, an
+//! offering rented by a developer becomes an active VM with an endpoint; a
+//! contract that does not fit is rejected and never active; a restart
+//! re-adopts the VM without launching it again; a cancel deletes the VM,
+//! frees its resources and refunds the unreleased part.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dc_appliance::agent::{no_evidence_hash, system_clock, SerialProbe};
+use dc_appliance::config::Config;
+use dc_appliance::inventory::{self, fake};
+use dc_appliance::journal::VmRecordState;
+use dc_appliance::node::{self, NodeError};
+use dc_appliance::resources::{EffectiveLimits, ResourceManager};
+use dc_appliance::{Action, Agent};
+use dc_identity::Identity;
+use dc_ledger::launch::LedgerProcess;
+use dc_ledger_client::LedgerClient;
+use dc_ledger_core::{Confidential, ContractState, OfferingSpec, ProviderProfile};
+use dc_vmm::{
+    BackendKind, Device, Hypervisor, VmCounters, VmHandle, VmInfo, VmSpec, VmState, VmmError,
+};
+
+const TOKEN: u64 = 1_000_000_000;
+
+/// dc-ledger next to the test's target dir, built if this test runs alone.
+fn ledger_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf();
+    let path = dir.join("dc-ledger");
+    if !path.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-p", "dc-ledger", "--bin", "dc-ledger"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("cargo build").success(),
+            "building dc-ledger"
+        );
+    }
+    path
+}
+
+/// Records launches and deletions; "boots" by writing the readiness marker to the serial log.
+#[derive(Default)]
+struct FakeVmm {
+    launched: Mutex<Vec<VmSpec>>,
+    adopted: Mutex<Vec<String>>,
+    deleted: Mutex<Vec<String>>,
+    dead: Mutex<HashSet<String>>,
+}
+
+impl Hypervisor for FakeVmm {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Qemu
+    }
+    fn check(&self, spec: &VmSpec) -> Result<(), VmmError> {
+        spec.validate()
+    }
+    fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
+        std::fs::write(spec.serial_log(), "Booting...\nfake login: ")
+            .map_err(|e| VmmError::io(&spec.serial_log(), e))?;
+        self.launched.lock().unwrap().push(spec.clone());
+        let pid = std::process::id();
+        Ok(VmHandle {
+            id: spec.id.clone(),
+            backend: BackendKind::Qemu,
+            pid,
+            pid_start_ticks: dc_vmm::process::start_ticks(pid).unwrap_or(0),
+            api_socket: spec.run_dir.join("qmp.sock"),
+            run_dir: spec.run_dir.clone(),
+        })
+    }
+    fn adopt(&self, handle: &VmHandle) -> Result<VmInfo, VmmError> {
+        if self.dead.lock().unwrap().contains(&handle.id) {
+            return Err(VmmError::Gone {
+                id: handle.id.clone(),
+                pid: handle.pid,
+            });
+        }
+        self.adopted.lock().unwrap().push(handle.id.clone());
+        self.info(handle)
+    }
+    fn info(&self, _: &VmHandle) -> Result<VmInfo, VmmError> {
+        Ok(VmInfo {
+            state: VmState::Running,
+            vcpus: 1,
+            memory_mib: 1024,
+            devices: vec![],
+        })
+    }
+    fn counters(&self, _: &VmHandle) -> Result<VmCounters, VmmError> {
+        Ok(VmCounters::new())
+    }
+    fn pause(&self, _: &VmHandle) -> Result<(), VmmError> {
+        Ok(())
+    }
+    fn resume(&self, _: &VmHandle) -> Result<(), VmmError> {
+        Ok(())
+    }
+    fn reboot(&self, _: &VmHandle) -> Result<(), VmmError> {
+        Ok(())
+    }
+    fn shutdown(&self, _: &VmHandle) -> Result<(), VmmError> {
+        Ok(())
+    }
+    fn delete(&self, handle: &VmHandle) -> Result<(), VmmError> {
+        self.deleted.lock().unwrap().push(handle.id.clone());
+        Ok(())
+    }
+    fn add_device(&self, _: &VmHandle, _: &Device) -> Result<String, VmmError> {
+        Err(VmmError::Unsupported {
+            backend: "fake",
+            reason: "no hotplug".into(),
+        })
+    }
+    fn remove_device(&self, _: &VmHandle, _: &str) -> Result<(), VmmError> {
+        Ok(())
+    }
+}
+
+fn config(dir: &Path, ledger_url: &str, max_vcpus: u32) -> Config {
+    let text = format!(
+        "data_dir = \"{data}\"\nledger_url = \"{ledger_url}\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\
+         host_root = \"{root}\"\ncheck_in_interval_secs = 1\npoll_interval_ms = 50\nvm_boot_timeout_secs = 10\n\
+         [limits]\nmax_vcpus = {max_vcpus}\nmax_memory_mib = 16384\nmax_storage_gib = 20\n\
+         [guest]\nkernel = \"/nonexistent/vmlinuz\"\nbase_disk = \"/nonexistent/base.qcow2\"\n\
+         [network]\nport_min = 31000\nport_max = 31999\nguest_port = 22\n\
+         [readiness]\nprobe = \"serial\"\nserial_marker = \"login:\"\n",
+        data = dir.join("data").display(),
+        root = dir.join("host").display(),
+    );
+    Config::parse(Path::new("test.toml"), &text).expect("test config")
+}
+
+fn resources(c: &Config) -> ResourceManager {
+    let inv = inventory::measure(&c.host_root, &c.data_dir).unwrap();
+    ResourceManager::new(EffectiveLimits::resolve(&c.limits, &inv))
+}
+
+async fn start_agent(c: &Config, vmm: Arc<FakeVmm>) -> Agent {
+    let node_id = node::load_identity(c).unwrap();
+    let client = LedgerClient::connect(&c.ledger_url, Some(node_id))
+        .await
+        .unwrap();
+    Agent::start(
+        c.clone(),
+        vmm,
+        client,
+        Arc::new(SerialProbe {
+            marker: "login:".into(),
+        }),
+        resources(c),
+        system_clock(),
+    )
+    .expect("agent starts")
+}
+
+fn offering(node: dc_identity::Principal, name: &str, vcpus: u32) -> OfferingSpec {
+    OfferingSpec {
+        node,
+        name: name.into(),
+        vcpus,
+        ram_gib: 2,
+        storage_gib: 1,
+        bandwidth_mbps: 100,
+        gpu: None,
+        confidential: Confidential::None,
+        region: "eu-central".into(),
+        country: "DE".into(),
+        price_e9s_per_hour: TOKEN,
+        min_hours: 1,
+        max_hours: 10,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_core::OsRng;
+    let treasury = Identity::generate(&mut rng);
+    let provider = Identity::generate(&mut rng);
+    let developer = Identity::generate(&mut rng);
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        format!(
+            "treasury = \"{}\"\n[params]\nblock_interval_secs = 3600\n\
+             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n\
+             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n",
+            treasury.principal().to_text(),
+            provider.principal().to_text(),
+            100 * TOKEN,
+            developer.principal().to_text(),
+            1_000 * TOKEN,
+        ),
+    )
+    .unwrap();
+    let ledger = LedgerProcess::start(
+        &ledger_bin(),
+        &dir.path().join("ledger"),
+        Some(&genesis),
+        Some(&dir.path().join("ledger.log")),
+        Duration::from_secs(60),
+    )
+    .expect("start dc-ledger");
+
+    // A fake host: 16 vCPUs, 64 GiB.
+    fake::write_host(&dir.path().join("host"), "AMD EPYC 9654", 16, 65536, &[]);
+    // Registered with 8 vCPUs; the agent later runs with the limit lowered to 4.
+    let claim_cfg = config(dir.path(), &ledger.url, 8);
+    let status = node::init(&claim_cfg, &mut rng).unwrap();
+    let token = status.claim_token.clone().expect("a token while unclaimed");
+    assert!(status.claim.is_none());
+
+    let prov = LedgerClient::connect(
+        &ledger.url,
+        Some(Identity::from_secret_bytes(*provider.secret_bytes())),
+    )
+    .await
+    .unwrap();
+    prov.register_provider(ProviderProfile {
+        legal_name: "Alpha Cloud GmbH".into(),
+        jurisdiction: "DE".into(),
+        email: "ops@alpha.example".into(),
+        website: String::new(),
+    })
+    .await
+    .unwrap();
+
+    let inv = inventory::measure(&claim_cfg.host_root, &claim_cfg.data_dir).unwrap();
+    let caps = inv.capabilities(
+        &claim_cfg,
+        &EffectiveLimits::resolve(&claim_cfg.limits, &inv),
+    );
+    assert_eq!(caps.vcpus, 8, "capabilities are capped by the limits");
+    let now = (system_clock())();
+    let wrong = node::claim(
+        &claim_cfg,
+        "0123456789abcdef0123456789abcdef",
+        &prov,
+        caps.clone(),
+        now,
+    )
+    .await;
+    assert!(matches!(wrong, Err(NodeError::WrongToken)));
+    let claimed = node::claim(&claim_cfg, &token, &prov, caps.clone(), now)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.node, status.identity.principal().to_text());
+    assert!(
+        !claim_cfg.claim_token_path().exists(),
+        "the token is used up"
+    );
+    let again = node::claim(&claim_cfg, &token, &prov, caps, now).await;
+    assert!(matches!(again, Err(NodeError::AlreadyClaimed { .. })));
+    let node_principal = status.identity.principal();
+    let info = prov
+        .node(node_principal)
+        .await
+        .unwrap()
+        .expect("registered");
+    assert_eq!(info.provider, provider.principal());
+    assert_eq!(info.capabilities.cpu_model, "AMD EPYC 9654");
+
+    // Two offerings on the node; the developer rents both.
+    let small = prov
+        .add_offering(offering(node_principal, "small", 2))
+        .await
+        .unwrap();
+    let big = prov
+        .add_offering(offering(node_principal, "big", 6))
+        .await
+        .unwrap();
+    let dev = LedgerClient::connect(
+        &ledger.url,
+        Some(Identity::from_secret_bytes(*developer.secret_bytes())),
+    )
+    .await
+    .unwrap();
+    let c_small = dev.rent(small, 3).await.unwrap();
+    let c_big = dev.rent(big, 1).await.unwrap();
+    assert_eq!(c_small.state, ContractState::Requested);
+
+    // The agent, with the vCPU limit lowered to 4 since registration.
+    let cfg = config(dir.path(), &ledger.url, 4);
+    let vmm = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, vmm.clone()).await;
+    agent.check_in().await.expect("check-in");
+    let node_info = prov.node(node_principal).await.unwrap().unwrap();
+    assert!(
+        node_info.last_check_in_block.is_some(),
+        "the ledger saw the check-in"
+    );
+    agent
+        .check_in()
+        .await
+        .expect("a second check-in in the same block is not an error");
+
+    let actions = agent.tick().await.expect("tick");
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Provision { contract } if contract.id == c_small.id)));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Reject { contract_id, .. } if *contract_id == c_big.id)));
+
+    let active = dev.contract(c_small.id).await.unwrap().unwrap();
+    assert_eq!(active.state, ContractState::Active);
+    let endpoint = active.endpoint.clone().expect("endpoint");
+    assert!(endpoint.starts_with("127.0.0.1:31"), "{endpoint}");
+    assert_eq!(
+        active.evidence_hash.as_deref().map(|b| b.to_vec()),
+        Some(no_evidence_hash().to_vec())
+    );
+    let rejected = dev.contract(c_big.id).await.unwrap().unwrap();
+    assert_eq!(rejected.state, ContractState::Rejected);
+    assert_eq!(rejected.refunded_e9s, rejected.paid_e9s);
+    assert!(!rejected
+        .history
+        .iter()
+        .any(|(_, s)| *s == ContractState::Active));
+
+    {
+        let launched = vmm.launched.lock().unwrap();
+        assert_eq!(launched.len(), 1);
+        let spec = &launched[0];
+        assert_eq!(spec.id, format!("c{}", c_small.id));
+        assert_eq!((spec.vcpus, spec.memory_mib), (2, 2048));
+        assert_eq!(spec.run_dir, cfg.vm_dir(c_small.id));
+        assert!(spec.disks[0].path.starts_with(cfg.vm_dir(c_small.id)));
+        assert!(
+            matches!(&spec.network, dc_vmm::Network::User { forwards } if endpoint.ends_with(&format!(":{}", forwards[0].host_port)))
+        );
+    }
+    assert_eq!(agent.resources().usage().vcpus, 2);
+    // Another pass changes nothing.
+    assert!(agent.tick().await.unwrap().is_empty());
+    drop(agent);
+
+    // Restart with the same data dir: adopted, not launched again.
+    let vmm2 = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, vmm2.clone()).await;
+    assert_eq!(
+        *vmm2.adopted.lock().unwrap(),
+        vec![format!("c{}", c_small.id)]
+    );
+    assert_eq!(
+        agent.resources().usage().vcpus,
+        2,
+        "resources rebuilt from the journal"
+    );
+    assert!(agent.tick().await.unwrap().is_empty());
+    assert!(vmm2.launched.lock().unwrap().is_empty(), "never relaunched");
+
+    // The developer cancels: the VM goes, resources are freed, the rest is refunded.
+    let dev_before = dev.balance_of(developer.principal()).await.unwrap();
+    let cancelled = dev.cancel(c_small.id).await.unwrap();
+    assert_eq!(cancelled.state, ContractState::Cancelled);
+    assert_eq!(
+        cancelled.refunded_e9s + cancelled.released_e9s,
+        cancelled.paid_e9s
+    );
+    assert!(
+        cancelled.refunded_e9s > cancelled.paid_e9s / 2,
+        "most of 3 paid hours comes back"
+    );
+    let dev_after = dev.balance_of(developer.principal()).await.unwrap();
+    assert_eq!(dev_after - dev_before, cancelled.refunded_e9s);
+
+    let actions = agent.tick().await.unwrap();
+    assert!(
+        matches!(&actions[..], [Action::Teardown { contract_id, .. }] if *contract_id == c_small.id)
+    );
+    assert_eq!(
+        *vmm2.deleted.lock().unwrap(),
+        vec![format!("c{}", c_small.id)]
+    );
+    assert!(!cfg.vm_dir(c_small.id).exists(), "the run dir is wiped");
+    assert_eq!(agent.resources().usage().vcpus, 0);
+    assert_eq!(agent.vms()[&c_small.id].state, VmRecordState::Released);
+    drop(agent);
+
+    // A later restart neither adopts nor relaunches a released VM.
+    let vmm3 = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, vmm3.clone()).await;
+    assert!(agent.tick().await.unwrap().is_empty());
+    assert!(vmm3.launched.lock().unwrap().is_empty() && vmm3.adopted.lock().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_died_while_the_agent_was_down_is_marked_failed_not_relaunched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand_core::OsRng;
+    let treasury = Identity::generate(&mut rng);
+    let provider = Identity::generate(&mut rng);
+    let developer = Identity::generate(&mut rng);
+    let genesis = dir.path().join("genesis.toml");
+    std::fs::write(
+        &genesis,
+        format!(
+            "treasury = \"{}\"\n[params]\nblock_interval_secs = 3600\n\
+             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n\
+             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n",
+            treasury.principal().to_text(),
+            provider.principal().to_text(),
+            100 * TOKEN,
+            developer.principal().to_text(),
+            1_000 * TOKEN,
+        ),
+    )
+    .unwrap();
+    let ledger = LedgerProcess::start(
+        &ledger_bin(),
+        &dir.path().join("ledger"),
+        Some(&genesis),
+        None,
+        Duration::from_secs(60),
+    )
+    .expect("start dc-ledger");
+    fake::write_host(&dir.path().join("host"), "AMD EPYC 9654", 8, 32768, &[]);
+    let cfg = config(dir.path(), &ledger.url, 4);
+    let status = node::init(&cfg, &mut rng).unwrap();
+    let prov = LedgerClient::connect(
+        &ledger.url,
+        Some(Identity::from_secret_bytes(*provider.secret_bytes())),
+    )
+    .await
+    .unwrap();
+    prov.register_provider(ProviderProfile {
+        legal_name: "Alpha".into(),
+        jurisdiction: "DE".into(),
+        email: "ops@alpha.example".into(),
+        website: String::new(),
+    })
+    .await
+    .unwrap();
+    let inv = inventory::measure(&cfg.host_root, &cfg.data_dir).unwrap();
+    let caps = inv.capabilities(&cfg, &EffectiveLimits::resolve(&cfg.limits, &inv));
+    node::claim(
+        &cfg,
+        status.claim_token.as_deref().unwrap(),
+        &prov,
+        caps,
+        (system_clock())(),
+    )
+    .await
+    .unwrap();
+    let off = prov
+        .add_offering(offering(status.identity.principal(), "small", 1))
+        .await
+        .unwrap();
+    let dev = LedgerClient::connect(&ledger.url, Some(developer))
+        .await
+        .unwrap();
+    let c = dev.rent(off, 1).await.unwrap();
+
+    let vmm = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, vmm.clone()).await;
+    agent.tick().await.unwrap();
+    assert_eq!(
+        dev.contract(c.id).await.unwrap().unwrap().state,
+        ContractState::Active
+    );
+    drop(agent);
+
+    let vmm2 = Arc::new(FakeVmm::default());
+    vmm2.dead.lock().unwrap().insert(format!("c{}", c.id));
+    let mut agent = start_agent(&cfg, vmm2.clone()).await;
+    assert_eq!(agent.vms()[&c.id].state, VmRecordState::Failed);
+    assert_eq!(agent.resources().usage().vcpus, 0);
+    assert!(!cfg.vm_dir(c.id).exists());
+    assert!(agent.tick().await.unwrap().is_empty());
+    assert!(
+        vmm2.launched.lock().unwrap().is_empty(),
+        "a dead VM is never relaunched"
+    );
+}
