@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All tests: installs what they need, then runs the Rust test suite (unit,
-# property, durability and scenario tests), builds the canister's wasm and
+# property, durability and scenario tests, real Linux guests under QEMU's
+# software emulation), builds the canister's wasm and
 # checks it against ledger.did with ic-wasm, and parses flake.nix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,11 @@ missing=()
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)
 command -v npm >/dev/null || missing+=(npm)
 command -v curl >/dev/null || missing+=(curl)
+# Real Linux guests under software emulation (dc-test-guest downloads its
+# pinned kernel and busybox packages itself, without installing them).
+command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+command -v qemu-img >/dev/null || missing+=(qemu-utils)
+command -v dpkg-deb >/dev/null || missing+=(dpkg)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
