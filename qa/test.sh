@@ -18,6 +18,10 @@ command -v curl >/dev/null || missing+=(curl)
 command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
 command -v qemu-img >/dev/null || missing+=(qemu-utils)
 command -v dpkg-deb >/dev/null || missing+=(dpkg)
+# Tenant networking tests build bridges, taps and nftables rules inside
+# network namespaces they create.
+command -v nft >/dev/null || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
