@@ -9,8 +9,9 @@
 //! Lifecycle of one contract on this node:
 //!
 //! ```text
-//! Requested ──fits──▶ reserve, journal Provisioning, accept, start_provisioning,
-//!                     launch, journal Provisioning+handle, wait ready,
+//! Requested ──fits──▶ reserve, choose backend (choose_backend), journal Provisioning,
+//!                     accept, start_provisioning, launch (the backend makes the
+//!                     qcow2 overlay), journal Provisioning+handle, wait ready,
 //!                     report_active, journal Active
 //!           ──does not fit──▶ reject_contract (never active)
 //! Active / Provisioning record, contract final (cancelled, expired, missed)
@@ -18,8 +19,10 @@
 //! ```
 //!
 //! On start ([`Agent::start`]) the journal is replayed and every VM that holds
-//! resources is adopted by its handle (same pid, never relaunched); a VM whose
-//! VMM died while the agent was down is journaled `Failed` and logged. The
+//! resources is adopted by its handle, through the backend the handle names
+//! (same pid, never relaunched); a VM whose VMM died while the agent was down
+//! is journaled `Failed`, its run directory wiped, and logged. A VMM that is
+//! alive but does not answer is kept (never wiped). The
 //! ledger has no operation for a node to report a dead VM: the contract stays
 //! active until the developer cancels it or it expires (a documented gap).
 //!
@@ -37,12 +40,11 @@ use std::time::{Duration, Instant};
 use dc_identity::Principal;
 use dc_ledger_client::{ClientError, LedgerClient};
 use dc_ledger_core::{Contract, ContractState, LedgerError};
-use dc_vmm::{
-    Accel, Boot, Disk, Hypervisor, Network, PortForward, VfioDevice, VmHandle, VmSpec, VmmError,
-};
+use dc_vmm::{Accel, Boot, Disk, Network, PortForward, VfioDevice, VmHandle, VmSpec, VmmError};
 use sha2::{Digest, Sha256};
 
-use crate::config::{AccelPreference, Config, NetworkMode, ProbeKind};
+use crate::backend::{choose_backend, BackendChoice, Backends};
+use crate::config::{Config, NetworkMode, ProbeKind};
 use crate::journal::{Journal, JournalError, VmRecord, VmRecordState};
 use crate::resources::{Reservation, ResourceManager, ResourceRequest};
 
@@ -73,21 +75,68 @@ pub trait ReadinessProbe: Send + Sync {
     fn is_ready(&self, spec: &VmSpec, handle: &VmHandle) -> bool;
 }
 
-/// Ready when a TCP connection to the first forwarded host port succeeds.
+fn endpoint_addr(spec: &VmSpec) -> Option<SocketAddr> {
+    match &spec.network {
+        Network::User { forwards } => forwards
+            .first()
+            .map(|f| SocketAddr::new(f.host_addr, f.host_port)),
+        _ => None,
+    }
+}
+
+/// Ready when a TCP connection to the first forwarded host port succeeds and
+/// stays open for 300 ms. QEMU's user networking accepts every connection on
+/// a forwarded port and closes it only when the guest refuses, so a bare
+/// connect would be ready before the guest is.
 pub struct TcpProbe;
 
 impl ReadinessProbe for TcpProbe {
     fn is_ready(&self, spec: &VmSpec, _handle: &VmHandle) -> bool {
-        let Network::User { forwards } = &spec.network else {
+        let Some(addr) = endpoint_addr(spec) else {
             return false;
         };
-        forwards.first().is_some_and(|f| {
-            TcpStream::connect_timeout(
-                &SocketAddr::new(f.host_addr, f.host_port),
-                Duration::from_millis(500),
-            )
-            .is_ok()
-        })
+        let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return false;
+        };
+        if stream
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .is_err()
+        {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        match stream.peek(&mut byte) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
+
+/// Ready when `GET /` on the first forwarded host port is answered with an
+/// HTTP status line (any status: the guest's web server is up).
+pub struct HttpProbe;
+
+impl ReadinessProbe for HttpProbe {
+    fn is_ready(&self, spec: &VmSpec, _handle: &VmHandle) -> bool {
+        use std::io::{Read, Write};
+        let Some(addr) = endpoint_addr(spec) else {
+            return false;
+        };
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let request = format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
     }
 }
 
@@ -108,19 +157,10 @@ impl ReadinessProbe for SerialProbe {
 pub fn probe_from_config(config: &Config) -> Arc<dyn ReadinessProbe> {
     match config.readiness.probe {
         ProbeKind::Tcp => Arc::new(TcpProbe),
+        ProbeKind::Http => Arc::new(HttpProbe),
         ProbeKind::Serial => Arc::new(SerialProbe {
             marker: config.readiness.serial_marker.clone(),
         }),
-    }
-}
-
-/// KVM when asked, or when `auto` and `host_root/dev/kvm` exists; TCG otherwise.
-pub fn resolve_accel(config: &Config) -> Accel {
-    match config.accel {
-        AccelPreference::Kvm => Accel::Kvm,
-        AccelPreference::Tcg => Accel::Tcg,
-        AccelPreference::Auto if config.host_root.join("dev/kvm").exists() => Accel::Kvm,
-        AccelPreference::Auto => Accel::Tcg,
     }
 }
 
@@ -213,14 +253,13 @@ pub fn plan(
 /// The agent: the one owner of VM state on this node.
 pub struct Agent {
     config: Config,
-    hypervisor: Arc<dyn Hypervisor>,
+    backends: Backends,
     ledger: LedgerClient,
     probe: Arc<dyn ReadinessProbe>,
     clock: Clock,
     journal: Journal,
     vms: BTreeMap<u64, VmRecord>,
     resources: ResourceManager,
-    accel: Accel,
     check_in_interval: Option<Duration>,
     last_check_in: Option<Instant>,
 }
@@ -231,11 +270,12 @@ fn is_gone(e: &VmmError) -> bool {
 
 impl Agent {
     /// Replays the journal, adopts every VM that holds resources (same process,
-    /// never relaunched), marks the dead ones `Failed`, finishes interrupted
-    /// teardowns and compacts the journal. `ledger` must be signed by the node key.
+    /// never relaunched, through the backend its handle names), marks the dead
+    /// ones `Failed`, finishes interrupted teardowns and compacts the journal.
+    /// `ledger` must be signed by the node key.
     pub fn start(
         config: Config,
-        hypervisor: Arc<dyn Hypervisor>,
+        backends: Backends,
         ledger: LedgerClient,
         probe: Arc<dyn ReadinessProbe>,
         resources: ResourceManager,
@@ -244,12 +284,10 @@ impl Agent {
         std::fs::create_dir_all(config.data_dir.join("vms"))
             .map_err(|e| AgentError::Other(format!("{}: {e}", config.data_dir.display())))?;
         let (journal, replay) = Journal::open(&config.journal_path())?;
-        let accel = resolve_accel(&config);
         let mut agent = Agent {
-            accel,
             check_in_interval: config.check_in_interval_secs.map(Duration::from_secs),
             config,
-            hypervisor,
+            backends,
             ledger,
             probe,
             clock,
@@ -269,9 +307,28 @@ impl Agent {
     fn recover(&mut self, id: u64, record: VmRecord) -> Result<(), AgentError> {
         match (record.state, &record.handle) {
             (VmRecordState::Active | VmRecordState::Provisioning, Some(handle)) => {
-                match self.hypervisor.adopt(handle) {
+                let adopted = match self.backends.get(handle.backend) {
+                    Some(hv) => hv.adopt(handle),
+                    // The VMM may well be running: keep its resources, never wipe it.
+                    None if handle.is_alive() => Err(VmmError::Unsupported {
+                        backend: handle.backend.as_str(),
+                        reason: "this backend is not linked into the agent now".into(),
+                    }),
+                    None => Err(VmmError::Gone {
+                        id: handle.id.clone(),
+                        pid: handle.pid,
+                    }),
+                };
+                match adopted {
                     Ok(info) => {
-                        tracing::info!(contract = id, vm = %handle.id, pid = handle.pid, state = ?info.state, "adopted VM");
+                        tracing::info!(contract = id, vm = %handle.id, pid = handle.pid, backend = handle.backend.as_str(), state = ?info.state, "adopted VM");
+                        self.resources.restore(record.reservation.clone());
+                        self.vms.insert(id, record);
+                    }
+                    Err(e) if !is_gone(&e) && handle.is_alive() => {
+                        // Alive but not answering (or its backend is missing): never
+                        // wipe a running VM's disk. Keep it and its resources.
+                        tracing::error!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VMM is alive but could not be adopted; keeping it");
                         self.resources.restore(record.reservation.clone());
                         self.vms.insert(id, record);
                     }
@@ -459,13 +516,15 @@ impl Agent {
             .find(|p| TcpListener::bind((n.host_addr, *p)).is_ok())
     }
 
-    /// The VM spec for a contract (id `c<contract id>`, overlay in its run dir).
+    /// The VM spec for a contract (id `c<contract id>`, a qcow2 overlay over
+    /// `guest.base_disk` in its run dir, which the backend creates at launch),
+    /// and the backend that runs it ([`choose_backend`], which also sets `accel`).
     pub fn build_spec(
         &self,
         contract_id: u64,
         reservation: &Reservation,
         host_port: u16,
-    ) -> Result<VmSpec, AgentError> {
+    ) -> Result<(VmSpec, BackendChoice), AgentError> {
         let run_dir = self.config.vm_dir(contract_id);
         let g = &self.config.guest;
         let network = match self.config.network.mode {
@@ -490,7 +549,7 @@ impl Agent {
                 sysfs_path: self.config.host_root.join("sys/bus/pci/devices").join(d),
             })
             .collect();
-        let spec = VmSpec {
+        let mut spec = VmSpec {
             id: format!("c{contract_id}"),
             vcpus: reservation.request.vcpus.max(1),
             memory_mib: reservation.request.memory_mib.max(64),
@@ -509,11 +568,20 @@ impl Agent {
             vsock_cid: None,
             vfio,
             confidential: dc_vmm::Confidential::None,
-            accel: self.accel,
+            // Decided by choose_backend just below.
+            accel: Accel::Tcg,
             run_dir,
         };
+        let choice = choose_backend(
+            &spec,
+            self.config.backend,
+            self.config.accel,
+            &self.backends.host(),
+        )
+        .map_err(|e| AgentError::Other(e.to_string()))?;
+        spec.accel = choice.accel;
         spec.validate()?;
-        Ok(spec)
+        Ok((spec, choice))
     }
 
     async fn provision(&mut self, contract: Contract) -> Result<(), AgentError> {
@@ -560,7 +628,7 @@ impl Agent {
                 return Err(AgentError::Other(reason));
             }
         };
-        let spec = match self.build_spec(id, &reservation, port) {
+        let (spec, choice) = match self.build_spec(id, &reservation, port) {
             Ok(s) => s,
             Err(e) => {
                 self.resources.release(id);
@@ -599,7 +667,12 @@ impl Agent {
             self.fail(id, format!("{}: {e}", spec.run_dir.display()))?;
             return Err(AgentError::Other(e.to_string()));
         }
-        let hv = self.hypervisor.clone();
+        let Some(hv) = self.backends.get(choice.backend).cloned() else {
+            let note = format!("backend {} is not linked", choice.backend.as_str());
+            self.fail(id, note.clone())?;
+            return Err(AgentError::Other(note));
+        };
+        tracing::info!(contract = id, backend = choice.backend.as_str(), accel = ?choice.accel, reason = %choice.reason, "launching VM");
         let launch_spec = spec.clone();
         let launched = tokio::task::spawn_blocking(move || {
             hv.check(&launch_spec)?;
@@ -728,7 +801,16 @@ impl Agent {
             ..record.clone()
         })?;
         if let Some(handle) = &record.handle {
-            match self.hypervisor.delete(handle) {
+            let deleted = match self.backends.get(handle.backend) {
+                Some(hv) => hv.delete(handle),
+                None if !handle.is_alive() => Ok(()),
+                None => Err(VmmError::Unsupported {
+                    backend: handle.backend.as_str(),
+                    reason: "this backend is not linked into the agent now; cannot delete the VM"
+                        .into(),
+                }),
+            };
+            match deleted {
                 Ok(()) => {}
                 Err(e) if is_gone(&e) => {}
                 Err(e) => {

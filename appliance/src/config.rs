@@ -12,6 +12,7 @@
 //! image_hash = ""                         # SHA-256 of the appliance image, hex (optional)
 //! backend = "auto"                        # cloud-hypervisor | qemu | auto
 //! accel = "auto"                          # kvm | tcg | auto
+//! # cloud_hypervisor_binary = "/usr/bin/cloud-hypervisor"  # default: `cloud-hypervisor` on PATH
 //! # check_in_interval_secs = 300          # default: half the ledger's block interval
 //! poll_interval_ms = 5000                 # how often contracts are listed
 //! vm_boot_timeout_secs = 300
@@ -40,7 +41,7 @@
 //! guest_port = 22                         # the guest port the endpoint forwards to
 //!
 //! [readiness]
-//! probe = "tcp"                           # tcp (connect to the forwarded port) | serial
+//! probe = "tcp"                           # tcp | http (GET / on the forwarded port) | serial
 //! serial_marker = "login:"                # serial probe: text in the serial log
 //! ```
 
@@ -213,9 +214,13 @@ impl NetworkConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProbeKind {
-    /// A TCP connection to the forwarded endpoint port succeeds.
+    /// A TCP connection to the forwarded endpoint port succeeds and the
+    /// peer does not close it at once (QEMU user networking accepts every
+    /// connection on a forwarded port, then closes it when the guest refuses).
     #[default]
     Tcp,
+    /// `GET /` on the forwarded endpoint port is answered with an HTTP status line.
+    Http,
     /// The serial log contains `serial_marker`.
     Serial,
 }
@@ -254,6 +259,9 @@ pub struct Config {
     pub backend: BackendPreference,
     #[serde(default)]
     pub accel: AccelPreference,
+    /// The `cloud-hypervisor` executable; absent: looked up on `PATH`.
+    #[serde(default)]
+    pub cloud_hypervisor_binary: Option<PathBuf>,
     /// Overrides the default check-in interval (half the ledger's block interval).
     #[serde(default)]
     pub check_in_interval_secs: Option<u64>,

@@ -6,21 +6,30 @@
 //! - [`node`]: the node key, the one-time claim token and the claim;
 //! - [`journal`]: the append-only, fsynced journal of VM records;
 //! - [`resources`]: accounting against the configured limits, never overcommitting;
-//! - [`agent`]: the loop that turns ledger contracts into VMs through a
-//!   [`dc_vmm::Hypervisor`], one owner of all VM state.
+//! - [`backend`]: the linked VMM backends (QEMU from `dc-vmm-qemu`, Cloud
+//!   Hypervisor from `dc-vmm-ch`) and [`choose_backend`], the pure per-VM
+//!   choice of backend and accelerator;
+//! - [`agent`]: the loop that turns ledger contracts into VMs through those
+//!   [`dc_vmm::Hypervisor`]s, one owner of all VM state.
+//!
+//! Not implemented yet (contracts needing them are rejected): confidential
+//! launches (SEV-SNP, TDX) and bridge networking; VMs run with user-mode
+//! networking and one host port forwarded to `network.guest_port`.
 
 pub mod agent;
+pub mod backend;
 pub mod config;
 pub mod inventory;
 pub mod journal;
 pub mod node;
 pub mod resources;
 
-pub use agent::{plan, Action, Agent, AgentError, ReadinessProbe, SerialProbe, TcpProbe};
+pub use agent::{
+    plan, Action, Agent, AgentError, HttpProbe, ReadinessProbe, SerialProbe, TcpProbe,
+};
+pub use backend::{choose_backend, BackendChoice, Backends, HostCapabilities, NoBackend};
 pub use config::{Config, ConfigError};
 pub use inventory::{Inventory, InventoryError};
 pub use journal::{Journal, JournalError, VmRecord, VmRecordState};
 pub use node::{ClaimRecord, NodeError};
-pub use resources::{
-    EffectiveLimits, Reservation, ResourceError, ResourceManager, ResourceRequest,
-};
+pub use resources::{EffectiveLimits, Reservation, ResourceManager, ResourceRequest};

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dc_appliance::{agent, config::Config, inventory, node, resources::EffectiveLimits, NodeError};
+use dc_appliance::{
+    agent, config::Config, inventory, node, resources::EffectiveLimits, Agent, AgentError,
+    Backends, NodeError, ResourceManager,
+};
 use dc_identity::Identity;
 use dc_ledger_client::{ClientError, LedgerClient};
 use serde_json::json;
@@ -20,9 +23,18 @@ use serde_json::json;
     about = "Decent Cloud node agent: claims the node, checks in, and turns rented contracts into VMs",
     long_about = "Decent Cloud node agent.\n\nFirst `run` generates the node key and a one-time claim token in the data directory \
 (shown in the log). The provider then runs `claim` with that token and its identity; from then on `run` checks in \
-with the ledger, accepts contracts that fit the configured limits, launches their VMs and reports them active.\n\n\
+with the ledger, accepts contracts that fit the configured limits, launches their VMs and reports them active once \
+the readiness probe passes.\n\n\
+Backends: `backend = qemu | cloud-hypervisor | auto` and `accel = kvm | tcg | auto` in the configuration. With \
+`auto`, each VM runs on Cloud Hypervisor when its binary is found (`cloud_hypervisor_binary` or PATH), KVM is \
+usable and the VM is neither TDX nor on user-mode networking; on QEMU otherwise (TCG when KVM is absent or \
+`accel = tcg`). Each VM gets a qcow2 overlay over `guest.base_disk` in `data_dir/vms/c<contract>/`, user-mode \
+networking with one host port from `network.port_min..=port_max` forwarded to `network.guest_port`; that \
+address is the contract's endpoint. VMMs run detached: stopping or killing `run` leaves VMs running, and the \
+next `run` re-adopts them from the journal (a VM that died meanwhile is journaled failed, never relaunched). \
+Confidential launches and bridge networking are not implemented: such contracts are rejected.\n\n\
 Exit codes: 0 success, 1 the ledger refused, 2 bad usage or invalid configuration, 3 ledger unreachable, \
-4 local problem (files, keys, journal), 5 no usable VMM backend."
+4 local problem (files, keys, journal), 5 no usable VMM backend or a VMM failure."
 )]
 struct Cli {
     /// Print one JSON object on stdout instead of text.
@@ -34,7 +46,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent (waits to be claimed first).
+    /// Run the agent (waits to be claimed first); SIGTERM/SIGINT stop it, VMs keep running.
     Run {
         /// The appliance's TOML configuration.
         #[arg(long, env = "DC_APPLIANCE_CONFIG")]
@@ -215,17 +227,54 @@ async fn main_inner(cli: Cli) -> Result<(), Failure> {
                     }
                 }
             }
-            // The VMM backends (dc-vmm-qemu, dc-vmm-ch) are wired in by the
-            // integrator; until then this binary refuses to run VMs rather than
-            // pretending to.
-            let _ = (status.identity, &c.backend);
-            Err(Failure::new(
-                5,
-                format!(
-                    "no VMM backend is built into this dc-appliance (backend = {:?}); the agent library is ready, the Cloud Hypervisor/QEMU backends are not linked yet",
-                    c.backend
-                ),
-            ))
+            let backends = Backends::detect(&c).map_err(|e| Failure::new(5, e))?;
+            tracing::info!(
+                qemu = backends.qemu.is_some(),
+                cloud_hypervisor = backends.cloud_hypervisor.is_some(),
+                kvm = backends.kvm,
+                backend = ?c.backend,
+                accel = ?c.accel,
+                "VMM backends"
+            );
+            let (_inventory, limits) = measure(&c)?;
+            let client = LedgerClient::connect(&c.ledger_url, Some(status.identity))
+                .await
+                .map_err(client_failure)?;
+            let probe = agent::probe_from_config(&c);
+            let mut agent = Agent::start(
+                c,
+                backends,
+                client,
+                probe,
+                ResourceManager::new(limits),
+                agent::system_clock(),
+            )
+            .map_err(agent_failure)?;
+            agent.run(shutdown_signal()).await.map_err(agent_failure)
+        }
+    }
+}
+
+fn agent_failure(e: AgentError) -> Failure {
+    match e {
+        AgentError::Ledger(c) => client_failure(c),
+        AgentError::Vmm(v) => Failure::new(5, v),
+        other => Failure::new(4, other),
+    }
+}
+
+/// SIGINT or SIGTERM: the agent stops, its VMs keep running.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }
@@ -238,6 +287,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

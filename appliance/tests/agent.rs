@@ -16,7 +16,7 @@ use dc_appliance::inventory::{self, fake};
 use dc_appliance::journal::VmRecordState;
 use dc_appliance::node::{self, NodeError};
 use dc_appliance::resources::{EffectiveLimits, ResourceManager};
-use dc_appliance::{Action, Agent};
+use dc_appliance::{Action, Agent, Backends};
 use dc_identity::Identity;
 use dc_ledger::launch::LedgerProcess;
 use dc_ledger_client::LedgerClient;
@@ -154,7 +154,7 @@ async fn start_agent(c: &Config, vmm: Arc<FakeVmm>) -> Agent {
         .unwrap();
     Agent::start(
         c.clone(),
-        vmm,
+        Backends::single(vmm, false),
         client,
         Arc::new(SerialProbe {
             marker: "login:".into(),

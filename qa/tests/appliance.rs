@@ -1,0 +1,600 @@
+//! The appliance with real processes: dc-ledger, `dc-appliance run` with the
+//! QEMU backend under software emulation (TCG), dcctl as provider and
+//! developer, and a real Linux guest (dc-test-guest) answering HTTP through
+//! the endpoint the ledger reports.
+//!
+//! One scenario, in order: claim; publish; rent A, which becomes active and
+//! serves HTTP; rent B (active) and C (over the agent's vCPU limit, lowered
+//! below what the node registered: rejected, fully refunded, never active); `kill -9` the agent: A's QEMU keeps running
+//! and answering; kill B's QEMU while the agent is down; restart: A is
+//! re-adopted (same pid, same disk inode, no second QEMU, same endpoint), B is
+//! journaled failed and not relaunched; cancel A: refund = paid − released,
+//! its QEMU exits and its run directory (with the overlay) is deleted.
+//!
+//! Skips (prints SKIPPED) when QEMU or the test guest is not available. On
+//! failure the appliance log and the guests' serial logs are printed; every
+//! process started here (including the detached QEMUs) is killed on drop.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dc_ledger::launch::LedgerProcess;
+use serde_json::Value;
+
+const TOKEN: u64 = 1_000_000_000;
+const BOOT_WAIT: Duration = Duration::from_secs(120);
+
+fn target_dir() -> PathBuf {
+    // Test binaries live in target/<profile>/deps; the tools one level up.
+    let exe = std::env::current_exe().expect("test exe");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+/// A workspace binary; dc-appliance is always rebuilt (cheap when fresh) so a
+/// stale one is never tested, the others only when missing.
+fn bin(pkg: &str, name: &str, always_build: bool) -> PathBuf {
+    let dir = target_dir();
+    let path = dir.join(name);
+    if always_build || !path.exists() {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "-q", "-p", pkg, "--bin", name]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        assert!(
+            cmd.status().expect("cargo build").success(),
+            "building {name}"
+        );
+    }
+    path
+}
+
+/// Every pid whose command line mentions `needle` (QEMUs name their run dir).
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) && text.contains("qemu-system") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie is dead for our purposes.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Owns everything started here; on drop kills it and, when panicking,
+/// prints the logs a reader needs.
+struct Scenario {
+    dir: tempfile::TempDir,
+    ledger: Option<LedgerProcess>,
+    appliance: Option<Child>,
+}
+
+impl Drop for Scenario {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- appliance log ----\n{}", self.appliance_log());
+            for entry in std::fs::read_dir(self.data().join("vms"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for name in ["serial.log", "qemu.log"] {
+                    let p = entry.path().join(name);
+                    if let Ok(t) = std::fs::read_to_string(&p) {
+                        eprintln!("---- {} ----\n{t}", p.display());
+                    }
+                }
+            }
+            eprintln!(
+                "---- journal ----\n{}",
+                std::fs::read_to_string(self.data().join("journal.jsonl")).unwrap_or_default()
+            );
+        }
+        self.stop_appliance();
+        for pid in pids_mentioning(&self.dir.path().display().to_string()) {
+            // SAFETY: plain kill(2) on a pid we found by our own temp dir.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        drop(self.ledger.take());
+    }
+}
+
+impl Scenario {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+    fn config(&self) -> PathBuf {
+        self.path("appliance.toml")
+    }
+    fn appliance_log(&self) -> String {
+        std::fs::read_to_string(self.path("appliance.log")).unwrap_or_default()
+    }
+    fn url(&self) -> &str {
+        &self.ledger.as_ref().expect("ledger").url
+    }
+
+    fn start_appliance(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("appliance.log"))
+            .unwrap();
+        let child = Command::new(bin("dc-appliance", "dc-appliance", false))
+            .arg("run")
+            .arg("--config")
+            .arg(self.config())
+            .env("RUST_LOG", "info")
+            .env_remove("DC_APPLIANCE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start dc-appliance");
+        self.appliance = Some(child);
+    }
+
+    /// SIGKILL, as a crash.
+    fn stop_appliance(&mut self) {
+        if let Some(mut c) = self.appliance.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn appliance_still_running(&mut self) {
+        if let Some(c) = self.appliance.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("dc-appliance exited: {status}");
+            }
+        }
+    }
+
+    fn dcctl(&self, who: &str, args: &[&str]) -> Output {
+        Command::new(bin("dc-controller", "dcctl", false))
+            .arg("--ledger")
+            .arg(self.url())
+            .arg("--identity")
+            .arg(self.path(who))
+            .args(args)
+            .arg("--json")
+            .env_remove("DC_LEDGER")
+            .env_remove("DC_IDENTITY")
+            .output()
+            .expect("run dcctl")
+    }
+
+    fn ok(&self, who: &str, args: &[&str]) -> Value {
+        let out = self.dcctl(who, args);
+        assert!(
+            out.status.success(),
+            "dcctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("one JSON object")
+    }
+
+    fn contract(&self, id: u64) -> Value {
+        self.ok("dev.pem", &["contract", "show", &id.to_string()])
+    }
+
+    fn wait_state(&mut self, id: u64, state: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            self.appliance_still_running();
+            let c = self.contract(id);
+            if c["state"] == state {
+                return c;
+            }
+            assert!(
+                start.elapsed() < BOOT_WAIT,
+                "contract {id} not {state} after {BOOT_WAIT:?}: {c}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The latest journal record of a contract.
+    fn journal(&self, id: u64) -> Value {
+        let text = std::fs::read_to_string(self.data().join("journal.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["contract_id"] == id)
+            .last()
+            .unwrap_or(Value::Null)
+    }
+
+    fn balance(&self, who: &str, principal: &str) -> u64 {
+        self.ok(who, &["balance", principal])["balance_e9s"]
+            .as_u64()
+            .unwrap()
+    }
+}
+
+fn http_get(endpoint: &str) -> Result<String, String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    client
+        .get(format!("http://{endpoint}/"))
+        .send()
+        .and_then(|r| r.text())
+        .map_err(|e| e.to_string())
+}
+
+fn pid_of(record: &Value) -> u32 {
+    record["handle"]["pid"].as_u64().expect("a journaled pid") as u32
+}
+
+#[test]
+fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
+    let test_start = Instant::now();
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+        || Command::new("qemu-img").arg("--version").output().is_err()
+    {
+        eprintln!("SKIPPED: qemu-system-x86_64 / qemu-img not installed");
+        return;
+    }
+    let guest = match dc_test_guest::TestGuest::prepare() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("SKIPPED: test guest unavailable: {e}");
+            return;
+        }
+    };
+    // Built before anything runs, so no timeout below includes a compile.
+    bin("dc-appliance", "dc-appliance", true);
+    let dcctl = bin("dc-controller", "dcctl", false);
+    let ledger_bin = bin("dc-ledger", "dc-ledger", false);
+
+    let mut s = Scenario {
+        dir: tempfile::tempdir().unwrap(),
+        ledger: None,
+        appliance: None,
+    };
+    let principal = |s: &Scenario, who: &str| -> String {
+        let out = Command::new(&dcctl)
+            .args(["identity", "new", "--out"])
+            .arg(s.path(who))
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["principal"].as_str().unwrap().to_string()
+    };
+    let (dev, prov, treasury) = (
+        principal(&s, "dev.pem"),
+        principal(&s, "prov.pem"),
+        principal(&s, "treasury.pem"),
+    );
+    std::fs::write(
+        s.path("genesis.toml"),
+        format!(
+            "treasury = \"{treasury}\"\n[params]\nblock_interval_secs = 3600\n\
+             [[balances]]\nprincipal = \"{dev}\"\namount_e9s = {}\n\
+             [[balances]]\nprincipal = \"{prov}\"\namount_e9s = {}\n",
+            1_000 * TOKEN,
+            100 * TOKEN
+        ),
+    )
+    .unwrap();
+    s.ledger = Some(
+        LedgerProcess::start(
+            &ledger_bin,
+            &s.path("ledger"),
+            Some(&s.path("genesis.toml")),
+            Some(&s.path("ledger.log")),
+            Duration::from_secs(60),
+        )
+        .expect("start dc-ledger"),
+    );
+
+    // The appliance: QEMU, TCG, 2 vCPUs for tenants, the test guest.
+    let base = s.path("base.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("64M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port_min = 40_000 + (std::process::id() % 200) as u16 * 100;
+    let config_text = |max_memory_mib: u64| {
+        format!(
+            "data_dir = \"{data}\"\nledger_url = \"{url}\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\
+             backend = \"qemu\"\naccel = \"tcg\"\ncheck_in_interval_secs = 60\npoll_interval_ms = 200\n\
+             vm_boot_timeout_secs = 100\n\
+             [limits]\nmax_vcpus = 2\nmax_memory_mib = {max_memory_mib}\nmax_storage_gib = 10\n\
+             [guest]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\ncmdline = \"{cmdline}\"\nbase_disk = \"{base}\"\n\
+             [network]\nport_min = {port_min}\nport_max = {port_max}\nguest_port = 80\n\
+             [readiness]\nprobe = \"http\"\n",
+            data = s.data().display(),
+            url = s.url(),
+            kernel = guest.kernel.display(),
+            initrd = guest.initrd.display(),
+            cmdline = guest.cmdline,
+            base = base.display(),
+            port_max = port_min + 99,
+        )
+    };
+    // The node is claimed (registered) with 4 GiB for tenants; the agent runs
+    // with 2.5 GiB, as when a provider lowers the limit later. The ledger then
+    // still sells a 1 GiB VM plus a 2 GiB one, and the agent must refuse the second.
+    std::fs::write(s.config(), config_text(2560)).unwrap();
+    std::fs::write(s.path("claim.toml"), config_text(4096)).unwrap();
+    s.start_appliance();
+    let token_path = s.data().join("claim-token");
+    wait_until("the claim token", Duration::from_secs(30), || {
+        token_path.exists()
+    });
+    let token = std::fs::read_to_string(&token_path).unwrap();
+
+    // Provider registers and claims the node with the token.
+    s.ok(
+        "prov.pem",
+        &[
+            "provider",
+            "register",
+            "--name",
+            "Alpha Cloud GmbH",
+            "--jurisdiction",
+            "DE",
+            "--email",
+            "ops@alpha.example",
+        ],
+    );
+    let out = Command::new(bin("dc-appliance", "dc-appliance", false))
+        .args(["claim", "--json", "--config"])
+        .arg(s.path("claim.toml"))
+        .args(["--token", token.trim(), "--provider-identity"])
+        .arg(s.path("prov.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "claim: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claimed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = claimed["node"].as_str().unwrap().to_string();
+    assert_eq!(claimed["provider"], prov.as_str());
+
+    let add_offering = |name: &str, ram_gib: u32| {
+        let file = s.path(&format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "name = \"{name}\"\nnode = \"{node}\"\nprice_e9s_per_hour = {TOKEN}\nmin_hours = 1\nmax_hours = 10\n\
+                 confidential = \"none\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\n\
+                 [resources]\nvcpus = 1\nram_gib = {ram_gib}\nstorage_gib = 1\nbandwidth_mbps = 100\n"
+            ),
+        )
+        .unwrap();
+        s.ok(
+            "prov.pem",
+            &["offering", "add", "--file", &file.display().to_string()],
+        )["offering_id"]
+            .as_u64()
+            .unwrap()
+            .to_string()
+    };
+    let offering = add_offering("tcg-small", 1);
+    let big = add_offering("tcg-big", 2);
+
+    // A: rented, launched, reported active with an endpoint that a real guest answers.
+    let rent_a = Instant::now();
+    let a = s.ok(
+        "dev.pem",
+        &["rent", "--offering", &offering, "--hours", "3"],
+    )["contract_id"]
+        .as_u64()
+        .unwrap();
+    let active = s.wait_state(a, "active");
+    let endpoint = active["endpoint"]
+        .as_str()
+        .expect("an endpoint")
+        .to_string();
+    eprintln!(
+        "contract {a} active at {endpoint} after {:?}",
+        rent_a.elapsed()
+    );
+    assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
+    let body = http_get(&endpoint).expect("GET the guest");
+    assert!(
+        body.contains(dc_test_guest::HTTP_BODY),
+        "guest said {body:?}"
+    );
+    let rec_a = s.journal(a);
+    assert_eq!(rec_a["state"], "active");
+    assert_eq!(rec_a["handle"]["backend"], "qemu");
+    assert_eq!(rec_a["spec"]["accel"], "tcg");
+    let pid_a = pid_of(&rec_a);
+    let run_a = PathBuf::from(rec_a["spec"]["run_dir"].as_str().unwrap());
+    let disk_a = PathBuf::from(rec_a["spec"]["disks"][0]["path"].as_str().unwrap());
+    assert!(disk_a.starts_with(&run_a));
+    let inode_a = std::fs::metadata(&disk_a)
+        .expect("the overlay exists")
+        .ino();
+    let qemu_img_info = Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(&disk_a)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&qemu_img_info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(
+        info["backing-filename"],
+        base.display().to_string(),
+        "the overlay is over the base disk"
+    );
+
+    // C (2 GiB more) does not fit the agent's 2.5 GiB: rejected, never active,
+    // fully refunded. B (1 GiB more) fits.
+    let c = s.ok("dev.pem", &["rent", "--offering", &big, "--hours", "1"])["contract_id"]
+        .as_u64()
+        .unwrap();
+    let rejected = s.wait_state(c, "rejected");
+    assert_eq!(rejected["refunded_e9s"], rejected["paid_e9s"], "{rejected}");
+    assert!(rejected.get("endpoint").is_none());
+    assert!(
+        s.journal(c).is_null(),
+        "a rejected contract never gets a VM"
+    );
+    assert!(s.appliance_log().contains("rejecting contract"));
+    let b = s.ok(
+        "dev.pem",
+        &["rent", "--offering", &offering, "--hours", "1"],
+    )["contract_id"]
+        .as_u64()
+        .unwrap();
+    let active_b = s.wait_state(b, "active");
+    let endpoint_b = active_b["endpoint"].as_str().unwrap().to_string();
+    assert_ne!(endpoint_b, endpoint);
+    let rec_b = s.journal(b);
+    let pid_b = pid_of(&rec_b);
+    let run_b = PathBuf::from(rec_b["spec"]["run_dir"].as_str().unwrap());
+
+    // Crash: kill -9 the agent. The VMs are not its children in any way that matters.
+    s.stop_appliance();
+    assert!(alive(pid_a), "QEMU of A died with the agent");
+    let body = http_get(&endpoint).expect("the guest answers while the agent is down");
+    assert!(body.contains(dc_test_guest::HTTP_BODY));
+    // B's VMM dies while the agent is down.
+    // SAFETY: plain kill(2) of the QEMU this test's agent started.
+    unsafe {
+        libc::kill(pid_b as i32, libc::SIGKILL);
+    }
+    wait_until("B's QEMU to exit", Duration::from_secs(10), || {
+        !alive(pid_b)
+    });
+
+    let adopted_before = s.appliance_log().matches("adopted VM").count();
+    let running_before = s.appliance_log().matches("agent running").count();
+    s.start_appliance();
+    wait_until(
+        "the restarted agent to run",
+        Duration::from_secs(30),
+        || s.appliance_log().matches("agent running").count() > running_before,
+    );
+    let log = s.appliance_log();
+    assert_eq!(
+        log.matches("adopted VM").count(),
+        adopted_before + 1,
+        "A re-adopted once"
+    );
+    assert!(
+        log.contains("VM died while the agent was down"),
+        "B's death reported"
+    );
+    let rec_a2 = s.journal(a);
+    assert_eq!(rec_a2["state"], "active");
+    assert_eq!(pid_of(&rec_a2), pid_a, "same VMM process");
+    assert!(alive(pid_a));
+    assert_eq!(
+        std::fs::metadata(&disk_a).unwrap().ino(),
+        inode_a,
+        "same disk file"
+    );
+    let rec_b2 = s.journal(b);
+    assert_eq!(rec_b2["state"], "failed", "{rec_b2}");
+    // A few passes of the loop later: nothing relaunched, A still served.
+    std::thread::sleep(Duration::from_secs(2));
+    s.appliance_still_running();
+    assert_eq!(
+        pids_mentioning(&run_a.display().to_string()),
+        vec![pid_a],
+        "no second QEMU for A"
+    );
+    assert!(
+        pids_mentioning(&run_b.display().to_string()).is_empty(),
+        "B never relaunched"
+    );
+    assert_eq!(s.journal(b)["state"], "failed");
+    let still = s.contract(a);
+    assert_eq!(still["state"], "active");
+    assert_eq!(still["endpoint"], endpoint.as_str());
+    assert!(http_get(&endpoint)
+        .unwrap()
+        .contains(dc_test_guest::HTTP_BODY));
+
+    // Cancel A: refund = paid − released; the VM and its disk go.
+    let dev_before = s.balance("dev.pem", &dev);
+    let cancelled = s.ok("dev.pem", &["cancel", &a.to_string()]);
+    let shown = s.contract(a);
+    assert_eq!(shown["state"], "cancelled");
+    let (paid, released, refunded) = (
+        shown["paid_e9s"].as_u64().unwrap(),
+        shown["released_e9s"].as_u64().unwrap(),
+        shown["refunded_e9s"].as_u64().unwrap(),
+    );
+    assert_eq!(cancelled["refunded_e9s"].as_u64(), Some(refunded));
+    assert_eq!(refunded, paid - released, "{shown}");
+    assert_eq!(paid, 3 * TOKEN);
+    assert!(
+        refunded > 2 * TOKEN,
+        "most of 3 paid hours comes back: {shown}"
+    );
+    assert_eq!(s.balance("dev.pem", &dev) - dev_before, refunded);
+    wait_until("A's QEMU to exit", Duration::from_secs(30), || {
+        !alive(pid_a)
+    });
+    wait_until(
+        "A's run directory to be deleted",
+        Duration::from_secs(30),
+        || !run_a.exists(),
+    );
+    assert!(!disk_a.exists());
+    wait_until("A journaled released", Duration::from_secs(10), || {
+        s.journal(a)["state"] == "released"
+    });
+    s.appliance_still_running();
+    eprintln!("scenario took {:?}", test_start.elapsed());
+}
