@@ -130,8 +130,7 @@ impl ApiClient {
         if response.is_success() {
             return Ok(response.body);
         }
-        let quoted = &response.body[..response.body.len().min(MAX_QUOTED_ERROR_BYTES)];
-        let text = String::from_utf8_lossy(quoted);
+        let text = error_text(&response.body);
         let text = text.trim();
         Err(VmmError::Api {
             backend: BACKEND,
@@ -159,6 +158,32 @@ impl ApiClient {
     ) -> Result<Vec<u8>, VmmError> {
         self.call("PUT", endpoint, body)
     }
+}
+
+/// The readable text of an error body, at most [`MAX_QUOTED_ERROR_BYTES`].
+///
+/// Cloud Hypervisor (v54) answers errors with a JSON array of the error
+/// chain's messages, outermost first (`["Error from API","The VM could not
+/// boot",...]`); they are joined with ": " as its own log does. Any other
+/// body is quoted as text.
+pub fn error_text(body: &[u8]) -> String {
+    let chain: Option<Vec<String>> = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.as_array()?
+                .iter()
+                .map(|m| m.as_str().map(str::to_owned))
+                .collect()
+        });
+    let text = match chain {
+        Some(messages) if !messages.is_empty() => messages.join(": "),
+        _ => String::from_utf8_lossy(&body[..body.len().min(MAX_QUOTED_ERROR_BYTES)]).into_owned(),
+    };
+    let mut end = text.len().min(MAX_QUOTED_ERROR_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
 }
 
 /// Reads one line ending in LF (CR before it removed), at most `MAX_LINE_BYTES`.
@@ -349,6 +374,36 @@ mod tests {
                 body: b"boom".to_vec()
             }
         );
+    }
+
+    #[test]
+    fn cloud_hypervisor_status_lines_without_a_reason_phrase() {
+        // What v54 actually sends: "HTTP/1.1 204 " (code, space, no reason).
+        let r = parse(
+            b"HTTP/1.1 204 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.status, 204);
+        let r =
+            parse(b"HTTP/1.1 200 \r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+        assert_eq!((r.status, r.body.len()), (200, 0));
+        assert_eq!(parse(b"HTTP/1.1 404\r\n\r\n").unwrap().status, 404);
+    }
+
+    #[test]
+    fn error_chains_are_joined_and_other_bodies_quoted() {
+        assert_eq!(
+            error_text(br#"["Error from API","The VM could not boot","VM config is missing"]"#),
+            "Error from API: The VM could not boot: VM config is missing"
+        );
+        assert_eq!(
+            error_text(b"Error from API: plain"),
+            "Error from API: plain"
+        );
+        assert_eq!(error_text(br#"{"a":1}"#), r#"{"a":1}"#);
+        assert_eq!(error_text(b"[1,2]"), "[1,2]");
+        assert_eq!(error_text(&vec![b'x'; 5000]).len(), MAX_QUOTED_ERROR_BYTES);
     }
 
     #[test]

@@ -79,6 +79,13 @@ pub fn vfio_id(index: usize) -> String {
 }
 
 /// `DiskConfig` for one disk with the given id.
+///
+/// The image type is always explicit (`Qcow2` for an overlay of a base,
+/// `Raw` otherwise): when it is left to auto-detection, Cloud Hypervisor
+/// (checked against v54) rewrites the stored config of a detected qcow2 to
+/// `backing_files: false`, so the next `vm.reboot` fails to reopen the overlay
+/// ("Maximum disk nesting depth exceeded") and leaves the VM dead; a detected
+/// raw image gets sector-0 writes disabled; and auto-detection is deprecated.
 pub fn disk_config(disk: &Disk, id: &str) -> Result<Value, VmmError> {
     let mut d = Map::new();
     d.insert("path".into(), json!(path_str(&disk.path, "disk")?));
@@ -87,6 +94,9 @@ pub fn disk_config(disk: &Disk, id: &str) -> Result<Value, VmmError> {
         // A qcow2 overlay names its base inside the file; v54 opens backing
         // files only when told to (DiskConfig.backing_files, default false).
         d.insert("backing_files".into(), json!(true));
+        d.insert("image_type".into(), json!("Qcow2"));
+    } else {
+        d.insert("image_type".into(), json!("Raw"));
     }
     d.insert("id".into(), json!(id));
     Ok(Value::Object(d))

@@ -97,6 +97,7 @@ impl CloudHypervisor {
 
         let configured = wait_for_socket(&handle, socket_timeout, &log).and_then(|()| {
             let client = ApiClient::new(&handle.api_socket);
+            check_build_features(&client, spec)?;
             client.put("vm.create", Some(&config))?;
             client.put("vm.boot", None)?;
             Ok(())
@@ -128,6 +129,53 @@ impl CloudHypervisor {
             .find(|id| !info.devices.contains(id))
             .unwrap_or_else(|| format!("{prefix}x")))
     }
+}
+
+/// The build features (`vmm.ping`'s `features`) that `spec` needs: `igvm`
+/// for an IGVM payload, `sev_snp` for SEV-SNP.
+pub fn required_features(spec: &VmSpec) -> Vec<&'static str> {
+    let mut needed = Vec::new();
+    if matches!(spec.boot, dc_vmm::Boot::Igvm { .. }) {
+        needed.push("igvm");
+    }
+    if matches!(spec.confidential, dc_vmm::Confidential::SevSnp { .. }) {
+        needed.push("sev_snp");
+    }
+    needed
+}
+
+/// Refuses a spec that needs build features the running binary lacks.
+///
+/// Cloud Hypervisor's VmConfig fields `payload.igvm`, `payload.host_data`
+/// and `platform.sev_snp` only exist in builds with those features, and its
+/// JSON parser ignores unknown fields: a default build (features `kvm`,
+/// `io_uring`) answers 204 to such a `vm.create` and drops them, which must
+/// never turn an SEV-SNP launch into a regular one. Only asked when needed.
+fn check_build_features(client: &ApiClient, spec: &VmSpec) -> Result<(), VmmError> {
+    let needed = required_features(spec);
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let ping = client.get_json("vmm.ping")?;
+    let features: Vec<&str> = ping
+        .get("features")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let missing: Vec<&str> = needed
+        .into_iter()
+        .filter(|f| !features.contains(f))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(VmmError::Unsupported {
+        backend: BACKEND,
+        reason: format!(
+            "this cloud-hypervisor build lacks the feature(s) {} that the VM needs (it has {features:?}); build it with --features sev_snp",
+            missing.join(", ")
+        ),
+    })
 }
 
 /// Polls until the API socket accepts a connection, the process dies, or
@@ -317,6 +365,11 @@ impl Hypervisor for CloudHypervisor {
                 }
             }
         }
+        // Cloud Hypervisor leaves the lock file of its API socket
+        // (`<socket>.lock`) behind; it is only meaningful while it runs.
+        let mut lock = handle.api_socket.clone().into_os_string();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
         match std::fs::remove_file(&handle.api_socket) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -349,3 +349,45 @@ fn an_snp_launch_checks_the_policy_inside_the_igvm_file_first() {
         .unwrap_err();
     assert!(matches!(err, VmmError::Spawn { .. }), "{err}");
 }
+
+#[test]
+fn an_snp_launch_on_a_build_without_sev_snp_is_refused_before_vm_create() {
+    let bin = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ch = CloudHypervisor::new(fake_binary(bin.path(), "exec sleep 120"));
+    // What a default build (features kvm, io_uring) answers; its vm.create
+    // would accept the SEV-SNP config and silently drop igvm, host_data and
+    // platform.sev_snp.
+    let logs = serve_when_started(bin.path().to_path_buf(), |req| {
+        if req.path.ends_with("vmm.ping") {
+            json_ok(
+                r#"{"build_version":"v54.0","version":"54.0.0","pid":1,"features":["io_uring","kvm"]}"#,
+            )
+        } else {
+            no_content()
+        }
+    });
+    let spec = VmSpec {
+        boot: dc_vmm::Boot::Igvm {
+            igvm: igvm_file(dir.path(), 0x30000),
+            cmdline: String::new(),
+        },
+        ..snp_spec(&dir.path().join("run"))
+    };
+    let err = ch
+        .launch_with_timeout(&spec, Duration::from_secs(10))
+        .unwrap_err();
+    assert!(
+        matches!(&err, VmmError::Unsupported { reason, .. } if reason.contains("igvm, sev_snp")),
+        "{err}"
+    );
+    let log = logs.recv_timeout(Duration::from_secs(5)).unwrap();
+    let seen: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(seen, ["GET /api/v1/vmm.ping"]);
+    assert!(wait_exited(pid_of_fake(bin.path())), "the VMM was killed");
+}
