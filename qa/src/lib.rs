@@ -12,6 +12,9 @@
 //!
 //! [`attest_bench`] (program `attest-bench`) measures the attestation
 //! verifiers against `snpguest`.
+//!
+//! [`vm_bench`] (program `vm-bench`) times a rent until the guest answers,
+//! phase by phase, and the supervisor's overhead per VM operation beside raw QMP.
 
 pub mod attest_bench;
 pub mod bench;
@@ -24,4 +27,5 @@ pub mod rng;
 pub mod server;
 pub mod stats;
 pub mod transfers;
+pub mod vm_bench;
 pub mod world;

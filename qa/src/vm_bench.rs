@@ -1,0 +1,913 @@
+//! `vm-bench`: how long a rent takes to become a guest that answers, split
+//! into ledger, supervisor and VMM/guest-boot parts, and what the supervisor's
+//! VMM layer costs per VM operation beside talking to the VMM directly.
+//!
+//! 1. **Rent to answer.** Real processes, as in `qa/tests/appliance.rs`: the
+//!    release `dc-ledger`, `dcctl` as provider and developer, `dc-appliance run`
+//!    with the QEMU backend under software emulation (TCG) and the test guest
+//!    of `dc-test-guest`. Each rent is cut into phases by timestamps the
+//!    processes already write, all from the same host clock: the ledger's
+//!    `created_at_ns` / `active_since_ns`, the agent's journal records
+//!    (`at_ns`) and its log lines, plus what this program observes itself
+//!    (the serial log's ready line, the first HTTP answer through the endpoint).
+//! 2. **Supervisor overhead per operation.** On one running VM: pause, resume,
+//!    info and counters through the `dc_vmm::Hypervisor` trait object of
+//!    `dc-vmm-qemu` (the supervisor's code path: a fresh QMP connection,
+//!    greeting and `qmp_capabilities` per operation) beside a raw QMP client
+//!    written here (one persistent socket, capabilities negotiated once, the
+//!    same commands). The difference is our overhead per operation.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use dc_vmm::{Hypervisor, VmHandle, VmSpec};
+use serde_json::Value;
+
+use crate::cleanup;
+use crate::machine::{utc_now, Machine};
+use crate::report::{targets_markdown, targets_text, Row, Table, Target};
+use crate::server::LedgerProcess;
+use crate::stats::{ms, Latencies};
+
+/// Command line of `vm-bench`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vm-bench",
+    about = "Rent-to-answer time of the appliance (QEMU TCG, test guest), split by phase, and the supervisor's overhead per VM operation beside raw QMP"
+)]
+pub struct Args {
+    /// Sequential rents measured end to end (each cancelled before the next).
+    #[arg(long, default_value_t = 5)]
+    pub rents: u32,
+    /// Repetitions of each VM operation per client.
+    #[arg(long, default_value_t = 200)]
+    pub ops: u32,
+    /// The agent's `poll_interval_ms`: how often it lists its contracts.
+    #[arg(long, default_value_t = 200)]
+    pub poll_interval_ms: u64,
+    /// The dc-ledger binary (release build).
+    #[arg(long, default_value = "target/release/dc-ledger")]
+    pub ledger_bin: PathBuf,
+    /// The dcctl binary (release build).
+    #[arg(long, default_value = "target/release/dcctl")]
+    pub dcctl: PathBuf,
+    /// The dc-appliance binary (release build).
+    #[arg(long, default_value = "target/release/dc-appliance")]
+    pub appliance_bin: PathBuf,
+    /// Where the scratch directory goes (default: the system temp dir).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Also write the results as markdown to this file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+}
+
+const TOKEN: u64 = 1_000_000_000;
+const BOOT_WAIT: Duration = Duration::from_secs(180);
+const OVERHEAD_TARGET: Duration = Duration::from_millis(20);
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// Every pid whose command line mentions `needle` and is a QEMU.
+fn qemus_mentioning(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) && text.contains("qemu-system") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+fn kill_qemus_in(dir: &str) {
+    for pid in qemus_mentioning(dir) {
+        // SAFETY: kill(2) of a QEMU whose command line names our scratch dir.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Everything started here; dropping it (or an interrupt) kills the agent,
+/// the detached QEMUs it launched and the ledger, and removes the directory.
+struct World {
+    appliance: Option<Child>,
+    ledger: Option<LedgerProcess>,
+    ticket: u64,
+    dcctl: PathBuf,
+    appliance_bin: PathBuf,
+    dir: cleanup::ScratchDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.appliance.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        kill_qemus_in(&self.dir.path().display().to_string());
+        drop(self.ledger.take());
+        cleanup::cancel(self.ticket);
+    }
+}
+
+impl World {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn data(&self) -> PathBuf {
+        self.path("data")
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("appliance.log")).unwrap_or_default()
+    }
+    fn url(&self) -> &str {
+        self.ledger.as_ref().map_or("", |l| l.url.as_str())
+    }
+
+    fn dcctl(&self, who: &str, args: &[&str]) -> anyhow::Result<Value> {
+        let out = Command::new(&self.dcctl)
+            .arg("--ledger")
+            .arg(self.url())
+            .arg("--identity")
+            .arg(self.path(who))
+            .args(args)
+            .arg("--json")
+            .env_remove("DC_LEDGER")
+            .env_remove("DC_IDENTITY")
+            .output()
+            .with_context(|| format!("running {}", self.dcctl.display()))?;
+        if !out.status.success() {
+            bail!(
+                "dcctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("dcctl {args:?}: expected one JSON object"))
+    }
+
+    fn identity(&self, who: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.dcctl)
+            .args(["identity", "new", "--json", "--out"])
+            .arg(self.path(who))
+            .output()?;
+        if !out.status.success() {
+            bail!("dcctl identity new: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        v["principal"]
+            .as_str()
+            .map(str::to_string)
+            .context("dcctl identity new printed no principal")
+    }
+
+    fn journal(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.data().join("journal.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect()
+    }
+
+    fn records(&self, id: u64) -> Vec<Value> {
+        self.journal()
+            .into_iter()
+            .filter(|r| r["contract_id"] == id)
+            .collect()
+    }
+
+    fn check_appliance(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.appliance.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                bail!("dc-appliance exited ({status}); log:\n{}", self.log());
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_for<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut f: impl FnMut(&Self) -> Option<T>,
+    ) -> anyhow::Result<T> {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f(self) {
+                return Ok(v);
+            }
+            self.check_appliance()?;
+            if start.elapsed() > timeout {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            std::thread::sleep(every);
+        }
+    }
+}
+
+/// `2025-01-02T03:04:05.123456Z` (tracing-subscriber's default timer) to ns since the epoch.
+pub fn parse_rfc3339_ns(s: &str) -> Option<i128> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let frac_ns: i128 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(secs as i128 * 1_000_000_000 + frac_ns)
+}
+
+/// The time of the first log line with `message` and the field token `field`.
+fn log_time(log: &str, message: &str, field: &str) -> Option<i128> {
+    log.lines()
+        .find(|l| l.contains(message) && l.split_whitespace().any(|t| t == field))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(parse_rfc3339_ns)
+}
+
+/// `GET /` answered with the test guest's body.
+fn http_answers(addr: &str) -> bool {
+    let Ok(sock) = addr.parse() else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&sock, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+    if s
+        .write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut body);
+    String::from_utf8_lossy(&body).contains(dc_test_guest::HTTP_BODY)
+}
+
+/// Timestamps of one rent, ns since the epoch on this host's clock.
+#[derive(Clone, Debug)]
+struct RentTimes {
+    contract: u64,
+    /// `dcctl rent` started.
+    cmd: i128,
+    /// The ledger's `created_at_ns`.
+    created: i128,
+    /// `dcctl rent` returned (acknowledged).
+    ack: i128,
+    /// Journal: first `provisioning` record (contract listed, offering read, resources reserved).
+    noticed: i128,
+    /// Log: `launching VM` (after accept + start_provisioning on the ledger).
+    launching: i128,
+    /// Log: `QEMU started` (overlay created, process spawned).
+    spawned: i128,
+    /// Journal: `provisioning` record with a handle (QMP answered `running`).
+    qmp_up: i128,
+    /// Observed: the serial log holds the guest's ready line.
+    serial_ready: i128,
+    /// Observed: first `GET /` answered through the endpoint.
+    http: i128,
+    /// The ledger's `active_since_ns`.
+    active: i128,
+}
+
+impl RentTimes {
+    fn phases(&self) -> Vec<(&'static str, i128)> {
+        vec![
+            ("dcctl rent (process, sign, ledger commit)", self.ack - self.cmd),
+            ("ledger part: ack → agent noticed", self.noticed - self.ack),
+            ("supervisor part: noticed → QEMU spawned", self.spawned - self.noticed),
+            ("  accept + start_provisioning txs", self.launching - self.noticed),
+            ("  check, qcow2 overlay, spawn", self.spawned - self.launching),
+            ("VMM + guest boot: spawned → guest answers", self.http - self.spawned),
+            ("  QMP up, journaled", self.qmp_up - self.spawned),
+            ("  kernel + init to ready line", self.serial_ready - self.qmp_up),
+            ("  ready line → HTTP answer", self.http - self.serial_ready),
+            ("reporting: answers → active on ledger", self.active - self.http),
+            ("total: ack → guest answers", self.http - self.ack),
+            ("total: ack → active on ledger", self.active - self.ack),
+        ]
+    }
+}
+
+fn dur(ns: i128) -> Duration {
+    Duration::from_nanos(ns.max(0) as u64)
+}
+
+/// A phase that may come out negative (two observers of the same event).
+fn signed_span(ns: i128) -> String {
+    if ns < 0 {
+        format!("−{}", secs_or_ms(dur(-ns)))
+    } else {
+        secs_or_ms(dur(ns))
+    }
+}
+
+fn secs_or_ms(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.2} s", d.as_secs_f64())
+    } else {
+        format!("{} ms", ms(d))
+    }
+}
+
+/// Sets up ledger, provider, node and offering; returns the world and the offering id.
+fn build_world(args: &Args, guest: &dc_test_guest::TestGuest, work_dir: &Path) -> anyhow::Result<(World, String)> {
+    let dir = cleanup::ScratchDir::new("vm-bench-", work_dir)?;
+    let dir_text = dir.path().display().to_string();
+    // On SIGINT/SIGTERM no destructor runs: kill the detached QEMUs too.
+    let ticket = cleanup::register(move || kill_qemus_in(&dir_text));
+    let mut w = World {
+        appliance: None,
+        ledger: None,
+        ticket,
+        dcctl: args.dcctl.clone(),
+        appliance_bin: args.appliance_bin.clone(),
+        dir,
+    };
+    for bin in [&args.dcctl, &args.appliance_bin, &args.ledger_bin] {
+        if !bin.is_file() {
+            bail!("{}: no such file; run qa/bench/appliance.sh (it builds the release binaries)", bin.display());
+        }
+    }
+    let dev = w.identity("dev.pem")?;
+    let prov = w.identity("prov.pem")?;
+    let treasury = w.identity("treasury.pem")?;
+    std::fs::write(
+        w.path("genesis.toml"),
+        format!(
+            "treasury = \"{treasury}\"\n[params]\nblock_interval_secs = 3600\n\
+             [[balances]]\nprincipal = \"{dev}\"\namount_e9s = {}\n\
+             [[balances]]\nprincipal = \"{prov}\"\namount_e9s = {}\n",
+            100_000 * TOKEN,
+            100 * TOKEN
+        ),
+    )?;
+    w.ledger = Some(LedgerProcess::start(
+        &args.ledger_bin,
+        &w.path("ledger"),
+        Some(&w.path("genesis.toml")),
+        Duration::from_secs(60),
+    )?);
+
+    let base = w.path("base.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&base)
+        .arg("64M")
+        .output()?;
+    if !out.status.success() {
+        bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let port_min = 30_000 + (std::process::id() % 90) as u16 * 100;
+    std::fs::write(
+        w.path("appliance.toml"),
+        format!(
+            "data_dir = \"{data}\"\nledger_url = \"{url}\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\
+             backend = \"qemu\"\naccel = \"tcg\"\ncheck_in_interval_secs = 60\npoll_interval_ms = {poll}\n\
+             vm_boot_timeout_secs = 150\n\
+             [limits]\nmax_vcpus = 2\nmax_memory_mib = 2560\nmax_storage_gib = 10\n\
+             [guest]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\ncmdline = \"{cmdline}\"\nbase_disk = \"{base}\"\n\
+             [network]\nport_min = {port_min}\nport_max = {port_max}\nguest_port = 80\n\
+             [readiness]\nprobe = \"http\"\n",
+            data = w.data().display(),
+            url = w.url(),
+            poll = args.poll_interval_ms,
+            kernel = guest.kernel.display(),
+            initrd = guest.initrd.display(),
+            cmdline = guest.cmdline,
+            base = base.display(),
+            port_max = port_min + 99,
+        ),
+    )?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(w.path("appliance.log"))?;
+    let child = Command::new(&w.appliance_bin)
+        .arg("run")
+        .arg("--config")
+        .arg(w.path("appliance.toml"))
+        .env("RUST_LOG", "info")
+        .env_remove("DC_APPLIANCE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .context("starting dc-appliance")?;
+    w.appliance = Some(child);
+    let token_path = w.data().join("claim-token");
+    let token = w.wait_for("the claim token", Duration::from_secs(30), Duration::from_millis(100), |_| {
+        std::fs::read_to_string(&token_path).ok()
+    })?;
+    w.dcctl(
+        "prov.pem",
+        &["provider", "register", "--name", "Bench Cloud", "--jurisdiction", "DE", "--email", "ops@bench.example"],
+    )?;
+    let out = Command::new(&w.appliance_bin)
+        .args(["claim", "--json", "--config"])
+        .arg(w.path("appliance.toml"))
+        .args(["--token", token.trim(), "--provider-identity"])
+        .arg(w.path("prov.pem"))
+        .output()?;
+    if !out.status.success() {
+        bail!("dc-appliance claim: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let claimed: Value = serde_json::from_slice(&out.stdout)?;
+    let node = claimed["node"].as_str().context("claim printed no node")?.to_string();
+    let file = w.path("offering.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"tcg-small\"\nnode = \"{node}\"\nprice_e9s_per_hour = {TOKEN}\nmin_hours = 1\nmax_hours = 10\n\
+             confidential = \"none\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\n\
+             [resources]\nvcpus = 1\nram_gib = 1\nstorage_gib = 1\nbandwidth_mbps = 100\n"
+        ),
+    )?;
+    let offering = w.dcctl("prov.pem", &["offering", "add", "--file", &file.display().to_string()])?
+        ["offering_id"]
+        .as_u64()
+        .context("offering add printed no offering_id")?
+        .to_string();
+    // The agent must be in its loop before the first rent is timed.
+    w.wait_for("the agent to run", Duration::from_secs(30), Duration::from_millis(100), |w| {
+        w.log().contains("agent running").then_some(())
+    })?;
+    Ok((w, offering))
+}
+
+/// One rent, observed until the ledger says active.
+fn measure_rent(w: &mut World, offering: &str) -> anyhow::Result<RentTimes> {
+    let cmd = now_ns();
+    let rented = w.dcctl("dev.pem", &["rent", "--offering", offering, "--hours", "1"])?;
+    let ack = now_ns();
+    let id = rented["contract_id"].as_u64().context("rent printed no contract_id")?;
+    // The run dir and endpoint, from the agent's first journal record.
+    let spec: VmSpec = w.wait_for("the agent's first record", BOOT_WAIT, Duration::from_millis(2), |w| {
+        w.records(id)
+            .first()
+            .and_then(|r| serde_json::from_value(r["spec"].clone()).ok())
+    })?;
+    let endpoint = match &spec.network {
+        dc_vmm::Network::User { forwards } if !forwards.is_empty() => {
+            format!("{}:{}", forwards[0].host_addr, forwards[0].host_port)
+        }
+        other => bail!("unexpected network in the journal: {other:?}"),
+    };
+    let serial = spec.serial_log();
+    let stop = AtomicBool::new(false);
+    let (serial_ready, http) = std::thread::scope(|s| {
+        let serial_watch = s.spawn(|| {
+            let deadline = Instant::now() + BOOT_WAIT;
+            while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                if std::fs::read(&serial).is_ok_and(|b| {
+                    String::from_utf8_lossy(&b).contains(dc_test_guest::READY_LINE)
+                }) {
+                    return Some(now_ns());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            None
+        });
+        // A probe sent before the guest's network is up hangs until its read
+        // timeout (QEMU's user network holds the connection while it retries
+        // the guest), so a new probe starts every 20 ms whatever the earlier
+        // ones are doing; the first complete answer wins.
+        let http_watch = s.spawn(|| {
+            let first: std::sync::Mutex<Option<i128>> = std::sync::Mutex::new(None);
+            let in_flight = std::sync::atomic::AtomicUsize::new(0);
+            let deadline = Instant::now() + BOOT_WAIT;
+            std::thread::scope(|probes| {
+                while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+                    if first.lock().map(|f| f.is_some()).unwrap_or(true) {
+                        break;
+                    }
+                    if in_flight.load(Ordering::Relaxed) < 16 {
+                        in_flight.fetch_add(1, Ordering::Relaxed);
+                        probes.spawn(|| {
+                            if http_answers(&endpoint) {
+                                let t = now_ns();
+                                if let Ok(mut f) = first.lock() {
+                                    *f = Some(f.map_or(t, |old| old.min(t)));
+                                }
+                            }
+                            in_flight.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            first.into_inner().ok().flatten()
+        });
+        let http = http_watch.join().ok().flatten();
+        stop.store(true, Ordering::Relaxed);
+        (serial_watch.join().ok().flatten(), http)
+    });
+    let http = http.with_context(|| format!("contract {id}: the guest never answered at {endpoint}; log:\n{}", w.log()))?;
+    let serial_ready = serial_ready.with_context(|| format!("contract {id}: no ready line in {}", serial.display()))?;
+    let active_rec = w.wait_for("the active record", BOOT_WAIT, Duration::from_millis(20), |w| {
+        w.records(id).into_iter().find(|r| r["state"] == "active")
+    })?;
+    let _ = active_rec;
+    let shown = w.dcctl("dev.pem", &["contract", "show", &id.to_string()])?;
+    if shown["state"] != "active" {
+        bail!("contract {id} journaled active but the ledger says {shown}");
+    }
+    let records = w.records(id);
+    let at = |pred: &dyn Fn(&Value) -> bool, what: &str| -> anyhow::Result<i128> {
+        records
+            .iter()
+            .find(|r| pred(r))
+            .and_then(|r| r["at_ns"].as_u64())
+            .map(i128::from)
+            .with_context(|| format!("contract {id}: no journal record {what}"))
+    };
+    let noticed = at(&|r| r["state"] == "provisioning" && r["handle"].is_null(), "provisioning")?;
+    let qmp_up = at(&|r| r["state"] == "provisioning" && !r["handle"].is_null(), "with a handle")?;
+    let log = w.log();
+    let launching = log_time(&log, "launching VM", &format!("contract={id}"))
+        .with_context(|| format!("contract {id}: no `launching VM` log line"))?;
+    let spawned = log_time(&log, "QEMU started", &format!("vm=c{id}"))
+        .with_context(|| format!("contract {id}: no `QEMU started` log line"))?;
+    let ns = |k: &str| shown[k].as_u64().map(i128::from).with_context(|| format!("contract show: no {k}"));
+    Ok(RentTimes {
+        contract: id,
+        cmd,
+        created: ns("created_at_ns")?,
+        ack,
+        noticed,
+        launching,
+        spawned,
+        qmp_up,
+        serial_ready,
+        http,
+        active: ns("active_since_ns")?,
+    })
+}
+
+/// A minimal QMP client: one persistent socket, capabilities negotiated once.
+struct RawQmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl RawQmp {
+    fn connect(socket: &Path) -> anyhow::Result<RawQmp> {
+        let stream = UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let writer = stream.try_clone()?;
+        let mut q = RawQmp { reader: BufReader::new(stream), writer };
+        let greeting = q.read()?;
+        if greeting.get("QMP").is_none() {
+            bail!("expected the QMP greeting, got {greeting}");
+        }
+        q.command("{\"execute\":\"qmp_capabilities\"}\n")?;
+        Ok(q)
+    }
+
+    fn read(&mut self) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            bail!("QEMU closed the QMP socket");
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+
+    /// Sends one request line; returns its `return`, skipping events.
+    fn command(&mut self, request: &str) -> anyhow::Result<Value> {
+        self.writer.write_all(request.as_bytes())?;
+        loop {
+            let mut v = self.read()?;
+            if let Some(r) = v.get_mut("return") {
+                return Ok(r.take());
+            }
+            if let Some(e) = v.get("error") {
+                bail!("QMP error for {}: {e}", request.trim());
+            }
+        }
+    }
+}
+
+const OPS: [&str; 4] = ["pause", "resume", "info", "counters"];
+
+fn raw_op(q: &mut RawQmp, op: &str) -> anyhow::Result<()> {
+    match op {
+        "pause" => q.command("{\"execute\":\"stop\"}\n").map(drop),
+        "resume" => q.command("{\"execute\":\"cont\"}\n").map(drop),
+        // What `Hypervisor::info` asks QEMU, command for command.
+        "info" => {
+            q.command("{\"execute\":\"query-status\"}\n")?;
+            q.command("{\"execute\":\"query-cpus-fast\"}\n")?;
+            q.command("{\"execute\":\"query-memory-size-summary\"}\n")?;
+            q.command("{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/machine/peripheral\"}}\n")
+                .map(drop)
+        }
+        _ => q.command("{\"execute\":\"query-blockstats\"}\n").map(drop),
+    }
+}
+
+fn trait_op(hv: &dyn Hypervisor, handle: &VmHandle, op: &str) -> anyhow::Result<()> {
+    match op {
+        "pause" => hv.pause(handle)?,
+        "resume" => hv.resume(handle)?,
+        "info" => drop(hv.info(handle)?),
+        _ => drop(hv.counters(handle)?),
+    }
+    Ok(())
+}
+
+/// Per operation: (through the trait, raw QMP); plus raw connect + capabilities.
+fn measure_ops(handle: &VmHandle, ops: u32) -> anyhow::Result<(Vec<(Latencies, Latencies)>, Latencies)> {
+    let qemu = dc_vmm_qemu::Qemu::detect()?;
+    let hv: &dyn Hypervisor = &qemu;
+    let batch = 20u32.min(ops.max(1));
+    let rounds = ops.div_ceil(batch);
+    let mut ours = vec![Vec::new(); OPS.len()];
+    let mut raw = vec![Vec::new(); OPS.len()];
+    let mut connects = Vec::new();
+    // Warm up both paths.
+    for op in OPS {
+        trait_op(hv, handle, op)?;
+    }
+    // Alternate blocks so drift (the guest, the host) hits both alike. The QMP
+    // socket serves one client at a time, so the raw session is closed
+    // before the trait's calls connect.
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let mut q = RawQmp::connect(&handle.api_socket)?;
+        connects.push(t.elapsed());
+        for _ in 0..batch {
+            for (i, op) in OPS.iter().enumerate() {
+                let t = Instant::now();
+                raw_op(&mut q, op)?;
+                raw[i].push(t.elapsed());
+            }
+        }
+        drop(q);
+        for _ in 0..batch {
+            for (i, op) in OPS.iter().enumerate() {
+                let t = Instant::now();
+                trait_op(hv, handle, op)?;
+                ours[i].push(t.elapsed());
+            }
+        }
+    }
+    Ok((
+        ours.into_iter()
+            .zip(raw)
+            .map(|(o, r)| (Latencies::new(o), Latencies::new(r)))
+            .collect(),
+        Latencies::new(connects),
+    ))
+}
+
+fn qemu_version() -> String {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn signed_ms(ns: i128) -> String {
+    let d = dur(ns.abs());
+    if ns < 0 {
+        format!("−{} ms", ms(d))
+    } else {
+        format!("+{} ms", ms(d))
+    }
+}
+
+/// Runs the benchmark and prints (and optionally writes) the tables.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let qemu = qemu_version();
+    if qemu == "unknown" || Command::new("qemu-img").arg("--version").output().is_err() {
+        bail!("qemu-system-x86_64 and qemu-img are needed (apt-get install qemu-system-x86 qemu-utils)");
+    }
+    let guest = dc_test_guest::TestGuest::prepare()
+        .map_err(|e| anyhow::anyhow!("preparing the test guest: {e}"))?;
+    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&work_dir)?;
+    let machine = Machine::detect(&work_dir);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let _signals = std::thread::spawn(move || {
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+            }
+            eprintln!("\ninterrupted: stopping the agent, its VMs and the ledger");
+            cleanup::run_all();
+            std::process::exit(130);
+        })
+    });
+
+    eprintln!("starting dc-ledger, dc-appliance (QEMU TCG), claiming the node ...");
+    let (mut w, offering) = build_world(&args, &guest, &work_dir)?;
+    let mut rents = Vec::new();
+    for n in 0..args.rents.max(1) {
+        let t = measure_rent(&mut w, &offering)?;
+        eprintln!(
+            "rent {}/{}: contract {} answered {} after the ack, active on the ledger after {}",
+            n + 1,
+            args.rents.max(1),
+            t.contract,
+            secs_or_ms(dur(t.http - t.ack)),
+            secs_or_ms(dur(t.active - t.ack)),
+        );
+        let last = n + 1 == args.rents.max(1);
+        if !last {
+            // One TCG guest at a time: cancel and wait until it is gone.
+            let id = t.contract;
+            w.dcctl("dev.pem", &["cancel", &id.to_string()])?;
+            w.wait_for("the VM to be released", Duration::from_secs(60), Duration::from_millis(50), |w| {
+                w.records(id).iter().any(|r| r["state"] == "released").then_some(())
+            })?;
+        }
+        rents.push(t);
+    }
+    let last = rents.last().context("no rent measured")?.contract;
+    let handle: VmHandle = w
+        .records(last)
+        .into_iter()
+        .rev()
+        .find_map(|r| serde_json::from_value(r["handle"].clone()).ok())
+        .context("the last VM has no journaled handle")?;
+    eprintln!("timing {} × {OPS:?} on contract {last}'s QEMU (pid {}) ...", args.ops, handle.pid);
+    let (ops, connects) = measure_ops(&handle, args.ops)?;
+    let ledger_rent_ns: Vec<i128> = rents.iter().map(|t| t.created - t.cmd).collect();
+    drop(w);
+
+    // Table 1: phases of a rent.
+    let phase_names: Vec<&str> = rents[0].phases().iter().map(|(n, _)| *n).collect();
+    let mut rows = Vec::new();
+    for (i, name) in phase_names.iter().enumerate() {
+        let mut v: Vec<i128> = rents.iter().map(|t| t.phases()[i].1).collect();
+        v.sort_unstable();
+        // Nearest-rank median, as `Latencies::p50`.
+        let median = v[(v.len().div_ceil(2)).max(1) - 1];
+        rows.push(Row::new(
+            *name,
+            signed_span(median),
+            format!("{} – {}", signed_span(v[0]), signed_span(v[v.len() - 1])),
+            "",
+        ));
+    }
+    let phases = Table { peer_header: "min – max".into(), rows };
+
+    // Table 2: per-operation overhead.
+    let mut rows = Vec::new();
+    let mut worst_p50 = i128::MIN;
+    let mut worst_name = "";
+    for (op, (ours, raw)) in OPS.iter().zip(&ops) {
+        let d50 = ours.p50().as_nanos() as i128 - raw.p50().as_nanos() as i128;
+        let d99 = ours.p99().as_nanos() as i128 - raw.p99().as_nanos() as i128;
+        if d50 > worst_p50 {
+            worst_p50 = d50;
+            worst_name = op;
+        }
+        rows.push(Row::new(
+            format!("{op} p50 / p99 (ms)"),
+            format!("{} / {}", ms(ours.p50()), ms(ours.p99())),
+            format!("{} / {}", ms(raw.p50()), ms(raw.p99())),
+            format!("{} / {}", signed_ms(d50), signed_ms(d99)),
+        ));
+    }
+    rows.push(Row::new(
+        "raw connect + greeting + qmp_capabilities p50 / p99 (ms)",
+        "",
+        format!("{} / {}", ms(connects.p50()), ms(connects.p99())),
+        "",
+    ));
+    let ch_note = match std::env::var_os("CLOUD_HYPERVISOR_BIN") {
+        Some(_) => "not measured: the Cloud Hypervisor comparison is not implemented in this version of vm-bench",
+        None => "not measured: set CLOUD_HYPERVISOR_BIN",
+    };
+    rows.push(Row::new("Cloud Hypervisor (dc-vmm-ch vs raw HTTP)", ch_note, "", ""));
+    let overhead = Table {
+        peer_header: "raw QMP, one persistent socket".into(),
+        rows,
+    };
+    let targets = vec![Target {
+        name: format!("supervisor overhead < {} ms per VM operation (p50, worst operation)", OVERHEAD_TARGET.as_millis()),
+        measured: format!("{} ({worst_name})", signed_ms(worst_p50)),
+        met: worst_p50 < OVERHEAD_TARGET.as_nanos() as i128,
+    }];
+    let rent_ledger = Latencies::new(ledger_rent_ns.iter().map(|n| dur(*n)).collect());
+    println!(
+        "rent → guest answers, {} rents, agent poll_interval_ms = {} (QEMU TCG, {})\n{}\n\
+         per VM operation, {} each, through dc-vmm-qemu (ours) vs raw QMP; ratio column = ours − raw\n{}\n{}",
+        rents.len(),
+        args.poll_interval_ms,
+        qemu,
+        phases.text(),
+        args.ops,
+        overhead.text(),
+        targets_text(&targets)
+    );
+
+    if let Some(path) = &args.markdown {
+        let md = format!(
+            "# Appliance benchmarks: rent to answer, supervisor overhead\n\n\
+             Generated by `vm-bench` (crate `dc-qa`) on {now}. Do not edit by hand: run `qa/bench/appliance.sh` again.\n\n\
+             ## Machine\n\n- CPU: {cpu}, {cores} cores\n- memory: {mem:.1} GiB\n- kernel: {kernel}\n- load average when the run started (1/5/15 min): {load}\n\
+             - VMM: {qemu}, software emulation (TCG; no KVM used), test guest of `dc-test-guest` (Debian cloud kernel + busybox initramfs), 1 vCPU, 1 GiB\n\
+             - data directory: {fs}\n\n\
+             ## Command\n\n```\nqa/bench/appliance.sh            # = target/release/vm-bench --rents {rents_n} --ops {ops_n} --markdown qa/BENCHMARKS-appliance.md\n```\n\n\
+             ## 1. From `rent` acknowledged to the guest answering\n\n\
+             Real processes: release `dc-ledger`, `dcctl` (developer and provider), `dc-appliance run` with `backend = \"qemu\"`, `accel = \"tcg\"`, \
+             readiness probe `http`. {rents_n} rents one after the other, each cancelled (and its VM gone) before the next. \
+             **The agent polls the ledger every `poll_interval_ms` = {poll} ms**, so the ledger part is mostly that wait; \
+             its readiness probe (`GET /`, fixed in the agent) runs one at a time every 200 ms with a 2 s read timeout, and a probe sent before the guest's network is up hangs until that timeout (QEMU's user network holds the connection), which is why the reporting part reaches up to about 2 s in some runs.\n\n\
+             Timestamps, all from this host's clock: the ledger's `created_at_ns` and `active_since_ns` (`dcctl contract show`), \
+             the agent's journal records (`at_ns`, written and fsynced by the agent) and its log lines (tracing timestamps, µs), \
+             and what `vm-bench` observes itself (polling the serial log every 5 ms, `GET /` on the endpoint every 20 ms).\n\n\
+             - **dcctl rent**: from starting `dcctl rent` until it returns (process start, signing, the ledger's durable commit). \
+               The ledger stamped the contract (`created_at_ns`) {rent_ledger} (p50) after the start.\n\
+             - **ledger part**: from the rent acknowledged to the agent's first journal record for it (it listed its contracts, read the offering and reserved resources).\n\
+             - **supervisor part**: from that record to the log line `QEMU started` (the process spawned); split into the ledger transactions the agent sends first \
+               (`accept_contract`, `start_provisioning`: until the log line `launching VM`) and the launch itself (spec check, `qemu-img` overlay, spawn).\n\
+             - **VMM + guest boot**: from `QEMU started` to the first answer of `GET /` through the endpoint; split at the journal record with the VM's handle \
+               (QMP socket up, `query-status` running, fsynced) and at the guest's ready line on its serial console.\n\
+             - **reporting**: from the first answer to the ledger's `active_since_ns` (the agent's probe sees it, `report_active`). \
+               The agent's own probe can beat `vm-bench`'s, so this can come out negative: the two observe the same event at their own polling times.\n\n\
+             {phases}\n\
+             ## 2. Supervisor overhead per VM operation\n\n\
+             On the last rented VM (running, agent idle): {ops_n} repetitions of each operation, in alternating blocks of 20, \
+             **ours** = through `&dyn dc_vmm::Hypervisor` of `dc-vmm-qemu`, the code path the supervisor uses: check the pid is the same process, \
+             connect to the QMP socket, read the greeting, `qmp_capabilities`, the command(s), parse the answer. \
+             **peer** = a raw QMP client in `vm-bench`: one persistent Unix socket, capabilities negotiated once, the same command lines, answers parsed as JSON. \
+             `pause` = `stop`, `resume` = `cont`, `info` = `query-status`, `query-cpus-fast`, `query-memory-size-summary`, `qom-list`, `counters` = `query-blockstats`. \
+             The last column is ours − raw: what the supervisor's layer adds, nearly all of it the new connection per operation \
+             (the raw connect + greeting + capabilities row).\n\n{overhead}\n\
+             ## Targets\n\n{targets}\n\
+             ## Limits\n\n\
+             - TCG, not KVM: guest boot here is seconds of emulation; with KVM it would be far shorter, while the ledger and supervisor parts would not change much.\n\
+             - The log timestamps are µs, the journal's ns; `QEMU started` is logged just after `spawn` returns. The observer's polling adds up to 5 ms (serial) and about 20 ms (HTTP: a new `GET /` every 20 ms, up to 16 at once, since one sent before the guest's network is up hangs until its 2 s timeout).\n\
+             - Each HTTP probe before the guest listens costs the emulated guest a little (QEMU's user network forwards every connection attempt).\n\
+             - {rents_n} rents on a shared machine: the medians move between runs; read min – max beside them.\n\
+             - Cloud Hypervisor: {ch_note}.\n",
+            now = utc_now(),
+            cpu = machine.cpu_model,
+            cores = machine.cores,
+            mem = machine.memory_gib,
+            kernel = machine.kernel,
+            load = machine.load_at_start,
+            fs = machine.data_fs,
+            rents_n = rents.len(),
+            ops_n = args.ops,
+            poll = args.poll_interval_ms,
+            rent_ledger = secs_or_ms(rent_ledger.p50()),
+            phases = phases.markdown(),
+            overhead = overhead.markdown(),
+            targets = targets_markdown(&targets),
+        );
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tracing_timestamps_parse() {
+        assert_eq!(super::parse_rfc3339_ns("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
+        assert_eq!(
+            super::parse_rfc3339_ns("2024-02-29T12:00:00.000123Z"),
+            Some(1_709_208_000_000_123_000)
+        );
+        assert_eq!(super::parse_rfc3339_ns("junk"), None);
+    }
+}
