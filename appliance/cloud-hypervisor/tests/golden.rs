@@ -13,7 +13,7 @@ fn golden(name: &str, spec: &VmSpec) {
         .join("tests/golden")
         .join(format!("{name}.json"));
     let config = dc_vmm_ch::vm_config(spec).expect("spec is supported");
-    let text = serde_json::to_string_pretty(&config).unwrap() + "\n";
+    let text = serde_json::to_string_pretty(&sorted(&config)).unwrap() + "\n";
     if std::env::var_os("DC_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &text).unwrap();
         return;
@@ -26,6 +26,24 @@ fn golden(name: &str, spec: &VmSpec) {
         "{name}: VmConfig differs from {} (DC_UPDATE_GOLDEN=1 rewrites it)",
         path.display()
     );
+}
+
+/// Object keys in sorted order, whatever serde_json's `preserve_order`
+/// feature (which the whole workspace's feature unification may switch on).
+fn sorted(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                out.insert(k.clone(), sorted(&map[k]));
+            }
+            serde_json::Value::Object(out)
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 #[test]
