@@ -20,11 +20,24 @@
 //!
 //! On start ([`Agent::start`]) the journal is replayed and every VM that holds
 //! resources is adopted by its handle, through the backend the handle names
-//! (same pid, never relaunched); a VM whose VMM died while the agent was down
-//! is journaled `Failed`, its run directory wiped, and logged. A VMM that is
-//! alive but does not answer is kept (never wiped). The
-//! ledger has no operation for a node to report a dead VM: the contract stays
-//! active until the developer cancels it or it expires (a documented gap).
+//! (same pid, never relaunched). An ACTIVE VM whose VMM died while the agent
+//! was down (a host reboot, a crash) is reported (a WARN line "VM died while
+//! the agent was down" and a journaled note) and relaunched from its journaled
+//! spec over its existing disk, same endpoint port, with its new handle
+//! journaled; its run directory (the tenant's disk) is never wiped and the
+//! contract stays active. A VMM that is alive but does not answer is kept.
+//! A provisioning record without a handle (killed during launch) or with a
+//! dead one: any VMM still running for its run directory (found by its
+//! command line) is killed first, resources stay reserved until it is dead;
+//! then the record becomes `Retry` and the next pass provisions the contract
+//! again if the ledger still wants it. What cannot finish now (a VMM that
+//! survives SIGKILL, a teardown through a backend not linked) is logged, kept
+//! with its resources, and retried at the start of every [`Agent::tick`].
+//!
+//! Ledger errors: only a refusal (the ledger answered no) fails or tears down;
+//! a transport error (unreachable, undecodable reply) is retried on the next
+//! pass from the contract's real state, and a `report_active` whose reply was
+//! lost is reconciled when the ledger shows the contract active.
 //!
 //! Evidence hash: confidential launches are not implemented here yet, so the
 //! agent rejects offerings that require them; for regular VMs there is no
@@ -188,6 +201,9 @@ pub enum Action {
     Teardown { contract_id: u64, reason: String },
     /// A VM launched before a restart that was not yet reported active: wait and report.
     Resume { contract_id: u64 },
+    /// The ledger already has the contract active (a `report_active` whose reply
+    /// was lost): journal the record active.
+    MarkActive { contract_id: u64, endpoint: String },
 }
 
 /// Pure decision: what to do about `contracts` (those of `node`) given the
@@ -217,11 +233,19 @@ pub fn plan(
                     && c.state == ContractState::Provisioning
                 {
                     actions.push(Action::Resume { contract_id: c.id });
+                } else if r.state == VmRecordState::Provisioning
+                    && r.handle.is_some()
+                    && c.state == ContractState::Active
+                {
+                    actions.push(Action::MarkActive {
+                        contract_id: c.id,
+                        endpoint: c.endpoint.clone().unwrap_or_default(),
+                    });
                 }
             }
-            // Released or failed: never launched again.
-            Some(_) => {}
-            None => match c.state {
+            // Released or failed: never launched again. Retry: as if new.
+            Some(r) if r.state != VmRecordState::Retry => {}
+            _ => match c.state {
                 ContractState::Requested
                 | ContractState::Accepted
                 | ContractState::Provisioning => {
@@ -262,10 +286,63 @@ pub struct Agent {
     resources: ResourceManager,
     check_in_interval: Option<Duration>,
     last_check_in: Option<Instant>,
+    /// Records whose recovery (adopt, relaunch, kill, teardown) could not
+    /// finish; retried at the start of every pass.
+    pending: std::collections::BTreeSet<u64>,
 }
 
 fn is_gone(e: &VmmError) -> bool {
     matches!(e, VmmError::Gone { .. })
+}
+
+/// Whether the ledger answered and refused (the contract cannot go that way),
+/// as opposed to a transport failure after which the call may or may not
+/// have been committed.
+fn is_refusal(e: &ClientError) -> bool {
+    match e {
+        ClientError::Ledger(_) | ClientError::Transfer(_) => true,
+        ClientError::Rejected { status, .. } => (400..500).contains(status),
+        _ => false,
+    }
+}
+
+/// Live processes (pid, start ticks) whose command line names a path inside
+/// `run_dir`: the VMM of that VM, whichever backend started it (QEMU names
+/// its QMP socket and pidfile there, Cloud Hypervisor its API socket). QEMU's
+/// pidfile is read first; every candidate is checked against its cmdline.
+pub fn vmm_processes_of(run_dir: &Path) -> Vec<(u32, u64)> {
+    let needle = format!("{}/", run_dir.display().to_string().trim_end_matches('/'));
+    let me = std::process::id();
+    let mentions = |pid: u32| {
+        pid != me
+            && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                c.split(|&b| b == 0)
+                    .any(|arg| String::from_utf8_lossy(arg).contains(&needle))
+            })
+    };
+    let mut pids = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(run_dir.join("qemu.pid")) {
+        if let Ok(pid) = text.trim().parse::<u32>() {
+            pids.push(pid);
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        pids.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())),
+        );
+    }
+    let mut out: Vec<(u32, u64)> = Vec::new();
+    for pid in pids {
+        if out.iter().any(|(p, _)| *p == pid) || !mentions(pid) {
+            continue;
+        }
+        if let Some(ticks) = dc_vmm::process::start_ticks(pid) {
+            out.push((pid, ticks));
+        }
+    }
+    out
 }
 
 impl Agent {
@@ -295,6 +372,7 @@ impl Agent {
             vms: BTreeMap::new(),
             resources,
             last_check_in: None,
+            pending: Default::default(),
         };
         for (id, record) in replay.latest() {
             agent.recover(id, record)?;
@@ -304,7 +382,42 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Takes a replayed record in (its resources held while it holds any),
+    /// then reconciles it with what runs; what cannot finish now (a VMM that
+    /// survives SIGKILL, a backend not linked, a failed relaunch) is logged,
+    /// keeps its record and resources, and is retried by every [`Agent::tick`].
     fn recover(&mut self, id: u64, record: VmRecord) -> Result<(), AgentError> {
+        let holds = record.state.holds_resources();
+        if holds {
+            self.resources.restore(record.reservation.clone());
+        }
+        self.vms.insert(id, record);
+        if holds {
+            self.retry_reconcile(id)?;
+        }
+        Ok(())
+    }
+
+    /// [`Agent::reconcile`], queueing the record for the next pass on a non-journal error.
+    fn retry_reconcile(&mut self, id: u64) -> Result<(), AgentError> {
+        match self.reconcile(id) {
+            Ok(()) => {
+                self.pending.remove(&id);
+                Ok(())
+            }
+            Err(e @ AgentError::Journal(_)) => Err(e),
+            Err(e) => {
+                tracing::error!(contract = id, error = %e, "recovering the VM could not finish; keeping its record and resources, retrying on the next pass");
+                self.pending.insert(id);
+                Ok(())
+            }
+        }
+    }
+
+    fn reconcile(&mut self, id: u64) -> Result<(), AgentError> {
+        let Some(record) = self.vms.get(&id).cloned() else {
+            return Ok(());
+        };
         match (record.state, &record.handle) {
             (VmRecordState::Active | VmRecordState::Provisioning, Some(handle)) => {
                 let adopted = match self.backends.get(handle.backend) {
@@ -322,48 +435,109 @@ impl Agent {
                 match adopted {
                     Ok(info) => {
                         tracing::info!(contract = id, vm = %handle.id, pid = handle.pid, backend = handle.backend.as_str(), state = ?info.state, "adopted VM");
-                        self.resources.restore(record.reservation.clone());
-                        self.vms.insert(id, record);
+                        Ok(())
                     }
                     Err(e) if !is_gone(&e) && handle.is_alive() => {
                         // Alive but not answering (or its backend is missing): never
                         // wipe a running VM's disk. Keep it and its resources.
                         tracing::error!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VMM is alive but could not be adopted; keeping it");
-                        self.resources.restore(record.reservation.clone());
-                        self.vms.insert(id, record);
+                        Ok(())
+                    }
+                    Err(e) if record.state == VmRecordState::Active => {
+                        // The tenant's disk is in the run directory: keep it and
+                        // boot the VM again over it, same spec, same endpoint.
+                        tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VM died while the agent was down; relaunching it over its disk");
+                        self.relaunch(id, &e.to_string())
                     }
                     Err(e) => {
-                        tracing::error!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VM died while the agent was down; marking it failed (the ledger has no operation to report this)");
-                        self.wipe_run_dir(&record.spec);
-                        self.record(VmRecord {
-                            state: VmRecordState::Failed,
-                            note: Some(format!("VMM gone on restart: {e}")),
-                            ..record
-                        })?;
+                        // Never reported active: nothing of the tenant's is lost.
+                        tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VM died while the agent was down before it was reported active; provisioning again if the contract allows");
+                        self.abandon(id, format!("VMM gone on restart: {e}"))
                     }
                 }
             }
             (VmRecordState::Provisioning, None) => {
-                // Crashed before the launch was journaled: the launch may or may not have
-                // happened, and we have no handle to find it. Never relaunch.
-                tracing::error!(contract = id, "provisioning was interrupted before the VM's handle was journaled; marking it failed");
-                self.wipe_run_dir(&record.spec);
-                self.record(VmRecord {
-                    state: VmRecordState::Failed,
-                    note: Some("interrupted before launch was journaled".into()),
-                    ..record
-                })?;
+                // Crashed before the launch was journaled: the VMM may be running.
+                tracing::warn!(contract = id, "provisioning was interrupted before the VM's handle was journaled; looking for its VMM");
+                self.abandon(id, "interrupted before the launch was journaled".into())
             }
             (VmRecordState::Releasing, _) | (VmRecordState::Active, None) => {
-                self.resources.restore(record.reservation.clone());
-                self.vms.insert(id, record);
-                self.teardown(id, "finishing an interrupted teardown")?;
+                self.teardown(id, "finishing an interrupted teardown")
             }
-            (VmRecordState::Released | VmRecordState::Failed, _) => {
-                self.vms.insert(id, record);
+            _ => Ok(()),
+        }
+    }
+
+    /// Kills every VMM process of the record's run directory (the journaled
+    /// handle is dead or was never written); errors while one survives.
+    fn kill_strays(&self, id: u64, run_dir: &Path) -> Result<(), AgentError> {
+        for (pid, ticks) in vmm_processes_of(run_dir) {
+            tracing::warn!(contract = id, pid, dir = %run_dir.display(), "killing a VMM of this VM that has no journaled handle");
+            dc_vmm::process::signal_if_same(pid, ticks, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while dc_vmm::process::is_same_process_alive(pid, ticks) {
+                if Instant::now() >= deadline {
+                    return Err(AgentError::Other(format!(
+                        "VMM process {pid} of contract {id} survived SIGKILL; its directory and resources are kept"
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
         Ok(())
+    }
+
+    /// A provisioning attempt that never reached the tenant: kill any VMM it
+    /// left (keeping everything while one survives), then wipe, release and
+    /// journal `Retry`, so the next pass provisions again if the ledger still wants it.
+    fn abandon(&mut self, id: u64, note: String) -> Result<(), AgentError> {
+        let record = self.vms[&id].clone();
+        self.kill_strays(id, &record.spec.run_dir)?;
+        self.wipe_run_dir(&record.spec);
+        self.resources.release(id);
+        self.record(VmRecord {
+            state: VmRecordState::Retry,
+            handle: None,
+            note: Some(note),
+            ..record
+        })
+    }
+
+    /// Boots an active VM whose VMM died again, from its journaled spec over
+    /// its existing disk (the backend creates an overlay only when missing),
+    /// and journals the new handle. The contract stays active; its endpoint
+    /// (the forwarded host port) is unchanged.
+    fn relaunch(&mut self, id: u64, cause: &str) -> Result<(), AgentError> {
+        let record = self.vms[&id].clone();
+        let backend = record
+            .handle
+            .as_ref()
+            .map(|h| h.backend)
+            .ok_or_else(|| AgentError::Other(format!("contract {id} has no handle")))?;
+        let note = format!("VMM gone on restart ({cause}); relaunched over its disk");
+        if record.note.as_deref() != Some(note.as_str()) {
+            // The event, journaled once.
+            self.record(VmRecord {
+                note: Some(note.clone()),
+                ..record.clone()
+            })?;
+        }
+        let Some(hv) = self.backends.get(backend).cloned() else {
+            return Err(AgentError::Other(format!(
+                "cannot relaunch contract {id}: backend {} is not linked",
+                backend.as_str()
+            )));
+        };
+        // A VMM left over for this directory would hold the disk.
+        self.kill_strays(id, &record.spec.run_dir)?;
+        hv.check(&record.spec)?;
+        let handle = hv.launch(&record.spec)?;
+        tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, "relaunched VM over its existing disk");
+        let record = self.vms[&id].clone();
+        self.record(VmRecord {
+            handle: Some(handle),
+            ..record
+        })
     }
 
     /// The node's principal.
@@ -431,6 +605,10 @@ impl Agent {
     /// One pass: list contracts, plan, execute. Errors of single actions are
     /// logged and do not stop the pass; a journal error does.
     pub async fn tick(&mut self) -> Result<Vec<Action>, AgentError> {
+        let pending: Vec<u64> = self.pending.iter().copied().collect();
+        for id in pending {
+            self.retry_reconcile(id)?;
+        }
         let contracts = self.contracts().await?;
         let actions = plan(self.node(), &contracts, &self.vms, &self.resources);
         for action in &actions {
@@ -491,6 +669,19 @@ impl Agent {
             } => self.teardown(contract_id, &reason),
             Action::Provision { contract } => self.provision(contract).await,
             Action::Resume { contract_id } => self.boot_and_report(contract_id).await,
+            Action::MarkActive {
+                contract_id,
+                endpoint,
+            } => {
+                let record = self.vms[&contract_id].clone();
+                tracing::info!(contract = contract_id, %endpoint, "the ledger already has the contract active; journaling it");
+                self.record(VmRecord {
+                    state: VmRecordState::Active,
+                    endpoint: Some(endpoint),
+                    evidence_hash: Some(hex::encode(no_evidence_hash())),
+                    ..record
+                })
+            }
         }
     }
 
@@ -589,7 +780,19 @@ impl Agent {
         // Confidential launches are not implemented: refuse rather than run a
         // regular VM for an offering that promises one.
         let offering = self.ledger.offering(contract.offering_id).await?;
-        if let Some(o) = &offering {
+        let Some(o) = &offering else {
+            // Fail closed: without the offering we cannot know whether it
+            // promises a confidential VM.
+            let reason = format!(
+                "offering {} cannot be read; cannot verify its confidentiality requirement",
+                contract.offering_id
+            );
+            if contract.state == ContractState::Requested {
+                return self.reject(id, reason).await;
+            }
+            return Err(AgentError::Other(format!("contract {id}: {reason}")));
+        };
+        {
             if o.spec.confidential != dc_ledger_core::Confidential::None {
                 if contract.state == ContractState::Requested {
                     return self
@@ -606,6 +809,14 @@ impl Agent {
                     "contract {id} needs a confidential VM; not implemented"
                 )));
             }
+        }
+        if contract.state != ContractState::Requested
+            && contract.provisioning_deadline_ns != 0
+            && contract.provisioning_deadline_ns <= self.now()
+        {
+            return Err(AgentError::Other(format!(
+                "contract {id}: its provisioning deadline has passed; not launching"
+            )));
         }
         let req = ResourceRequest::of_contract(&contract);
         let reservation = match self.resources.reserve(id, &req) {
@@ -660,7 +871,15 @@ impl Agent {
             Ok::<(), ClientError>(())
         };
         if let Err(e) = ledger_steps.await {
-            self.fail(id, format!("ledger refused to start provisioning: {e}"))?;
+            if is_refusal(&e) {
+                self.fail(id, format!("ledger refused to start provisioning: {e}"))?;
+            } else {
+                // The ledger could not be reached (or its answer read): nothing was
+                // launched. Free everything; the next pass re-reads the contract
+                // and continues from its real state.
+                tracing::warn!(contract = id, error = %e, "ledger unreachable while starting provisioning; retrying on the next pass");
+                self.abandon(id, format!("ledger unreachable: {e}"))?;
+            }
             return Err(e.into());
         }
         if let Err(e) = std::fs::create_dir_all(&spec.run_dir) {
@@ -683,6 +902,14 @@ impl Agent {
         let handle = match launched {
             Ok(h) => h,
             Err(e) => {
+                if !vmm_processes_of(&spec.run_dir).is_empty() {
+                    // Its VMM survived the launch's cleanup: never wipe a directory
+                    // under a running VMM nor give its resources away. Retried
+                    // (killed, then provisioned again) on the next pass.
+                    tracing::error!(contract = id, error = %e, "launch failed and a VMM of this VM is still running; keeping its directory and resources");
+                    self.pending.insert(id);
+                    return Err(e.into());
+                }
                 self.fail(id, format!("launch failed: {e}"))?;
                 return Err(e.into());
             }
@@ -758,10 +985,17 @@ impl Agent {
                     ..record
                 })
             }
-            Err(e) => {
+            Err(e) if is_refusal(&e) => {
                 // E.g. cancelled while booting, or the deadline passed: the VM must go.
                 tracing::warn!(contract = id, error = %e, "report_active refused; tearing the VM down");
                 self.teardown(id, "report_active refused")?;
+                Err(e.into())
+            }
+            Err(e) => {
+                // The ledger may have committed it: keep the VM (Provisioning with
+                // its handle); the next pass reports again, or journals it active
+                // if the ledger has it active already.
+                tracing::warn!(contract = id, error = %e, "report_active did not get through; keeping the VM and retrying");
                 Err(e.into())
             }
         }
@@ -961,6 +1195,119 @@ mod tests {
                 "{s:?}: {a:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_report_whose_reply_was_lost_is_reconciled_and_retry_records_are_provisioned_again() {
+        let mut vms = BTreeMap::new();
+        let mut launched = record(5, VmRecordState::Provisioning);
+        launched.handle = Some(dc_vmm::VmHandle {
+            id: "c5".into(),
+            backend: dc_vmm::BackendKind::Qemu,
+            pid: 1,
+            pid_start_ticks: 1,
+            api_socket: "/d/vms/c5/qmp.sock".into(),
+            run_dir: "/d/vms/c5".into(),
+        });
+        vms.insert(5, launched);
+        vms.insert(6, record(6, VmRecordState::Retry));
+        let mut active = contract(5, ContractState::Active, 1);
+        active.endpoint = Some("127.0.0.1:20000".into());
+        let a = plan(
+            node(),
+            &[active, contract(6, ContractState::Accepted, 1)],
+            &vms,
+            &resources(),
+        );
+        assert_eq!(
+            a[0],
+            Action::MarkActive {
+                contract_id: 5,
+                endpoint: "127.0.0.1:20000".into()
+            }
+        );
+        assert!(matches!(&a[1], Action::Provision { contract } if contract.id == 6));
+        assert_eq!(a.len(), 2);
+        // Still provisioning on the ledger: report again.
+        let a = plan(
+            node(),
+            &[contract(5, ContractState::Provisioning, 1)],
+            &vms,
+            &resources(),
+        );
+        assert_eq!(a, vec![Action::Resume { contract_id: 5 }]);
+        // A retry record of a contract that ended is left alone.
+        let a = plan(
+            node(),
+            &[contract(6, ContractState::Cancelled, 1)],
+            &vms,
+            &resources(),
+        );
+        assert_eq!(a, vec![]);
+    }
+
+    #[test]
+    fn only_ledger_refusals_count_as_refusals() {
+        assert!(is_refusal(&ClientError::Ledger(LedgerError::NotFound {
+            what: "contract".into(),
+            id: "1".into()
+        })));
+        assert!(is_refusal(&ClientError::Rejected {
+            status: 403,
+            message: "no".into()
+        }));
+        for transport in [
+            ClientError::Unreachable {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            ClientError::Decode {
+                method: "m".into(),
+                reason: "r".into(),
+            },
+            ClientError::Agent("a".into()),
+            ClientError::Rejected {
+                status: 503,
+                message: "busy".into(),
+            },
+        ] {
+            assert!(!is_refusal(&transport), "{transport}");
+        }
+    }
+
+    #[test]
+    fn vmm_processes_are_found_by_their_run_dir_only() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("vms/c1");
+        std::fs::create_dir_all(&run).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; true"])
+            .arg(run.join("qmp.sock"))
+            .spawn()
+            .unwrap();
+        // Until it has exec'd, the child still shows this test's command line.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut found = vmm_processes_of(&run);
+        while found.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            found = vmm_processes_of(&run);
+        }
+        // (The shell may show a second, forked copy of itself for a moment.)
+        assert!(
+            found.iter().any(|p| p.0 == child.id()),
+            "{found:?} lacks {}",
+            child.id()
+        );
+        assert!(
+            vmm_processes_of(&d.path().join("vms/c")).is_empty(),
+            "c is not a prefix of c1"
+        );
+        assert!(vmm_processes_of(&d.path().join("vms/c10")).is_empty());
+        // A pidfile naming a process that does not mention the dir is ignored.
+        std::fs::write(run.join("qemu.pid"), "1").unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(vmm_processes_of(&run).is_empty());
     }
 
     #[test]

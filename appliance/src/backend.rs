@@ -163,14 +163,15 @@ impl Backends {
 
     /// Finds the backends the configuration allows: QEMU on `PATH`; Cloud
     /// Hypervisor at `cloud_hypervisor_binary` or as `cloud-hypervisor` on
-    /// `PATH`; KVM when `host_root/dev/kvm` opens read-write. `backend =
-    /// "qemu"` links only QEMU, `"cloud-hypervisor"` only Cloud Hypervisor.
+    /// `PATH`; KVM when `host_root/dev/kvm` opens read-write. Every backend
+    /// present is linked whatever the preference, so VMs launched earlier by
+    /// another backend (before a configuration change) are still adopted and
+    /// deleted; the preference only chooses new launches ([`choose_backend`]).
     /// Errors when the configured backend (or, for `auto`, every backend) is
     /// missing.
     pub fn detect(config: &Config) -> Result<Backends, String> {
         let kvm = kvm_usable(&config.host_root);
-        let want_qemu = config.backend != BackendPreference::CloudHypervisor;
-        let want_ch = config.backend != BackendPreference::Qemu;
+        let (want_qemu, want_ch) = (true, true);
         let (qemu, qemu_err) = if want_qemu {
             match dc_vmm_qemu::Qemu::detect() {
                 Ok(q) => (Some(Arc::new(q) as Arc<dyn Hypervisor>), None),
@@ -424,7 +425,16 @@ mod tests {
         )
         .unwrap();
         let b = Backends::detect(&c).unwrap();
-        assert!(b.cloud_hypervisor.is_some() && b.qemu.is_none());
+        assert!(b.cloud_hypervisor.is_some());
+        // QEMU is linked too when present, to adopt and delete its VMs; the
+        // preference still decides new launches.
+        assert_eq!(b.qemu.is_some(), dc_vmm_qemu::Qemu::detect().is_ok());
+        let user = Network::User { forwards: vec![] };
+        let s = spec(user, Confidential::None);
+        assert!(
+            choose_backend(&s, c.backend, c.accel, &b.host()).is_err(),
+            "a cloud-hypervisor preference never launches on QEMU"
+        );
         assert!(!b.kvm, "no dev/kvm under this host_root");
     }
 }

@@ -202,11 +202,77 @@ impl Default for NetworkConfig {
 }
 
 impl NetworkConfig {
-    /// The host name or address tenants use to reach forwarded ports.
+    /// The host name or address tenants use to reach forwarded ports (an
+    /// IPv6 address in brackets, ready for `HOST:PORT`).
     pub fn endpoint_host(&self) -> String {
-        self.public_host
-            .clone()
-            .unwrap_or_else(|| self.host_addr.to_string())
+        match &self.public_host {
+            Some(h) => match h.parse::<IpAddr>() {
+                Ok(IpAddr::V6(a)) => format!("[{a}]"),
+                _ => h.clone(),
+            },
+            None => match self.host_addr {
+                IpAddr::V6(a) => format!("[{a}]"),
+                a => a.to_string(),
+            },
+        }
+    }
+}
+
+/// Checks an endpoint host: a DNS name, an IPv4 address or an IPv6 address
+/// (bare or in brackets); never an unspecified address (0.0.0.0, ::), which no
+/// tenant can connect to.
+pub fn validate_endpoint_host(host: &str) -> Result<(), String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        if bare != host && ip.is_ipv4() {
+            return Err(format!("{host:?}: only IPv6 addresses go in brackets"));
+        }
+        if ip.is_unspecified() {
+            return Err(format!(
+                "{host:?} is the unspecified address; tenants cannot connect to it (set a public name or address)"
+            ));
+        }
+        return Ok(());
+    }
+    if bare != host {
+        return Err(format!("{host:?}: brackets hold an IPv6 address only"));
+    }
+    let labels_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.trim_end_matches('.').split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    // All-numeric dotted names are malformed IPv4 addresses, not host names.
+    let numeric = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if !labels_ok || numeric {
+        return Err(format!(
+            "expected a host name or IP address, found {host:?}"
+        ));
+    }
+    Ok(())
+}
+
+impl NetworkConfig {
+    /// Validates the endpoint host (`public_host`, else `host_addr`).
+    fn validate_endpoint(&self) -> Result<(), ConfigError> {
+        match &self.public_host {
+            Some(h) => validate_endpoint_host(h).map_err(|r| invalid("network.public_host", r)),
+            None if self.host_addr.is_unspecified() => Err(invalid(
+                "network.public_host",
+                format!(
+                    "must be set when host_addr is {} (the endpoint reported to tenants)",
+                    self.host_addr
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -401,6 +467,7 @@ impl Config {
         if n.guest_port == 0 {
             return Err(invalid("network.guest_port", "must be 1 to 65535"));
         }
+        n.validate_endpoint()?;
         if n.mode == NetworkMode::Bridge {
             if n.bridge.is_empty()
                 || n.bridge.len() > 15
@@ -561,6 +628,36 @@ base_disk = "/d.qcow2"
         for (text, field) in cases {
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.contains(field), "{e:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn the_endpoint_host_is_validated_and_ipv6_bracketed() {
+        let with = |extra: &str| parse(&format!("{MINIMAL}[network]\n{extra}\n"));
+        for bad in [
+            "public_host = \"0.0.0.0\"",
+            "public_host = \"::\"",
+            "public_host = \"[::]\"",
+            "public_host = \"\"",
+            "public_host = \"host name\"",
+            "public_host = \"a/b\"",
+            "public_host = \"[1.2.3.4]\"",
+            "public_host = \"1.2.3\"",
+            "host_addr = \"0.0.0.0\"",
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("network.public_host"), "{bad}: {e}");
+        }
+        for (good, host) in [
+            ("public_host = \"vm.example.com\"", "vm.example.com"),
+            ("public_host = \"203.0.113.7\"", "203.0.113.7"),
+            ("public_host = \"2001:db8::1\"", "[2001:db8::1]"),
+            ("public_host = \"[2001:db8::1]\"", "[2001:db8::1]"),
+            ("host_addr = \"0.0.0.0\"\npublic_host = \"node1\"", "node1"),
+            ("host_addr = \"::1\"", "[::1]"),
+        ] {
+            let c = with(good).unwrap_or_else(|e| panic!("{good}: {e}"));
+            assert_eq!(c.network.endpoint_host(), host, "{good}");
         }
     }
 }

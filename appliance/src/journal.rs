@@ -4,8 +4,9 @@
 //! the last line for a contract wins. Every append is written with one
 //! `write` and `fsync`ed before it returns, so a record the agent acted on is
 //! on disk. Replay tolerates a torn last line (bytes after the last newline,
-//! left by a crash inside a write: ignored with a warning and cut off on open)
-//! but refuses a bad line followed by a newline anywhere (corruption: the
+//! left by a crash inside a write, or a complete but unparsable LAST line, left
+//! by a power loss: ignored with a loud warning and cut off on open) but
+//! refuses a bad line followed by another line (corruption in the middle: the
 //! journal is not guessed at). Compaction rewrites the latest records to a
 //! temporary file, syncs it and renames it over the journal.
 
@@ -33,6 +34,11 @@ pub enum VmRecordState {
     Released,
     /// Its launch failed or its VMM died; resources freed.
     Failed,
+    /// A provisioning attempt was abandoned for a reason that may pass (a
+    /// crash before the launch was journaled, a ledger that could not be
+    /// reached); resources freed. The contract's state on the ledger decides
+    /// on the next pass whether it is provisioned again.
+    Retry,
 }
 
 impl VmRecordState {
@@ -124,13 +130,28 @@ pub fn replay_bytes(path: &Path, bytes: &[u8]) -> Result<Replay, JournalError> {
         };
         let line = &bytes[pos..pos + nl];
         if !line.iter().all(u8::is_ascii_whitespace) {
-            let record: VmRecord =
-                serde_json::from_slice(line).map_err(|e| JournalError::Corrupt {
-                    path: path.to_owned(),
-                    line: line_no,
-                    reason: e.to_string(),
-                })?;
-            records.push(record);
+            match serde_json::from_slice::<VmRecord>(line) {
+                Ok(record) => records.push(record),
+                // The last line, complete but bad: a power loss can leave a
+                // newline-terminated line whose bytes never reached the disk
+                // (zeros, garbage). Treat it like a torn tail: cut it, loudly.
+                Err(e) if bytes[pos + nl + 1..].iter().all(u8::is_ascii_whitespace) => {
+                    let torn = (bytes.len() - pos) as u64;
+                    tracing::error!(path = %path.display(), line = line_no, torn_bytes = torn, error = %e, "journal: the LAST line is corrupt; cutting it off like a torn write (the record it held is lost)");
+                    return Ok(Replay {
+                        records,
+                        valid_len: pos as u64,
+                        torn_bytes: torn,
+                    });
+                }
+                Err(e) => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_owned(),
+                        line: line_no,
+                        reason: e.to_string(),
+                    })
+                }
+            }
         }
         pos += nl + 1;
     }
@@ -313,6 +334,38 @@ pub(crate) mod tests {
             .expect("corruption is refused")
             .to_string();
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_corrupt_complete_last_line_is_cut_like_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.append(&record(1, VmRecordState::Active)).unwrap();
+        drop(j);
+        let good = std::fs::read(&path).unwrap();
+        // A power loss: the line's newline made it, its bytes did not.
+        let mut bad = good.clone();
+        bad.extend_from_slice(b"\0\0\0\0{\"contract_id\":2,\"sta\n");
+        std::fs::write(&path, &bad).unwrap();
+        let (mut j, r) = Journal::open(&path).expect("a bad last line does not stop the agent");
+        assert_eq!(r.records.len(), 1);
+        assert_eq!(r.torn_bytes as usize, bad.len() - good.len());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            good,
+            "the bad line is cut off"
+        );
+        j.append(&record(3, VmRecordState::Active)).unwrap();
+        drop(j);
+        assert_eq!(Journal::open(&path).unwrap().1.records.len(), 2);
+        // The same bad line with a good one after it is corruption: refused.
+        let mut middle = good.clone();
+        middle.extend_from_slice(b"{\"contract_id\":2,\"sta\n");
+        middle.extend_from_slice(&good);
+        std::fs::write(&path, &middle).unwrap();
+        let e = Journal::open(&path).err().expect("refused").to_string();
+        assert!(e.contains("line 2"), "{e}");
     }
 
     #[test]

@@ -57,16 +57,70 @@ struct FakeVmm {
     adopted: Mutex<Vec<String>>,
     deleted: Mutex<Vec<String>>,
     dead: Mutex<HashSet<String>>,
+    /// Poses as the Cloud Hypervisor backend.
+    cloud_hypervisor: bool,
+    /// The next launch starts a stray "VMM" process naming the run dir, then fails.
+    leave_stray: Mutex<bool>,
+    strays: Mutex<Vec<std::process::Child>>,
+}
+
+impl FakeVmm {
+    fn stray_alive(&self) -> bool {
+        self.strays
+            .lock()
+            .unwrap()
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for FakeVmm {
+    fn drop(&mut self) {
+        for c in self.strays.lock().unwrap().iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 impl Hypervisor for FakeVmm {
     fn kind(&self) -> BackendKind {
-        BackendKind::Qemu
+        if self.cloud_hypervisor {
+            BackendKind::CloudHypervisor
+        } else {
+            BackendKind::Qemu
+        }
     }
     fn check(&self, spec: &VmSpec) -> Result<(), VmmError> {
         spec.validate()
     }
     fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
+        if std::mem::take(&mut *self.leave_stray.lock().unwrap()) {
+            // A VMM that outlives its failed launch (or a launch the agent was
+            // killed in): its command line names the run dir, like QEMU's.
+            std::fs::create_dir_all(&spec.run_dir).unwrap();
+            let child = Command::new("sh")
+                .args(["-c", "sleep 30; true"])
+                .arg(spec.run_dir.join("qmp.sock"))
+                .spawn()
+                .unwrap();
+            std::fs::write(spec.run_dir.join("qemu.pid"), child.id().to_string()).unwrap();
+            // Like a real VMM after a launch timeout: running with its own command line.
+            let needle = spec.run_dir.display().to_string();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !std::fs::read(format!("/proc/{}/cmdline", child.id()))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.strays.lock().unwrap().push(child);
+            return Err(VmmError::Timeout {
+                backend: "fake",
+                socket: spec.run_dir.join("qmp.sock"),
+                timeout_ms: 1,
+            });
+        }
         std::fs::write(spec.serial_log(), "Booting...\nfake login: ")
             .map_err(|e| VmmError::io(&spec.serial_log(), e))?;
         self.launched.lock().unwrap().push(spec.clone());
@@ -397,14 +451,22 @@ async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
     assert!(vmm3.launched.lock().unwrap().is_empty() && vmm3.adopted.lock().unwrap().is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vm_that_died_while_the_agent_was_down_is_marked_failed_not_relaunched() {
-    let dir = tempfile::tempdir().unwrap();
+/// A claimed node with a 1-vCPU offering rented once (contract Requested).
+struct One {
+    _ledger: LedgerProcess,
+    cfg: Config,
+    prov: LedgerClient,
+    dev: LedgerClient,
+    offering: u64,
+    contract: u64,
+}
+
+async fn one_contract(dir: &Path) -> One {
     let mut rng = rand_core::OsRng;
     let treasury = Identity::generate(&mut rng);
     let provider = Identity::generate(&mut rng);
     let developer = Identity::generate(&mut rng);
-    let genesis = dir.path().join("genesis.toml");
+    let genesis = dir.join("genesis.toml");
     std::fs::write(
         &genesis,
         format!(
@@ -421,14 +483,14 @@ async fn a_vm_that_died_while_the_agent_was_down_is_marked_failed_not_relaunched
     .unwrap();
     let ledger = LedgerProcess::start(
         &ledger_bin(),
-        &dir.path().join("ledger"),
+        &dir.join("ledger"),
         Some(&genesis),
         None,
         Duration::from_secs(60),
     )
     .expect("start dc-ledger");
-    fake::write_host(&dir.path().join("host"), "AMD EPYC 9654", 8, 32768, &[]);
-    let cfg = config(dir.path(), &ledger.url, 4);
+    fake::write_host(&dir.join("host"), "AMD EPYC 9654", 8, 32768, &[]);
+    let cfg = config(dir, &ledger.url, 4);
     let status = node::init(&cfg, &mut rng).unwrap();
     let prov = LedgerClient::connect(
         &ledger.url,
@@ -463,25 +525,231 @@ async fn a_vm_that_died_while_the_agent_was_down_is_marked_failed_not_relaunched
         .await
         .unwrap();
     let c = dev.rent(off, 1).await.unwrap();
+    One {
+        _ledger: ledger,
+        cfg,
+        prov,
+        dev,
+        offering: off,
+        contract: c.id,
+    }
+}
 
+fn journal_lines(cfg: &Config) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(cfg.journal_path())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_died_while_the_agent_was_down_is_relaunched_over_its_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let One {
+        _ledger: _keep,
+        cfg,
+        dev,
+        contract: id,
+        ..
+    } = one_contract(dir.path()).await;
     let vmm = Arc::new(FakeVmm::default());
     let mut agent = start_agent(&cfg, vmm.clone()).await;
     agent.tick().await.unwrap();
+    let before = dev.contract(id).await.unwrap().unwrap();
+    assert_eq!(before.state, ContractState::Active);
+    let old = agent.vms()[&id].clone();
+    drop(agent);
+    // The tenant's disk: it must survive.
+    let disk = old.spec.disks[0].path.clone();
+    std::fs::write(&disk, b"tenant data").unwrap();
+
+    let vmm2 = Arc::new(FakeVmm::default());
+    vmm2.dead.lock().unwrap().insert(format!("c{id}"));
+    let mut agent = start_agent(&cfg, vmm2.clone()).await;
+    let rec = agent.vms()[&id].clone();
     assert_eq!(
-        dev.contract(c.id).await.unwrap().unwrap().state,
-        ContractState::Active
+        rec.state,
+        VmRecordState::Active,
+        "the contract stays active"
     );
+    assert!(
+        rec.note.as_deref().unwrap().contains("VMM gone on restart"),
+        "{rec:?}"
+    );
+    assert_eq!(
+        *vmm2.launched.lock().unwrap(),
+        vec![old.spec.clone()],
+        "relaunched once, from the journaled spec (same disk, same port)"
+    );
+    // (The fake's handles all name this test process, so old and new compare equal.)
+    assert!(rec.handle.is_some(), "a handle is journaled");
+    assert_eq!(rec.endpoint, old.endpoint);
+    assert_eq!(
+        std::fs::read(&disk).unwrap(),
+        b"tenant data",
+        "the disk is kept"
+    );
+    assert_eq!(agent.resources().usage().vcpus, 1, "its resources are kept");
+    // The event is in the journal, and the new handle after it.
+    let lines = journal_lines(&cfg);
+    assert!(lines.iter().any(|l| l["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("VMM gone on restart"))));
+    let last = lines.iter().rev().find(|l| l["contract_id"] == id).unwrap();
+    assert_eq!(last["handle"], serde_json::to_value(&rec.handle).unwrap());
+    assert!(agent.tick().await.unwrap().is_empty());
+    assert_eq!(vmm2.launched.lock().unwrap().len(), 1, "launched once only");
+    let after = dev.contract(id).await.unwrap().unwrap();
+    assert_eq!(after.state, ContractState::Active);
+    assert_eq!(after.endpoint, before.endpoint);
+    drop(agent);
+    // A later restart adopts the relaunched VM.
+    let vmm3 = Arc::new(FakeVmm::default());
+    let agent = start_agent(&cfg, vmm3.clone()).await;
+    assert_eq!(*vmm3.adopted.lock().unwrap(), vec![format!("c{id}")]);
+    assert!(vmm3.launched.lock().unwrap().is_empty());
+    assert_eq!(agent.vms()[&id].handle, rec.handle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_left_by_a_failed_or_interrupted_launch_is_killed_before_its_dir_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let One {
+        _ledger: _keep,
+        cfg,
+        dev,
+        contract: id,
+        ..
+    } = one_contract(dir.path()).await;
+    let vmm = Arc::new(FakeVmm::default());
+    *vmm.leave_stray.lock().unwrap() = true;
+    let mut agent = start_agent(&cfg, vmm.clone()).await;
+    agent.tick().await.unwrap();
+    // The launch failed but its VMM lives: nothing is wiped or freed.
+    assert!(vmm.stray_alive());
+    let rec = agent.vms()[&id].clone();
+    assert_eq!(rec.state, VmRecordState::Provisioning);
+    assert!(rec.handle.is_none());
+    assert!(
+        cfg.vm_dir(id).join("qemu.pid").exists(),
+        "the run dir is kept"
+    );
+    assert_eq!(
+        agent.resources().usage().vcpus,
+        1,
+        "the reservation is kept"
+    );
+    // The agent is killed here: the journal says (Provisioning, no handle).
     drop(agent);
 
     let vmm2 = Arc::new(FakeVmm::default());
-    vmm2.dead.lock().unwrap().insert(format!("c{}", c.id));
     let mut agent = start_agent(&cfg, vmm2.clone()).await;
-    assert_eq!(agent.vms()[&c.id].state, VmRecordState::Failed);
-    assert_eq!(agent.resources().usage().vcpus, 0);
-    assert!(!cfg.vm_dir(c.id).exists());
-    assert!(agent.tick().await.unwrap().is_empty());
     assert!(
-        vmm2.launched.lock().unwrap().is_empty(),
-        "a dead VM is never relaunched"
+        !vmm.stray_alive(),
+        "the VMM without a handle was killed on recovery"
+    );
+    assert_eq!(agent.vms()[&id].state, VmRecordState::Retry);
+    assert_eq!(agent.resources().usage().vcpus, 0);
+    assert!(!cfg.vm_dir(id).exists(), "wiped only once the VMM was dead");
+    // The contract is still provisioning with time left: provisioned again.
+    let actions = agent.tick().await.unwrap();
+    assert!(
+        matches!(&actions[..], [Action::Provision { contract }] if contract.id == id),
+        "{actions:?}"
+    );
+    assert_eq!(vmm2.launched.lock().unwrap().len(), 1);
+    assert_eq!(agent.vms()[&id].state, VmRecordState::Active);
+    assert_eq!(
+        dev.contract(id).await.unwrap().unwrap().state,
+        ContractState::Active
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinishable_teardown_does_not_stop_the_agent_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let One {
+        _ledger: _keep,
+        cfg,
+        dev,
+        contract: id,
+        ..
+    } = one_contract(dir.path()).await;
+    let vmm = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, vmm.clone()).await;
+    agent.tick().await.unwrap();
+    let mut rec = agent.vms()[&id].clone();
+    drop(agent);
+    // Crashed mid-teardown of a VM run by Cloud Hypervisor, which is not linked now.
+    rec.state = VmRecordState::Releasing;
+    rec.handle.as_mut().unwrap().backend = BackendKind::CloudHypervisor;
+    let mut line = serde_json::to_vec(&rec).unwrap();
+    line.push(b'\n');
+    let mut journal = std::fs::read(cfg.journal_path()).unwrap();
+    journal.extend(line);
+    std::fs::write(cfg.journal_path(), journal).unwrap();
+    dev.cancel(id).await.unwrap();
+
+    let qemu_only = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, qemu_only).await;
+    assert_eq!(agent.vms()[&id].state, VmRecordState::Releasing, "kept");
+    assert_eq!(agent.resources().usage().vcpus, 1, "its resources are kept");
+    assert!(
+        cfg.vm_dir(id).exists(),
+        "never wiped under a VMM that may run"
+    );
+    agent.tick().await.unwrap();
+    assert_eq!(agent.vms()[&id].state, VmRecordState::Releasing);
+    drop(agent);
+
+    // Both backends linked (as Backends::detect now does): the teardown finishes.
+    let mut ch = FakeVmm::default();
+    ch.cloud_hypervisor = true;
+    let ch = Arc::new(ch);
+    let node_id = node::load_identity(&cfg).unwrap();
+    let client = LedgerClient::connect(&cfg.ledger_url, Some(node_id))
+        .await
+        .unwrap();
+    let mut backends = Backends::single(Arc::new(FakeVmm::default()), false);
+    backends.cloud_hypervisor = Some(ch.clone());
+    let mut agent = Agent::start(
+        cfg.clone(),
+        backends,
+        client,
+        Arc::new(SerialProbe {
+            marker: "login:".into(),
+        }),
+        resources(&cfg),
+        system_clock(),
+    )
+    .unwrap();
+    assert_eq!(*ch.deleted.lock().unwrap(), vec![format!("c{id}")]);
+    assert_eq!(agent.vms()[&id].state, VmRecordState::Released);
+    assert_eq!(agent.resources().usage().vcpus, 0);
+    assert!(!cfg.vm_dir(id).exists());
+    assert!(agent.tick().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_whose_offering_is_gone_is_rejected_not_launched_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let One {
+        cfg,
+        prov,
+        dev,
+        offering: off,
+        contract: id,
+        _ledger: _keep,
+    } = one_contract(dir.path()).await;
+    prov.remove_offering(off).await.unwrap();
+    assert!(prov.offering(off).await.unwrap().is_none());
+    let vmm = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, vmm.clone()).await;
+    agent.tick().await.unwrap();
+    assert!(vmm.launched.lock().unwrap().is_empty(), "never launched");
+    assert_eq!(
+        dev.contract(id).await.unwrap().unwrap().state,
+        ContractState::Rejected
     );
 }

@@ -7,8 +7,10 @@
 //! serves HTTP; rent B (active) and C (over the agent's vCPU limit, lowered
 //! below what the node registered: rejected, fully refunded, never active); `kill -9` the agent: A's QEMU keeps running
 //! and answering; kill B's QEMU while the agent is down; restart: A is
-//! re-adopted (same pid, same disk inode, no second QEMU, same endpoint), B is
-//! journaled failed and not relaunched; cancel A: refund = paid − released,
+//! re-adopted (same pid, same disk inode, no second QEMU, same endpoint), B's
+//! death is reported and B is relaunched (a new pid) over the same disk file
+//! (same inode), stays active at the same endpoint and answers HTTP again;
+//! cancel A: refund = paid − released,
 //! its QEMU exits and its run directory (with the overlay) is deleted.
 //!
 //! Skips (prints SKIPPED) when QEMU or the test guest is not available. On
@@ -501,6 +503,10 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
     let rec_b = s.journal(b);
     let pid_b = pid_of(&rec_b);
     let run_b = PathBuf::from(rec_b["spec"]["run_dir"].as_str().unwrap());
+    let disk_b = PathBuf::from(rec_b["spec"]["disks"][0]["path"].as_str().unwrap());
+    let inode_b = std::fs::metadata(&disk_b)
+        .expect("B's overlay exists")
+        .ino();
 
     // Crash: kill -9 the agent. The VMs are not its children in any way that matters.
     s.stop_appliance();
@@ -543,9 +549,24 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
         inode_a,
         "same disk file"
     );
+    // B: relaunched over its own disk, a new QEMU, the contract still active.
     let rec_b2 = s.journal(b);
-    assert_eq!(rec_b2["state"], "failed", "{rec_b2}");
-    // A few passes of the loop later: nothing relaunched, A still served.
+    assert_eq!(rec_b2["state"], "active", "{rec_b2}");
+    let pid_b2 = pid_of(&rec_b2);
+    assert_ne!(pid_b2, pid_b, "B runs in a new QEMU");
+    assert!(alive(pid_b2));
+    assert_eq!(
+        std::fs::metadata(&disk_b).expect("B's disk is kept").ino(),
+        inode_b,
+        "B relaunched over the same disk file"
+    );
+    assert!(
+        rec_b2["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("VMM gone on restart")),
+        "B's death journaled: {rec_b2}"
+    );
+    // A few passes of the loop later: nothing else launched, A still served.
     std::thread::sleep(Duration::from_secs(2));
     s.appliance_still_running();
     assert_eq!(
@@ -553,11 +574,19 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
         vec![pid_a],
         "no second QEMU for A"
     );
-    assert!(
-        pids_mentioning(&run_b.display().to_string()).is_empty(),
-        "B never relaunched"
+    assert_eq!(
+        pids_mentioning(&run_b.display().to_string()),
+        vec![pid_b2],
+        "exactly one QEMU for B"
     );
-    assert_eq!(s.journal(b)["state"], "failed");
+    assert_eq!(s.journal(b)["state"], "active");
+    assert_eq!(pid_of(&s.journal(b)), pid_b2);
+    let still_b = s.contract(b);
+    assert_eq!(still_b["state"], "active");
+    assert_eq!(still_b["endpoint"], endpoint_b.as_str());
+    wait_until("B's relaunched guest to answer HTTP", BOOT_WAIT, || {
+        http_get(&endpoint_b).is_ok_and(|body| body.contains(dc_test_guest::HTTP_BODY))
+    });
     let still = s.contract(a);
     assert_eq!(still["state"], "active");
     assert_eq!(still["endpoint"], endpoint.as_str());

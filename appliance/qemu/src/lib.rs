@@ -307,8 +307,13 @@ impl Hypervisor for Qemu {
             Err(e) => {
                 tracing::warn!(vm = %spec.id, pid = spawned.pid, error = %e, "QEMU launch failed; killing it");
                 signal_if_same(spawned.pid, spawned.start_ticks, libc::SIGKILL);
-                wait_for_exit(spawned.pid, spawned.start_ticks, EXIT_TIMEOUT);
-                Err(e)
+                if wait_for_exit(spawned.pid, spawned.start_ticks, EXIT_TIMEOUT) {
+                    Err(e)
+                } else {
+                    // The caller must not wipe the run directory under it nor
+                    // hand its resources to another VM.
+                    Err(survived_kill(&spec.id, spawned.pid, &e))
+                }
             }
         }
     }
@@ -486,6 +491,19 @@ fn plug(client: &mut QmpClient, mut arguments: Value) -> Result<(), VmmError> {
     }))
 }
 
+/// The error of a failed launch whose QEMU is still alive after SIGKILL.
+fn survived_kill(vm: &str, pid: u32, cause: &VmmError) -> VmmError {
+    VmmError::Api {
+        backend: BACKEND,
+        operation: "launch".into(),
+        reason: format!(
+            "launch of {vm} failed ({cause}) and QEMU process {pid} is STILL ALIVE {} ms after SIGKILL; \
+             it may still use the VM's run directory and resources",
+            EXIT_TIMEOUT.as_millis()
+        ),
+    }
+}
+
 /// Polls until the process is gone; true if it went within `timeout`.
 fn wait_for_exit(pid: u32, start_ticks: u64, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
@@ -509,6 +527,14 @@ mod tests {
         assert_eq!(vm_state(&json!({"running": false, "status": "shutdown"})), VmState::Shutdown);
         assert_eq!(vm_state(&json!({"running": false, "status": "prelaunch"})), VmState::Created);
         assert_eq!(vm_state(&json!("garbage")), VmState::Paused);
+    }
+
+    #[test]
+    fn a_launch_whose_qemu_survives_sigkill_says_so() {
+        let cause = VmmError::Timeout { backend: BACKEND, socket: "/r/qmp.sock".into(), timeout_ms: 10 };
+        let e = survived_kill("c7", 4242, &cause).to_string();
+        assert!(e.contains("STILL ALIVE") && e.contains("4242") && e.contains("c7"), "{e}");
+        assert!(e.contains("did not open"), "the cause is kept: {e}");
     }
 
     #[test]
