@@ -31,7 +31,7 @@ usable and the VM is neither TDX nor on user-mode networking; on QEMU otherwise 
 `accel = tcg`). Each VM gets a qcow2 overlay over `guest.base_disk` in `data_dir/vms/c<contract>/`, user-mode \
 networking with one host port from `network.port_min..=port_max` forwarded to `network.guest_port`; that \
 address is the contract's endpoint. VMMs run detached: stopping or killing `run` leaves VMs running, and the \
-next `run` re-adopts them from the journal (a VM that died meanwhile is journaled failed, never relaunched). \
+next `run` re-adopts them from the journal (a VM whose VMM died meanwhile is reported in the log and journal and relaunched over its own disk, same endpoint). \
 Confidential launches and bridge networking are not implemented: such contracts are rejected.\n\n\
 Exit codes: 0 success, 1 the ledger refused, 2 bad usage or invalid configuration, 3 ledger unreachable, \
 4 local problem (files, keys, journal), 5 no usable VMM backend or a VMM failure."
