@@ -1,5 +1,5 @@
 {
-  description = "Decent Cloud provider appliance: ledger, controller and (later) the appliance image";
+  description = "Decent Cloud provider appliance: ledger, controller, node agent and (later) the appliance image";
 
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-24.11";
 
@@ -25,6 +25,7 @@
       packages = forAll (pkgs: rec {
         dc-ledger = workspaceBinary pkgs { pname = "dc-ledger"; package = "dc-ledger"; bin = "dc-ledger"; };
         dcctl = workspaceBinary pkgs { pname = "dcctl"; package = "dc-controller"; bin = "dcctl"; };
+        dc-appliance = workspaceBinary pkgs { pname = "dc-appliance"; package = "dc-appliance"; bin = "dc-appliance"; };
         default = dcctl;
       });
 
@@ -43,7 +44,7 @@
 
       devShells = forAll (pkgs: {
         default = pkgs.mkShell {
-          packages = with pkgs; [ cargo rustc clippy rustfmt pkg-config postgresql qemu nodejs ];
+          packages = with pkgs; [ cargo rustc clippy rustfmt pkg-config postgresql qemu nodejs nftables iproute2 cmake perl ];
         };
       });
     };
