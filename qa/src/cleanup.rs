@@ -73,3 +73,24 @@ impl Drop for ScratchDir {
         cancel(self.ticket);
     }
 }
+
+/// Every QEMU process whose command line mentions `needle` (QEMUs name their
+/// run directory), for benchmarks and tests that must find and stop them.
+pub fn qemu_pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(needle) && text.contains("qemu-system") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}

@@ -81,28 +81,11 @@ fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
-/// Every pid whose command line mentions `needle` and is a QEMU.
-fn qemus_mentioning(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if text.contains(needle) && text.contains("qemu-system") {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 fn kill_qemus_in(dir: &str) {
-    for pid in qemus_mentioning(dir) {
+    for pid in crate::cleanup::qemu_pids_mentioning(dir) {
         // SAFETY: kill(2) of a QEMU whose command line names our scratch dir.
         unsafe {
-            libc::kill(pid, libc::SIGKILL);
+            libc::kill(pid as i32, libc::SIGKILL);
         }
     }
 }
@@ -172,7 +155,10 @@ impl World {
             .arg(self.path(who))
             .output()?;
         if !out.status.success() {
-            bail!("dcctl identity new: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "dcctl identity new: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let v: Value = serde_json::from_slice(&out.stdout)?;
         v["principal"]
@@ -264,8 +250,7 @@ fn http_answers(addr: &str) -> bool {
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-    if s
-        .write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+    if s.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .is_err()
     {
         return false;
@@ -304,16 +289,37 @@ struct RentTimes {
 impl RentTimes {
     fn phases(&self) -> Vec<(&'static str, i128)> {
         vec![
-            ("dcctl rent (process, sign, ledger commit)", self.ack - self.cmd),
+            (
+                "dcctl rent (process, sign, ledger commit)",
+                self.ack - self.cmd,
+            ),
             ("ledger part: ack → agent noticed", self.noticed - self.ack),
-            ("supervisor part: noticed → QEMU spawned", self.spawned - self.noticed),
-            ("  accept + start_provisioning txs", self.launching - self.noticed),
-            ("  check, qcow2 overlay, spawn", self.spawned - self.launching),
-            ("VMM + guest boot: spawned → guest answers", self.http - self.spawned),
+            (
+                "supervisor part: noticed → QEMU spawned",
+                self.spawned - self.noticed,
+            ),
+            (
+                "  accept + start_provisioning txs",
+                self.launching - self.noticed,
+            ),
+            (
+                "  check, qcow2 overlay, spawn",
+                self.spawned - self.launching,
+            ),
+            (
+                "VMM + guest boot: spawned → guest answers",
+                self.http - self.spawned,
+            ),
             ("  QMP up, journaled", self.qmp_up - self.spawned),
-            ("  kernel + init to ready line", self.serial_ready - self.qmp_up),
+            (
+                "  kernel + init to ready line",
+                self.serial_ready - self.qmp_up,
+            ),
             ("  ready line → HTTP answer", self.http - self.serial_ready),
-            ("reporting: answers → active on ledger", self.active - self.http),
+            (
+                "reporting: answers → active on ledger",
+                self.active - self.http,
+            ),
             ("total: ack → guest answers", self.http - self.ack),
             ("total: ack → active on ledger", self.active - self.ack),
         ]
@@ -342,7 +348,11 @@ fn secs_or_ms(d: Duration) -> String {
 }
 
 /// Sets up ledger, provider, node and offering; returns the world and the offering id.
-fn build_world(args: &Args, guest: &dc_test_guest::TestGuest, work_dir: &Path) -> anyhow::Result<(World, String)> {
+fn build_world(
+    args: &Args,
+    guest: &dc_test_guest::TestGuest,
+    work_dir: &Path,
+) -> anyhow::Result<(World, String)> {
     let dir = cleanup::ScratchDir::new("vm-bench-", work_dir)?;
     let dir_text = dir.path().display().to_string();
     // On SIGINT/SIGTERM no destructor runs: kill the detached QEMUs too.
@@ -357,7 +367,10 @@ fn build_world(args: &Args, guest: &dc_test_guest::TestGuest, work_dir: &Path) -
     };
     for bin in [&args.dcctl, &args.appliance_bin, &args.ledger_bin] {
         if !bin.is_file() {
-            bail!("{}: no such file; run qa/bench/appliance.sh (it builds the release binaries)", bin.display());
+            bail!(
+                "{}: no such file; run qa/bench/appliance.sh (it builds the release binaries)",
+                bin.display()
+            );
         }
     }
     let dev = w.identity("dev.pem")?;
@@ -427,12 +440,24 @@ fn build_world(args: &Args, guest: &dc_test_guest::TestGuest, work_dir: &Path) -
         .context("starting dc-appliance")?;
     w.appliance = Some(child);
     let token_path = w.data().join("claim-token");
-    let token = w.wait_for("the claim token", Duration::from_secs(30), Duration::from_millis(100), |_| {
-        std::fs::read_to_string(&token_path).ok()
-    })?;
+    let token = w.wait_for(
+        "the claim token",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |_| std::fs::read_to_string(&token_path).ok(),
+    )?;
     w.dcctl(
         "prov.pem",
-        &["provider", "register", "--name", "Bench Cloud", "--jurisdiction", "DE", "--email", "ops@bench.example"],
+        &[
+            "provider",
+            "register",
+            "--name",
+            "Bench Cloud",
+            "--jurisdiction",
+            "DE",
+            "--email",
+            "ops@bench.example",
+        ],
     )?;
     let out = Command::new(&w.appliance_bin)
         .args(["claim", "--json", "--config"])
@@ -441,10 +466,16 @@ fn build_world(args: &Args, guest: &dc_test_guest::TestGuest, work_dir: &Path) -
         .arg(w.path("prov.pem"))
         .output()?;
     if !out.status.success() {
-        bail!("dc-appliance claim: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "dc-appliance claim: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let claimed: Value = serde_json::from_slice(&out.stdout)?;
-    let node = claimed["node"].as_str().context("claim printed no node")?.to_string();
+    let node = claimed["node"]
+        .as_str()
+        .context("claim printed no node")?
+        .to_string();
     let file = w.path("offering.toml");
     std::fs::write(
         &file,
@@ -454,15 +485,20 @@ fn build_world(args: &Args, guest: &dc_test_guest::TestGuest, work_dir: &Path) -
              [resources]\nvcpus = 1\nram_gib = 1\nstorage_gib = 1\nbandwidth_mbps = 100\n"
         ),
     )?;
-    let offering = w.dcctl("prov.pem", &["offering", "add", "--file", &file.display().to_string()])?
-        ["offering_id"]
+    let offering = w.dcctl(
+        "prov.pem",
+        &["offering", "add", "--file", &file.display().to_string()],
+    )?["offering_id"]
         .as_u64()
         .context("offering add printed no offering_id")?
         .to_string();
     // The agent must be in its loop before the first rent is timed.
-    w.wait_for("the agent to run", Duration::from_secs(30), Duration::from_millis(100), |w| {
-        w.log().contains("agent running").then_some(())
-    })?;
+    w.wait_for(
+        "the agent to run",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        |w| w.log().contains("agent running").then_some(()),
+    )?;
     Ok((w, offering))
 }
 
@@ -471,13 +507,20 @@ fn measure_rent(w: &mut World, offering: &str) -> anyhow::Result<RentTimes> {
     let cmd = now_ns();
     let rented = w.dcctl("dev.pem", &["rent", "--offering", offering, "--hours", "1"])?;
     let ack = now_ns();
-    let id = rented["contract_id"].as_u64().context("rent printed no contract_id")?;
+    let id = rented["contract_id"]
+        .as_u64()
+        .context("rent printed no contract_id")?;
     // The run dir and endpoint, from the agent's first journal record.
-    let spec: VmSpec = w.wait_for("the agent's first record", BOOT_WAIT, Duration::from_millis(2), |w| {
-        w.records(id)
-            .first()
-            .and_then(|r| serde_json::from_value(r["spec"].clone()).ok())
-    })?;
+    let spec: VmSpec = w.wait_for(
+        "the agent's first record",
+        BOOT_WAIT,
+        Duration::from_millis(2),
+        |w| {
+            w.records(id)
+                .first()
+                .and_then(|r| serde_json::from_value(r["spec"].clone()).ok())
+        },
+    )?;
     let endpoint = match &spec.network {
         dc_vmm::Network::User { forwards } if !forwards.is_empty() => {
             format!("{}:{}", forwards[0].host_addr, forwards[0].host_port)
@@ -490,9 +533,9 @@ fn measure_rent(w: &mut World, offering: &str) -> anyhow::Result<RentTimes> {
         let serial_watch = s.spawn(|| {
             let deadline = Instant::now() + BOOT_WAIT;
             while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-                if std::fs::read(&serial).is_ok_and(|b| {
-                    String::from_utf8_lossy(&b).contains(dc_test_guest::READY_LINE)
-                }) {
+                if std::fs::read(&serial)
+                    .is_ok_and(|b| String::from_utf8_lossy(&b).contains(dc_test_guest::READY_LINE))
+                {
                     return Some(now_ns());
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -533,11 +576,20 @@ fn measure_rent(w: &mut World, offering: &str) -> anyhow::Result<RentTimes> {
         stop.store(true, Ordering::Relaxed);
         (serial_watch.join().ok().flatten(), http)
     });
-    let http = http.with_context(|| format!("contract {id}: the guest never answered at {endpoint}; log:\n{}", w.log()))?;
-    let serial_ready = serial_ready.with_context(|| format!("contract {id}: no ready line in {}", serial.display()))?;
-    let active_rec = w.wait_for("the active record", BOOT_WAIT, Duration::from_millis(20), |w| {
-        w.records(id).into_iter().find(|r| r["state"] == "active")
+    let http = http.with_context(|| {
+        format!(
+            "contract {id}: the guest never answered at {endpoint}; log:\n{}",
+            w.log()
+        )
     })?;
+    let serial_ready = serial_ready
+        .with_context(|| format!("contract {id}: no ready line in {}", serial.display()))?;
+    let active_rec = w.wait_for(
+        "the active record",
+        BOOT_WAIT,
+        Duration::from_millis(20),
+        |w| w.records(id).into_iter().find(|r| r["state"] == "active"),
+    )?;
     let _ = active_rec;
     let shown = w.dcctl("dev.pem", &["contract", "show", &id.to_string()])?;
     if shown["state"] != "active" {
@@ -552,14 +604,25 @@ fn measure_rent(w: &mut World, offering: &str) -> anyhow::Result<RentTimes> {
             .map(i128::from)
             .with_context(|| format!("contract {id}: no journal record {what}"))
     };
-    let noticed = at(&|r| r["state"] == "provisioning" && r["handle"].is_null(), "provisioning")?;
-    let qmp_up = at(&|r| r["state"] == "provisioning" && !r["handle"].is_null(), "with a handle")?;
+    let noticed = at(
+        &|r| r["state"] == "provisioning" && r["handle"].is_null(),
+        "provisioning",
+    )?;
+    let qmp_up = at(
+        &|r| r["state"] == "provisioning" && !r["handle"].is_null(),
+        "with a handle",
+    )?;
     let log = w.log();
     let launching = log_time(&log, "launching VM", &format!("contract={id}"))
         .with_context(|| format!("contract {id}: no `launching VM` log line"))?;
     let spawned = log_time(&log, "QEMU started", &format!("vm=c{id}"))
         .with_context(|| format!("contract {id}: no `QEMU started` log line"))?;
-    let ns = |k: &str| shown[k].as_u64().map(i128::from).with_context(|| format!("contract show: no {k}"));
+    let ns = |k: &str| {
+        shown[k]
+            .as_u64()
+            .map(i128::from)
+            .with_context(|| format!("contract show: no {k}"))
+    };
     Ok(RentTimes {
         contract: id,
         cmd,
@@ -583,10 +646,14 @@ struct RawQmp {
 
 impl RawQmp {
     fn connect(socket: &Path) -> anyhow::Result<RawQmp> {
-        let stream = UnixStream::connect(socket).with_context(|| format!("connecting {}", socket.display()))?;
+        let stream = UnixStream::connect(socket)
+            .with_context(|| format!("connecting {}", socket.display()))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let writer = stream.try_clone()?;
-        let mut q = RawQmp { reader: BufReader::new(stream), writer };
+        let mut q = RawQmp {
+            reader: BufReader::new(stream),
+            writer,
+        };
         let greeting = q.read()?;
         if greeting.get("QMP").is_none() {
             bail!("expected the QMP greeting, got {greeting}");
@@ -629,8 +696,10 @@ fn raw_op(q: &mut RawQmp, op: &str) -> anyhow::Result<()> {
             q.command("{\"execute\":\"query-status\"}\n")?;
             q.command("{\"execute\":\"query-cpus-fast\"}\n")?;
             q.command("{\"execute\":\"query-memory-size-summary\"}\n")?;
-            q.command("{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/machine/peripheral\"}}\n")
-                .map(drop)
+            q.command(
+                "{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/machine/peripheral\"}}\n",
+            )
+            .map(drop)
         }
         _ => q.command("{\"execute\":\"query-blockstats\"}\n").map(drop),
     }
@@ -647,7 +716,10 @@ fn trait_op(hv: &dyn Hypervisor, handle: &VmHandle, op: &str) -> anyhow::Result<
 }
 
 /// Per operation: (through the trait, raw QMP); plus raw connect + capabilities.
-fn measure_ops(handle: &VmHandle, ops: u32) -> anyhow::Result<(Vec<(Latencies, Latencies)>, Latencies)> {
+fn measure_ops(
+    handle: &VmHandle,
+    ops: u32,
+) -> anyhow::Result<(Vec<(Latencies, Latencies)>, Latencies)> {
     let qemu = dc_vmm_qemu::Qemu::detect()?;
     let hv: &dyn Hypervisor = &qemu;
     let batch = 20u32.min(ops.max(1));
@@ -696,7 +768,12 @@ fn qemu_version() -> String {
         .arg("--version")
         .output()
         .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
@@ -720,7 +797,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&work_dir)?;
     let machine = Machine::detect(&work_dir);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let _signals = std::thread::spawn(move || {
         rt.block_on(async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -752,9 +831,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             // One TCG guest at a time: cancel and wait until it is gone.
             let id = t.contract;
             w.dcctl("dev.pem", &["cancel", &id.to_string()])?;
-            w.wait_for("the VM to be released", Duration::from_secs(60), Duration::from_millis(50), |w| {
-                w.records(id).iter().any(|r| r["state"] == "released").then_some(())
-            })?;
+            w.wait_for(
+                "the VM to be released",
+                Duration::from_secs(60),
+                Duration::from_millis(50),
+                |w| {
+                    w.records(id)
+                        .iter()
+                        .any(|r| r["state"] == "released")
+                        .then_some(())
+                },
+            )?;
         }
         rents.push(t);
     }
@@ -765,7 +852,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .rev()
         .find_map(|r| serde_json::from_value(r["handle"].clone()).ok())
         .context("the last VM has no journaled handle")?;
-    eprintln!("timing {} × {OPS:?} on contract {last}'s QEMU (pid {}) ...", args.ops, handle.pid);
+    eprintln!(
+        "timing {} × {OPS:?} on contract {last}'s QEMU (pid {}) ...",
+        args.ops, handle.pid
+    );
     let (ops, connects) = measure_ops(&handle, args.ops)?;
     let ledger_rent_ns: Vec<i128> = rents.iter().map(|t| t.created - t.cmd).collect();
     drop(w);
@@ -785,7 +875,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "",
         ));
     }
-    let phases = Table { peer_header: "min – max".into(), rows };
+    let phases = Table {
+        peer_header: "min – max".into(),
+        rows,
+    };
 
     // Table 2: per-operation overhead.
     let mut rows = Vec::new();
@@ -815,13 +908,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(_) => "not measured: the Cloud Hypervisor comparison is not implemented in this version of vm-bench",
         None => "not measured: set CLOUD_HYPERVISOR_BIN",
     };
-    rows.push(Row::new("Cloud Hypervisor (dc-vmm-ch vs raw HTTP)", ch_note, "", ""));
+    rows.push(Row::new(
+        "Cloud Hypervisor (dc-vmm-ch vs raw HTTP)",
+        ch_note,
+        "",
+        "",
+    ));
     let overhead = Table {
         peer_header: "raw QMP, one persistent socket".into(),
         rows,
     };
     let targets = vec![Target {
-        name: format!("supervisor overhead < {} ms per VM operation (p50, worst operation)", OVERHEAD_TARGET.as_millis()),
+        name: format!(
+            "supervisor overhead < {} ms per VM operation (p50, worst operation)",
+            OVERHEAD_TARGET.as_millis()
+        ),
         measured: format!("{} ({worst_name})", signed_ms(worst_p50)),
         met: worst_p50 < OVERHEAD_TARGET.as_nanos() as i128,
     }];
@@ -903,7 +1004,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 mod tests {
     #[test]
     fn tracing_timestamps_parse() {
-        assert_eq!(super::parse_rfc3339_ns("1970-01-01T00:00:01.5Z"), Some(1_500_000_000));
+        assert_eq!(
+            super::parse_rfc3339_ns("1970-01-01T00:00:01.5Z"),
+            Some(1_500_000_000)
+        );
         assert_eq!(
             super::parse_rfc3339_ns("2024-02-29T12:00:00.000123Z"),
             Some(1_709_208_000_000_123_000)

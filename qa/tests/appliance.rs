@@ -57,26 +57,6 @@ fn bin(pkg: &str, name: &str, always_build: bool) -> PathBuf {
     path
 }
 
-/// Every pid whose command line mentions `needle` (QEMUs name their run dir).
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if text.contains(needle) && text.contains("qemu-system") {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
 fn alive(pid: u32) -> bool {
     // A zombie is dead for our purposes.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -128,7 +108,7 @@ impl Drop for Scenario {
             );
         }
         self.stop_appliance();
-        for pid in pids_mentioning(&self.dir.path().display().to_string()) {
+        for pid in dc_qa::cleanup::qemu_pids_mentioning(&self.dir.path().display().to_string()) {
             // SAFETY: plain kill(2) on a pid we found by our own temp dir.
             unsafe {
                 libc::kill(pid as i32, libc::SIGKILL);
@@ -570,12 +550,12 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
     std::thread::sleep(Duration::from_secs(2));
     s.appliance_still_running();
     assert_eq!(
-        pids_mentioning(&run_a.display().to_string()),
+        dc_qa::cleanup::qemu_pids_mentioning(&run_a.display().to_string()),
         vec![pid_a],
         "no second QEMU for A"
     );
     assert_eq!(
-        pids_mentioning(&run_b.display().to_string()),
+        dc_qa::cleanup::qemu_pids_mentioning(&run_b.display().to_string()),
         vec![pid_b2],
         "exactly one QEMU for B"
     );
