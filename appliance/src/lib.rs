@@ -19,10 +19,12 @@
 pub mod agent;
 pub mod backend;
 pub mod config;
+pub mod confidential;
 pub mod inventory;
 pub mod journal;
 pub mod node;
 pub mod resources;
+pub mod vfio;
 
 pub use agent::{
     plan, Action, Agent, AgentError, HttpProbe, ReadinessProbe, SerialProbe, TcpProbe,

@@ -217,6 +217,42 @@ pub fn gpu_nonce(report_data: &[u8; 64]) -> [u8; 32] {
     out
 }
 
+/// Domain separator of the contract binding, version 1.
+pub const CONTRACT_BINDING_DOMAIN: &[u8] = b"decent-cloud/contract-binding/v1\0";
+
+/// The bytes both launch bindings hash:
+/// `"decent-cloud/contract-binding/v1\0" || contract_id as u64 big-endian ||
+/// len(developer) as u8 || developer || len(node) as u8 || node`, where
+/// `developer` and `node` are the raw principal bytes (at most 29 each).
+fn contract_binding_preimage(contract_id: u64, developer: &[u8], node: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(CONTRACT_BINDING_DOMAIN.len() + 8 + 2 + 58);
+    v.extend_from_slice(CONTRACT_BINDING_DOMAIN);
+    v.extend_from_slice(&contract_id.to_be_bytes());
+    for p in [developer, node] {
+        // Principals are at most 29 bytes; the length byte keeps the
+        // encoding unambiguous for anything up to 255.
+        let p = &p[..p.len().min(255)];
+        v.push(p.len() as u8);
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+/// SEV-SNP HOST_DATA of a contract's VM: SHA-256 of the contract binding
+/// (layout: the domain, the contract id as u64 big-endian, then each of the
+/// developer and node principals as a length byte and its bytes). The
+/// host sets it at launch; it cannot be changed afterwards and appears in
+/// every attestation report, so a report proves which contract it runs.
+pub fn contract_host_data(contract_id: u64, developer: &[u8], node: &[u8]) -> [u8; 32] {
+    Sha256::digest(contract_binding_preimage(contract_id, developer, node)).into()
+}
+
+/// TDX MRCONFIGID of a contract's VM: SHA-384 of the same contract binding
+/// as [`contract_host_data`].
+pub fn contract_mrconfigid(contract_id: u64, developer: &[u8], node: &[u8]) -> [u8; 48] {
+    sha2::Sha384::digest(contract_binding_preimage(contract_id, developer, node)).into()
+}
+
 /// Where the vectors from real hardware live: `$DC_VECTORS`, else `../shared/vectors`
 /// relative to the workspace root. Tests that need them and find none skip with a message.
 pub fn vectors_dir() -> Option<std::path::PathBuf> {
@@ -232,6 +268,21 @@ pub fn vectors_dir() -> Option<std::path::PathBuf> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn contract_bindings_follow_the_documented_layout() {
+        let mut pre = b"decent-cloud/contract-binding/v1\0".to_vec();
+        pre.extend_from_slice(&7u64.to_be_bytes());
+        pre.extend_from_slice(&[2, 0xaa, 0xbb, 1, 0xcc]);
+        let want256: [u8; 32] = Sha256::digest(&pre).into();
+        let want384: [u8; 48] = sha2::Sha384::digest(&pre).into();
+        assert_eq!(contract_host_data(7, &[0xaa, 0xbb], &[0xcc]), want256);
+        assert_eq!(contract_mrconfigid(7, &[0xaa, 0xbb], &[0xcc]), want384);
+        // Every input changes it; moving a byte across the boundary too.
+        assert_ne!(contract_host_data(8, &[0xaa, 0xbb], &[0xcc]), want256);
+        assert_ne!(contract_host_data(7, &[0xaa], &[0xbb, 0xcc]), want256);
+        assert_ne!(contract_host_data(7, &[0xcc], &[0xaa, 0xbb]), want256);
+    }
 
     #[test]
     fn checks_need_at_least_one_pass_and_no_failure() {

@@ -1,0 +1,1 @@
+//! Confidential launches: the contract binding, the predicted launch measurement and the launch manifest (being written).

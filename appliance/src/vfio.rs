@@ -1,0 +1,1 @@
+//! Binding GPUs (whole IOMMU groups) to vfio-pci through sysfs (being written).
