@@ -18,6 +18,11 @@
           cargoBuildFlags = [ "-p" package "--bin" bin ];
           # Tests run in the `checks` output, where the whole workspace is tested.
           doCheck = false;
+          # The node agent's systemd unit (KillMode=process: VMs outlive it).
+          postInstall = pkgs.lib.optionalString (bin == "dc-appliance") ''
+            install -Dm644 image/systemd/dc-appliance.service $out/lib/systemd/system/dc-appliance.service
+            substituteInPlace $out/lib/systemd/system/dc-appliance.service --replace-fail "@bindir@" "$out/bin"
+          '';
           meta.mainProgram = bin;
         };
     in
@@ -28,6 +33,14 @@
         dc-appliance = workspaceBinary pkgs { pname = "dc-appliance"; package = "dc-appliance"; bin = "dc-appliance"; };
         default = dcctl;
       });
+
+      # The appliance image imports this: the agent as a systemd service
+      # (the unit comes from the package, see image/systemd/).
+      nixosModules.dc-appliance = { pkgs, ... }: {
+        systemd.packages = [ self.packages.${pkgs.system}.dc-appliance ];
+        systemd.services.dc-appliance.wantedBy = [ "multi-user.target" ];
+        environment.systemPackages = with pkgs; [ qemu iproute2 nftables ];
+      };
 
       checks = forAll (pkgs: {
         workspace-tests = pkgs.rustPlatform.buildRustPackage {

@@ -10,9 +10,11 @@
 //!
 //! ```text
 //! Requested ──fits──▶ reserve, choose backend (choose_backend), journal Provisioning,
-//!                     accept, start_provisioning, launch (the backend makes the
-//!                     qcow2 overlay), journal Provisioning+handle, wait ready,
-//!                     report_active, journal Active
+//!                     accept, start_provisioning, (bridge: tap + forward), launch
+//!                     (the backend makes the qcow2 overlay, sized to the
+//!                     contract's storage), journal Provisioning+handle; then
+//!                     one readiness check per pass until ready: report_active,
+//!                     journal Active (or, past vm_boot_timeout_secs, tear down)
 //!           ──does not fit──▶ reject_contract (never active)
 //! Active / Provisioning record, contract final (cancelled, expired, missed)
 //!                 ──▶ journal Releasing, delete VM, wipe run dir, release, journal Released
@@ -34,18 +36,41 @@
 //! survives SIGKILL, a teardown through a backend not linked) is logged, kept
 //! with its resources, and retried at the start of every [`Agent::tick`].
 //!
+//! While the agent runs, an ACTIVE VM whose VMM exits (guest power-off, VMM
+//! crash, a kill) is relaunched over its disk the same way, noted in its
+//! record ("VMM exited while the agent was running"). A launch never blocks
+//! the loop while the guest boots: each pass probes it once, and passes come
+//! every 250 ms while a guest boots.
+//!
+//! Networking: `user` mode forwards one host port with the VMM's user-mode
+//! stack. `bridge` mode ([`dc_tenant_net`]) sets up the bridge and nftables
+//! table at start, gives each VM a stable private address (journaled in
+//! [`VmNet`], so a restart or a host reboot puts the tap and the DNAT
+//! forward back exactly), a persistent isolated tap, a kernel `ip=` argument
+//! for its static address, and forwards the endpoint's host port to
+//! `network.guest_port`; teardown removes the forward before the address can
+//! be given to another VM.
+//!
 //! Ledger errors: only a refusal (the ledger answered no) fails or tears down;
 //! a transport error (unreachable, undecodable reply) is retried on the next
 //! pass from the contract's real state, and a `report_active` whose reply was
 //! lost is reconciled when the ledger shows the contract active.
 //!
-//! Evidence hash: confidential launches are not implemented here yet, so the
-//! agent rejects offerings that require them; for regular VMs there is no
-//! evidence bundle and the reported hash is SHA-256 of the ASCII marker
-//! [`NO_EVIDENCE_MARKER`] ([`no_evidence_hash`]), which a developer can recompute.
+//! Confidential offerings (SEV-SNP, TDX) are launched on QEMU through the
+//! firmware in `guest.firmware` with direct kernel boot: before the launch
+//! [`crate::confidential::plan`] binds the contract into it (SNP HOST_DATA,
+//! TDX MRCONFIGID = the contract binding of `dc_attestation_common`), refuses
+//! a debug policy and predicts the launch measurement from the very files,
+//! command line and vCPU shape the VMM gets; the resulting launch manifest
+//! (`dc-launch/v1`) is journaled with the VM. The contract is reported active
+//! with the predicted measurement (SNP MEASUREMENT or TDX MRTD) and, as its
+//! evidence hash, SHA-256 of the manifest's canonical JSON, so a developer
+//! can check a report from the VM against the ledger before using it.
+//! Regular VMs have no evidence: their hash is SHA-256 of the ASCII marker
+//! [`NO_EVIDENCE_MARKER`] ([`no_evidence_hash`]), which anyone can recompute.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,13 +78,16 @@ use std::time::{Duration, Instant};
 use dc_identity::Principal;
 use dc_ledger_client::{ClientError, LedgerClient};
 use dc_ledger_core::{Contract, ContractState, LedgerError};
-use dc_vmm::{Accel, Boot, Disk, Network, PortForward, VfioDevice, VmHandle, VmSpec, VmmError};
+use dc_vmm::{Accel, Boot, Disk, Network, PortForward, VfioDevice, VmSpec, VmmError};
 use sha2::{Digest, Sha256};
 
 use crate::backend::{choose_backend, BackendChoice, Backends};
+use crate::confidential::{GuestArtifacts, LaunchManifest, LaunchPlan, LaunchRequest, Platform};
 use crate::config::{Config, NetworkMode, ProbeKind};
-use crate::journal::{Journal, JournalError, VmRecord, VmRecordState};
+use crate::journal::{Journal, JournalError, VfioBinding, VmNet, VmRecord, VmRecordState};
 use crate::resources::{Reservation, ResourceManager, ResourceRequest};
+use crate::vfio::Sysfs;
+use dc_tenant_net::{AddressTable, Forward, TenantNetwork};
 
 /// What a regular (non-confidential) VM's evidence hash is computed from.
 pub const NO_EVIDENCE_MARKER: &[u8] = b"dc-evidence/none";
@@ -84,11 +112,18 @@ pub fn system_clock() -> Clock {
 
 /// Decides that a launched guest is ready to be reported active.
 pub trait ReadinessProbe: Send + Sync {
-    /// One non-blocking-ish check (a short connect or a file read).
-    fn is_ready(&self, spec: &VmSpec, handle: &VmHandle) -> bool;
+    /// One short check (a connect, a request, a file read). `target` is where
+    /// the guest's endpoint port answers from the host: the forwarded host
+    /// port in user mode, the VM's private address in bridge mode.
+    fn is_ready(&self, target: Option<SocketAddr>, spec: &VmSpec) -> bool;
 }
 
-fn endpoint_addr(spec: &VmSpec) -> Option<SocketAddr> {
+/// Where the host reaches the guest's endpoint port: the VM's private
+/// address in bridge mode, else the first user-mode forward.
+fn probe_target(spec: &VmSpec, net: Option<&VmNet>) -> Option<SocketAddr> {
+    if let Some(n) = net {
+        return Some(SocketAddr::new(IpAddr::V4(n.vm_addr), n.forward.guest_port));
+    }
     match &spec.network {
         Network::User { forwards } => forwards
             .first()
@@ -104,8 +139,8 @@ fn endpoint_addr(spec: &VmSpec) -> Option<SocketAddr> {
 pub struct TcpProbe;
 
 impl ReadinessProbe for TcpProbe {
-    fn is_ready(&self, spec: &VmSpec, _handle: &VmHandle) -> bool {
-        let Some(addr) = endpoint_addr(spec) else {
+    fn is_ready(&self, target: Option<SocketAddr>, _spec: &VmSpec) -> bool {
+        let Some(addr) = target else {
             return false;
         };
         let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
@@ -134,9 +169,9 @@ impl ReadinessProbe for TcpProbe {
 pub struct HttpProbe;
 
 impl ReadinessProbe for HttpProbe {
-    fn is_ready(&self, spec: &VmSpec, _handle: &VmHandle) -> bool {
+    fn is_ready(&self, target: Option<SocketAddr>, _spec: &VmSpec) -> bool {
         use std::io::{Read, Write};
-        let Some(addr) = endpoint_addr(spec) else {
+        let Some(addr) = target else {
             return false;
         };
         let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
@@ -159,8 +194,9 @@ pub struct SerialProbe {
 }
 
 impl ReadinessProbe for SerialProbe {
-    fn is_ready(&self, spec: &VmSpec, _handle: &VmHandle) -> bool {
-        std::fs::read(spec.serial_log())
+    fn is_ready(&self, _target: Option<SocketAddr>, spec: &VmSpec) -> bool {
+        // The tail only: a log can be large, and the marker is recent.
+        dc_vmm::read_log_tail(&spec.serial_log(), 1 << 20)
             .map(|b| String::from_utf8_lossy(&b).contains(&self.marker))
             .unwrap_or(false)
     }
@@ -289,6 +325,10 @@ pub struct Agent {
     /// Records whose recovery (adopt, relaunch, kill, teardown) could not
     /// finish; retried at the start of every pass.
     pending: std::collections::BTreeSet<u64>,
+    /// Bridge mode: the tenant network (set up by [`Agent::start`]).
+    net: Option<TenantNetwork>,
+    /// Where GPUs are bound to vfio-pci (the host's sysfs; a fake in tests).
+    sysfs: Arc<dyn Sysfs + Send + Sync>,
 }
 
 fn is_gone(e: &VmmError) -> bool {
@@ -358,10 +398,48 @@ impl Agent {
         resources: ResourceManager,
         clock: Clock,
     ) -> Result<Agent, AgentError> {
+        Self::start_with_sysfs(
+            config,
+            backends,
+            ledger,
+            probe,
+            resources,
+            clock,
+            Arc::new(crate::vfio::HostSysfs),
+        )
+    }
+
+    /// [`Agent::start`] binding GPUs through `sysfs` (tests pass a fake
+    /// kernel; recovery at start already uses it).
+    pub fn start_with_sysfs(
+        config: Config,
+        backends: Backends,
+        ledger: LedgerClient,
+        probe: Arc<dyn ReadinessProbe>,
+        resources: ResourceManager,
+        clock: Clock,
+        sysfs: Arc<dyn Sysfs + Send + Sync>,
+    ) -> Result<Agent, AgentError> {
         std::fs::create_dir_all(config.data_dir.join("vms"))
             .map_err(|e| AgentError::Other(format!("{}: {e}", config.data_dir.display())))?;
         let (journal, replay) = Journal::open(&config.journal_path())?;
+        let net = match config.network.mode {
+            NetworkMode::User => None,
+            NetworkMode::Bridge => {
+                let net = config
+                    .network
+                    .tenant_network()
+                    .map_err(|e| AgentError::Other(e.to_string()))?;
+                // Idempotent; keeps installed forwards (restored below per VM
+                // after a host reboot lost them).
+                net.setup()
+                    .map_err(|e| AgentError::Other(format!("tenant network: {e}")))?;
+                Some(net)
+            }
+        };
         let mut agent = Agent {
+            net,
+            sysfs,
             check_in_interval: config.check_in_interval_secs.map(Duration::from_secs),
             config,
             backends,
@@ -398,9 +476,40 @@ impl Agent {
         Ok(())
     }
 
+    /// Puts a bridged VM's tap and port forward back (both idempotent): a
+    /// host reboot loses them, a relaunch needs the tap. Not for `Releasing`
+    /// records, whose teardown removes them.
+    fn restore_net(&self, id: u64) -> Result<(), AgentError> {
+        let (Some(tn), Some(record)) = (&self.net, self.vms.get(&id)) else {
+            return Ok(());
+        };
+        let Some(n) = record
+            .net
+            .as_ref()
+            .filter(|_| record.state != VmRecordState::Releasing)
+        else {
+            return Ok(());
+        };
+        tn.attach(n.vm_addr)
+            .and_then(|_| tn.forward(&n.forward))
+            .map_err(|e| AgentError::Other(format!("tenant network: {e}")))
+    }
+
+    /// Removes a bridged VM's port forward, then its tap. The forward must go
+    /// before the address is given to another VM, so a failure is an error
+    /// the caller keeps the record for.
+    fn release_net(&self, record: &VmRecord) -> Result<(), AgentError> {
+        let (Some(tn), Some(n)) = (&self.net, &record.net) else {
+            return Ok(());
+        };
+        tn.unforward(&n.forward)
+            .and_then(|_| tn.detach(n.vm_addr))
+            .map_err(|e| AgentError::Other(format!("tenant network: {e}")))
+    }
+
     /// [`Agent::reconcile`], queueing the record for the next pass on a non-journal error.
     fn retry_reconcile(&mut self, id: u64) -> Result<(), AgentError> {
-        match self.reconcile(id) {
+        match self.restore_net(id).and_then(|()| self.reconcile(id)) {
             Ok(()) => {
                 self.pending.remove(&id);
                 Ok(())
@@ -447,7 +556,10 @@ impl Agent {
                         // The tenant's disk is in the run directory: keep it and
                         // boot the VM again over it, same spec, same endpoint.
                         tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VM died while the agent was down; relaunching it over its disk");
-                        self.relaunch(id, &e.to_string())
+                        self.relaunch(
+                            id,
+                            format!("VMM gone on restart ({e}); relaunched over its disk"),
+                        )
                     }
                     Err(e) => {
                         // Never reported active: nothing of the tenant's is lost.
@@ -493,6 +605,8 @@ impl Agent {
     fn abandon(&mut self, id: u64, note: String) -> Result<(), AgentError> {
         let record = self.vms[&id].clone();
         self.kill_strays(id, &record.spec.run_dir)?;
+        self.release_vfio(&record.vfio);
+        self.release_net(&record)?;
         self.wipe_run_dir(&record.spec);
         self.resources.release(id);
         self.record(VmRecord {
@@ -507,14 +621,13 @@ impl Agent {
     /// its existing disk (the backend creates an overlay only when missing),
     /// and journals the new handle. The contract stays active; its endpoint
     /// (the forwarded host port) is unchanged.
-    fn relaunch(&mut self, id: u64, cause: &str) -> Result<(), AgentError> {
+    fn relaunch(&mut self, id: u64, note: String) -> Result<(), AgentError> {
         let record = self.vms[&id].clone();
         let backend = record
             .handle
             .as_ref()
             .map(|h| h.backend)
             .ok_or_else(|| AgentError::Other(format!("contract {id} has no handle")))?;
-        let note = format!("VMM gone on restart ({cause}); relaunched over its disk");
         if record.note.as_deref() != Some(note.as_str()) {
             // The event, journaled once.
             self.record(VmRecord {
@@ -530,6 +643,12 @@ impl Agent {
         };
         // A VMM left over for this directory would hold the disk.
         self.kill_strays(id, &record.spec.run_dir)?;
+        // A host reboot gave the GPUs back to their drivers: bind them again
+        // (a no-op when still bound), keeping the journaled drivers to restore.
+        for b in &record.vfio {
+            crate::vfio::bind_group_with(self.sysfs.as_ref(), &self.config.host_root, &b.group)
+                .map_err(|e| AgentError::Other(format!("GPU group {}: {e}", b.group)))?;
+        }
         hv.check(&record.spec)?;
         let handle = hv.launch(&record.spec)?;
         tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, "relaunched VM over its existing disk");
@@ -538,6 +657,123 @@ impl Agent {
             handle: Some(handle),
             ..record
         })
+    }
+
+    /// Active VMs whose VMM exited while the agent runs (a guest power-off,
+    /// a VMM crash, an operator's kill) are relaunched over their disks, as
+    /// on a restart; the event is journaled in the record's note. A VMM that
+    /// cannot be relaunched now is retried on every pass.
+    fn relaunch_dead(&mut self) -> Result<(), AgentError> {
+        let dead: Vec<u64> = self
+            .vms
+            .values()
+            .filter(|r| r.state == VmRecordState::Active && !self.pending.contains(&r.contract_id))
+            .filter(|r| r.handle.as_ref().is_some_and(|h| !h.is_alive()))
+            .map(|r| r.contract_id)
+            .collect();
+        for id in dead {
+            tracing::warn!(
+                contract = id,
+                "VM died while the agent was running; relaunching it over its disk"
+            );
+            if let Err(e) = self.relaunch(
+                id,
+                "VMM exited while the agent was running; relaunched over its disk".into(),
+            ) {
+                if let AgentError::Journal(_) = e {
+                    return Err(e);
+                }
+                tracing::error!(contract = id, error = %e, "relaunch failed; retrying on the next pass");
+                self.pending.insert(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds every GPU group of the reservation to vfio-pci, journals the
+    /// bindings (with the drivers to give back) and points the spec's VFIO
+    /// devices at exactly the bound functions (bridges stay with the host).
+    /// A failed group undoes itself; groups bound before it are released.
+    fn bind_gpus(&mut self, id: u64) -> Result<(), AgentError> {
+        let record = self.vms[&id].clone();
+        if record.reservation.gpu_groups.is_empty() {
+            return Ok(());
+        }
+        let root = self.config.host_root.clone();
+        let gpu_err =
+            |g: &str, e: crate::vfio::VfioError| AgentError::Other(format!("GPU group {g}: {e}"));
+        // Journal the drivers to give back before the first sysfs write: a
+        // crash mid-bind must not make vfio-pci look like their own driver.
+        let mut bindings = Vec::new();
+        for g in &record.reservation.gpu_groups {
+            let devices = crate::vfio::plan_group_with(self.sysfs.as_ref(), &root, &g.group)
+                .map_err(|e| gpu_err(&g.group, e))?;
+            bindings.push(VfioBinding {
+                group: g.group.clone(),
+                devices,
+            });
+        }
+        self.record(VmRecord {
+            vfio: bindings.clone(),
+            ..record.clone()
+        })?;
+        for b in &bindings {
+            // A failed group undoes itself; the caller's fail() releases the
+            // groups bound before it (releasing an unbound one writes nothing).
+            crate::vfio::bind_group_with(self.sysfs.as_ref(), &root, &b.group)
+                .map_err(|e| gpu_err(&b.group, e))?;
+        }
+        let mut spec = record.spec.clone();
+        spec.vfio = bindings
+            .iter()
+            .flat_map(|b| b.devices.iter())
+            .map(|d| VfioDevice {
+                sysfs_path: d.sysfs_path(&root),
+            })
+            .collect();
+        let record = self.vms[&id].clone();
+        self.record(VmRecord { spec, ..record })
+    }
+
+    /// Gives GPUs back to their previous drivers; only after the VM is gone
+    /// (the kernel's unbind waits for the VMM to close the device). Errors
+    /// are logged: the device is off vfio-pci either way.
+    fn release_vfio(&self, bindings: &[VfioBinding]) {
+        for b in bindings {
+            if let Err(e) = crate::vfio::release_group_with(
+                self.sysfs.as_ref(),
+                &self.config.host_root,
+                &b.group,
+                &b.devices,
+            ) {
+                tracing::error!(group = %b.group, error = %e, "giving the GPU group back to its host drivers failed");
+            }
+        }
+    }
+
+    /// Keeps every live VM's logs bounded: the serial log and the VMM's own
+    /// log past `vm_log_max_mib` keep their last part as `<name>.1` and start
+    /// empty (the VMMs write them in append mode).
+    fn cap_logs(&self) {
+        let max = self.config.vm_log_max_mib << 20;
+        for r in self.vms.values().filter(|r| r.state.holds_resources()) {
+            let dir = &r.spec.run_dir;
+            for log in [
+                r.spec.serial_log(),
+                dir.join("qemu.log"),
+                dir.join("cloud-hypervisor.log"),
+            ] {
+                match dc_vmm::cap_log(&log, max) {
+                    Ok(true) => {
+                        tracing::info!(contract = r.contract_id, log = %log.display(), "log cut to its last part")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(contract = r.contract_id, log = %log.display(), error = %e, "capping the log failed")
+                    }
+                }
+            }
+        }
     }
 
     /// The node's principal.
@@ -609,6 +845,8 @@ impl Agent {
         for id in pending {
             self.retry_reconcile(id)?;
         }
+        self.relaunch_dead()?;
+        self.cap_logs();
         let contracts = self.contracts().await?;
         let actions = plan(self.node(), &contracts, &self.vms, &self.resources);
         for action in &actions {
@@ -651,8 +889,24 @@ impl Agent {
                     tracing::info!("agent stopping; VMs keep running");
                     return Ok(());
                 }
-                _ = tokio::time::sleep(self.config.poll_interval()) => {}
+                _ = tokio::time::sleep(self.next_pass_in()) => {}
             }
+        }
+    }
+
+    /// How long to wait before the next pass: `poll_interval_ms`, or at most
+    /// 250 ms while a guest is booting, so it is reported soon after it is
+    /// ready without a pass blocking on it.
+    fn next_pass_in(&self) -> Duration {
+        let booting = self
+            .vms
+            .values()
+            .any(|r| r.state == VmRecordState::Provisioning && r.handle.is_some());
+        let poll = self.config.poll_interval();
+        if booting {
+            poll.min(Duration::from_millis(250))
+        } else {
+            poll
         }
     }
 
@@ -675,10 +929,11 @@ impl Agent {
             } => {
                 let record = self.vms[&contract_id].clone();
                 tracing::info!(contract = contract_id, %endpoint, "the ledger already has the contract active; journaling it");
+                let (evidence, _) = launch_publication(record.launch.as_ref())?;
                 self.record(VmRecord {
                     state: VmRecordState::Active,
                     endpoint: Some(endpoint),
-                    evidence_hash: Some(hex::encode(no_evidence_hash())),
+                    evidence_hash: Some(hex::encode(evidence)),
                     ..record
                 })
             }
@@ -697,9 +952,13 @@ impl Agent {
             .vms
             .values()
             .filter(|r| r.state.holds_resources())
-            .flat_map(|r| match &r.spec.network {
-                Network::User { forwards } => forwards.iter().map(|f| f.host_port).collect(),
-                _ => vec![],
+            .flat_map(|r| {
+                let user: Vec<u16> = match &r.spec.network {
+                    Network::User { forwards } => forwards.iter().map(|f| f.host_port).collect(),
+                    _ => vec![],
+                };
+                user.into_iter()
+                    .chain(r.net.as_ref().map(|n| n.forward.host_port))
             })
             .collect();
         (n.port_min..=n.port_max)
@@ -707,39 +966,91 @@ impl Agent {
             .find(|p| TcpListener::bind((n.host_addr, *p)).is_ok())
     }
 
+    /// Bridge mode: the place of contract `contract_id`'s VM on the tenant
+    /// network: a stable private address (the contract's preferred one, or
+    /// the next free one when another live VM holds it), its tap, and the
+    /// forward of `host_port` to `network.guest_port`. Nothing is created.
+    pub fn plan_net(&self, contract_id: u64, host_port: u16) -> Result<Option<VmNet>, AgentError> {
+        let Some(tn) = &self.net else {
+            return Ok(None);
+        };
+        let net_err =
+            |e: dc_tenant_net::NetError| AgentError::Other(format!("tenant network: {e}"));
+        let subnet = tn.subnet();
+        let mut table = AddressTable::new();
+        for r in self.vms.values().filter(|r| r.state.holds_resources()) {
+            if let Some(n) = &r.net {
+                table.insert(&r.spec.id, n.vm_addr);
+            }
+        }
+        let vm_addr = table
+            .assign(&subnet, &format!("c{contract_id}"), contract_id)
+            .map_err(net_err)?;
+        let tap = tn.tap_for(vm_addr).map_err(net_err)?;
+        let IpAddr::V4(host_addr) = self.config.network.host_addr else {
+            return Err(AgentError::Other(
+                "bridge mode needs an IPv4 network.host_addr".into(),
+            ));
+        };
+        Ok(Some(VmNet {
+            tap: tap.name,
+            vm_addr,
+            forward: Forward {
+                host_addr,
+                host_port,
+                vm_addr,
+                guest_port: self.config.network.guest_port,
+            },
+        }))
+    }
+
     /// The VM spec for a contract (id `c<contract id>`, a qcow2 overlay over
     /// `guest.base_disk` in its run dir, which the backend creates at launch),
     /// and the backend that runs it ([`choose_backend`], which also sets `accel`).
+    /// With `net` (bridge mode) the VM gets its tap and, for a direct kernel
+    /// boot, its static address as a kernel `ip=` argument (no DHCP on the bridge).
+    ///
+    /// For a confidential `platform` the launch is planned too
+    /// ([`crate::confidential::plan`]): the contract bound into it (SNP
+    /// HOST_DATA, TDX MRCONFIGID), the measurement predicted from the very
+    /// files and command line the spec boots, a policy without debug; the
+    /// spec must then pass [`LaunchPlan::check_spec`].
     pub fn build_spec(
         &self,
-        contract_id: u64,
+        contract: &Contract,
+        platform: Option<Platform>,
         reservation: &Reservation,
         host_port: u16,
-    ) -> Result<(VmSpec, BackendChoice), AgentError> {
+        net: Option<&VmNet>,
+    ) -> Result<(VmSpec, BackendChoice, Option<LaunchPlan>), AgentError> {
+        let contract_id = contract.id;
         let run_dir = self.config.vm_dir(contract_id);
         let g = &self.config.guest;
-        let network = match self.config.network.mode {
-            NetworkMode::User => Network::User {
+        let mut cmdline = g.cmdline.clone();
+        let network = match (self.config.network.mode, net, &self.net) {
+            (NetworkMode::User, _, _) => Network::User {
                 forwards: vec![PortForward {
                     host_addr: self.config.network.host_addr,
                     host_port,
                     guest_port: self.config.network.guest_port,
                 }],
             },
-            NetworkMode::Bridge => {
+            (NetworkMode::Bridge, Some(n), Some(tn)) => {
+                let tap = tn
+                    .tap_for(n.vm_addr)
+                    .map_err(|e| AgentError::Other(format!("tenant network: {e}")))?;
+                cmdline = format!("{} {}", cmdline.trim_end(), tap.kernel_ip_arg("eth0"));
+                tap.vmm_network()
+            }
+            (NetworkMode::Bridge, _, _) => {
                 return Err(AgentError::Other(
-                    "bridge networking is not implemented by the agent yet".into(),
+                    "bridge mode: the VM has no place on the tenant network".into(),
                 ))
             }
         };
-        let vfio = reservation
-            .gpu_groups
-            .iter()
-            .flat_map(|g| g.devices.iter())
-            .map(|d| VfioDevice {
-                sysfs_path: self.config.host_root.join("sys/bus/pci/devices").join(d),
-            })
-            .collect();
+        // Filled by bind_gpus with exactly the functions bound to vfio-pci
+        // (a group's bridges stay with the host).
+        let vfio = Vec::new();
         let mut spec = VmSpec {
             id: format!("c{contract_id}"),
             vcpus: reservation.request.vcpus.max(1),
@@ -747,18 +1058,30 @@ impl Agent {
             boot: Boot::Kernel {
                 kernel: g.kernel.clone(),
                 initrd: g.initrd.clone(),
-                cmdline: g.cmdline.clone(),
+                cmdline,
                 firmware: g.firmware.clone(),
             },
             disks: vec![Disk {
                 path: run_dir.join("disk.qcow2"),
                 base: Some(g.base_disk.clone()),
                 readonly: false,
+                // The tenant's storage: the overlay's virtual size (never below the base's).
+                size_gib: Some(reservation.request.storage_gib.max(1)),
             }],
             network,
             vsock_cid: None,
             vfio,
-            confidential: dc_vmm::Confidential::None,
+            // For choose_backend; the real binding comes from the plan below.
+            confidential: match platform {
+                None => dc_vmm::Confidential::None,
+                Some(Platform::SevSnp) => dc_vmm::Confidential::SevSnp {
+                    policy: crate::confidential::DEFAULT_SNP_POLICY,
+                    host_data: [0; 32],
+                },
+                Some(Platform::Tdx) => dc_vmm::Confidential::Tdx {
+                    mrconfigid: [0; 48],
+                },
+            },
             // Decided by choose_backend just below.
             accel: Accel::Tcg,
             run_dir,
@@ -771,8 +1094,52 @@ impl Agent {
         )
         .map_err(|e| AgentError::Other(e.to_string()))?;
         spec.accel = choice.accel;
+        let launch = match platform {
+            None => None,
+            Some(platform) => {
+                let Boot::Kernel {
+                    kernel,
+                    initrd,
+                    cmdline,
+                    firmware,
+                } = &spec.boot
+                else {
+                    return Err(AgentError::Other(
+                        "confidential launches boot a kernel directly".into(),
+                    ));
+                };
+                let Some(firmware) = firmware.clone() else {
+                    return Err(AgentError::Other(format!(
+                        "{} launches need guest.firmware (OVMF with kernel hashes for SEV-SNP, a TDVF for TDX)",
+                        platform.as_str()
+                    )));
+                };
+                let plan = crate::confidential::plan(&LaunchRequest {
+                    platform,
+                    contract_id,
+                    developer: contract.developer.as_slice().to_vec(),
+                    node: contract.node.as_slice().to_vec(),
+                    artifacts: GuestArtifacts {
+                        firmware,
+                        kernel: kernel.clone(),
+                        initrd: initrd.clone(),
+                        cmdline: cmdline.clone(),
+                    },
+                    vcpus: spec.vcpus,
+                    memory_mib: spec.memory_mib,
+                    backend: choice.backend,
+                    snp_policy: None,
+                })
+                .map_err(|e| AgentError::Other(format!("confidential launch: {e}")))?;
+                spec.confidential = plan.confidential.clone();
+                spec.boot = plan.boot.clone();
+                plan.check_spec(&spec)
+                    .map_err(|e| AgentError::Other(format!("confidential launch: {e}")))?;
+                Some(plan)
+            }
+        };
         spec.validate()?;
-        Ok((spec, choice))
+        Ok((spec, choice, launch))
     }
 
     async fn provision(&mut self, contract: Contract) -> Result<(), AgentError> {
@@ -792,24 +1159,11 @@ impl Agent {
             }
             return Err(AgentError::Other(format!("contract {id}: {reason}")));
         };
-        {
-            if o.spec.confidential != dc_ledger_core::Confidential::None {
-                if contract.state == ContractState::Requested {
-                    return self
-                        .reject(
-                            id,
-                            format!(
-                                "{} launches are not implemented by this agent",
-                                o.spec.confidential.as_str()
-                            ),
-                        )
-                        .await;
-                }
-                return Err(AgentError::Other(format!(
-                    "contract {id} needs a confidential VM; not implemented"
-                )));
-            }
-        }
+        let platform = match o.spec.confidential {
+            dc_ledger_core::Confidential::None => None,
+            dc_ledger_core::Confidential::SevSnp => Some(Platform::SevSnp),
+            dc_ledger_core::Confidential::Tdx => Some(Platform::Tdx),
+        };
         if contract.state != ContractState::Requested
             && contract.provisioning_deadline_ns != 0
             && contract.provisioning_deadline_ns <= self.now()
@@ -839,8 +1193,8 @@ impl Agent {
                 return Err(AgentError::Other(reason));
             }
         };
-        let (spec, choice) = match self.build_spec(id, &reservation, port) {
-            Ok(s) => s,
+        let net = match self.plan_net(id, port) {
+            Ok(n) => n,
             Err(e) => {
                 self.resources.release(id);
                 if contract.state == ContractState::Requested {
@@ -849,6 +1203,17 @@ impl Agent {
                 return Err(e);
             }
         };
+        let (spec, choice, launch) =
+            match self.build_spec(&contract, platform, &reservation, port, net.as_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.resources.release(id);
+                    if contract.state == ContractState::Requested {
+                        return self.reject(id, e.to_string()).await;
+                    }
+                    return Err(e);
+                }
+            };
         self.record(VmRecord {
             contract_id: id,
             state: VmRecordState::Provisioning,
@@ -859,6 +1224,10 @@ impl Agent {
             evidence_hash: None,
             note: None,
             at_ns: 0,
+            net: net.clone(),
+            launched_at_ns: None,
+            vfio: vec![],
+            launch: launch.map(|p| p.manifest),
         })?;
         // Ledger steps first: a contract cancelled meanwhile is never launched.
         let ledger_steps = async {
@@ -886,6 +1255,17 @@ impl Agent {
             self.fail(id, format!("{}: {e}", spec.run_dir.display()))?;
             return Err(AgentError::Other(e.to_string()));
         }
+        // The tap must exist before the VMM opens it; the forward is in place
+        // when the endpoint is reported.
+        if let Err(e) = self.restore_net(id) {
+            self.fail(id, e.to_string())?;
+            return Err(e);
+        }
+        if let Err(e) = self.bind_gpus(id) {
+            self.fail(id, e.to_string())?;
+            return Err(e);
+        }
+        let spec = self.vms[&id].spec.clone();
         let Some(hv) = self.backends.get(choice.backend).cloned() else {
             let note = format!("backend {} is not linked", choice.backend.as_str());
             self.fail(id, note.clone())?;
@@ -917,11 +1297,17 @@ impl Agent {
         tracing::info!(contract = id, vm = %handle.id, pid = handle.pid, backend = handle.backend.as_str(), "VM launched");
         let mut record = self.vms[&id].clone();
         record.handle = Some(handle);
+        record.launched_at_ns = Some(self.now());
         self.record(record)?;
+        // Ready already (a fast guest, a serial marker)? Report in this pass;
+        // otherwise later passes check again without blocking this one.
         self.boot_and_report(id).await
     }
 
-    /// Waits for the guest, then reports it active (or tears it down).
+    /// One readiness check of a launched guest (never waits for the boot:
+    /// other contracts and check-ins go on meanwhile). Ready: report it
+    /// active. VMM gone: abandon the attempt (provisioned again while the
+    /// ledger wants it). Past `vm_boot_timeout_secs` since launch: tear down.
     async fn boot_and_report(&mut self, id: u64) -> Result<(), AgentError> {
         let record = self.vms[&id].clone();
         let Some(handle) = record.handle.clone() else {
@@ -929,24 +1315,25 @@ impl Agent {
                 "contract {id} has no launched VM"
             )));
         };
+        if !handle.is_alive() {
+            tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, "VMM exited while the guest was booting; provisioning again if the contract allows");
+            self.abandon(id, "VMM exited before the guest was ready".into())?;
+            return Err(AgentError::Other(format!(
+                "contract {id}: VMM exited while booting"
+            )));
+        }
         let probe = self.probe.clone();
         let spec = record.spec.clone();
-        let timeout = self.config.vm_boot_timeout();
-        let ready = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            loop {
-                if probe.is_ready(&spec, &handle) {
-                    return true;
-                }
-                if started.elapsed() >= timeout {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })
-        .await
-        .map_err(|e| AgentError::Other(format!("readiness task: {e}")))?;
+        let target = probe_target(&spec, record.net.as_ref());
+        let ready = tokio::task::spawn_blocking(move || probe.is_ready(target, &spec))
+            .await
+            .map_err(|e| AgentError::Other(format!("readiness task: {e}")))?;
         if !ready {
+            let timeout = self.config.vm_boot_timeout();
+            let since = record.launched_at_ns.unwrap_or(record.at_ns);
+            if self.now().saturating_sub(since) < timeout.as_nanos() as u64 {
+                return Ok(());
+            }
             self.teardown(id, "guest not ready within vm_boot_timeout_secs")?;
             let mut r = self.vms[&id].clone();
             r.state = VmRecordState::Failed;
@@ -956,24 +1343,23 @@ impl Agent {
                 "contract {id}: guest not ready in {timeout:?}"
             )));
         }
-        let endpoint = match &record.spec.network {
-            Network::User { forwards } if !forwards.is_empty() => {
-                format!(
-                    "{}:{}",
-                    self.config.network.endpoint_host(),
-                    forwards[0].host_port
-                )
-            }
-            _ => {
+        let host_port = match (&record.net, &record.spec.network) {
+            (Some(n), _) => Some(n.forward.host_port),
+            (None, Network::User { forwards }) => forwards.first().map(|f| f.host_port),
+            _ => None,
+        };
+        let endpoint = match host_port {
+            Some(port) => format!("{}:{port}", self.config.network.endpoint_host()),
+            None => {
                 return Err(AgentError::Other(
                     "no endpoint for this network mode".into(),
                 ))
             }
         };
-        let evidence = no_evidence_hash();
+        let (evidence, measurement) = launch_publication(record.launch.as_ref())?;
         match self
             .ledger
-            .report_active(id, endpoint.clone(), evidence)
+            .report_active_with_measurement(id, endpoint.clone(), evidence, measurement)
             .await
         {
             Ok(c) => {
@@ -1005,6 +1391,18 @@ impl Agent {
     fn fail(&mut self, id: u64, note: String) -> Result<(), AgentError> {
         tracing::error!(contract = id, %note, "provisioning failed");
         let record = self.vms[&id].clone();
+        self.release_vfio(&record.vfio);
+        if let Err(e) = self.release_net(&record) {
+            // Its forward must not outlive it: finish as a teardown, retried.
+            tracing::error!(contract = id, error = %e, "removing the failed VM's network failed; retrying as a teardown");
+            self.pending.insert(id);
+            self.record(VmRecord {
+                state: VmRecordState::Releasing,
+                note: Some(note),
+                ..record
+            })?;
+            return Err(e);
+        }
         self.wipe_run_dir(&record.spec);
         self.resources.release(id);
         self.record(VmRecord {
@@ -1054,6 +1452,8 @@ impl Agent {
                 }
             }
         }
+        self.release_vfio(&record.vfio);
+        self.release_net(&record)?;
         self.wipe_run_dir(&record.spec);
         self.resources.release(id);
         self.record(VmRecord {
@@ -1062,6 +1462,27 @@ impl Agent {
             ..record
         })
     }
+}
+
+/// What is published with an active contract: the evidence hash (SHA-256
+/// of the launch manifest's canonical JSON for a confidential VM,
+/// [`no_evidence_hash`] otherwise) and the predicted launch measurement.
+fn launch_publication(
+    launch: Option<&LaunchManifest>,
+) -> Result<([u8; 32], Option<[u8; 48]>), AgentError> {
+    let Some(m) = launch else {
+        return Ok((no_evidence_hash(), None));
+    };
+    let measurement: [u8; 48] = hex::decode(&m.measurement)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            AgentError::Other(format!(
+                "journaled launch measurement {:?} is not 48 bytes",
+                m.measurement
+            ))
+        })?;
+    Ok((m.hash(), Some(measurement)))
 }
 
 /// Removes `dir` only if it lies inside `parent` (never follows a bad journal record elsewhere).
@@ -1122,6 +1543,7 @@ mod tests {
             fees_e9s: 0,
             endpoint: None,
             evidence_hash: None,
+            launch_measurement: None,
             history: vec![],
         }
     }

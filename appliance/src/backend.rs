@@ -64,6 +64,7 @@ pub fn choose_backend(
         AccelPreference::Auto => Accel::Tcg,
     };
     let tdx = matches!(spec.confidential, Confidential::Tdx { .. });
+    let snp = matches!(spec.confidential, Confidential::SevSnp { .. });
     if spec.confidential != Confidential::None && accel == Accel::Tcg {
         return no("a confidential VM needs KVM; software emulation (TCG) cannot run it".into());
     }
@@ -73,6 +74,10 @@ pub fn choose_backend(
         Some("the cloud-hypervisor binary was not found")
     } else if tdx {
         Some("TDX VMs run on QEMU (Cloud Hypervisor's TDX support is disabled since v53)")
+    } else if snp {
+        // The agent must publish the launch measurement before launching;
+        // dc-measure predicts QEMU's kernel-hashes launch, not an IGVM file's.
+        Some("SEV-SNP VMs run on QEMU, whose launch measurement (OVMF with kernel hashes) is predicted; Cloud Hypervisor's IGVM launch is not predicted yet")
     } else if accel == Accel::Tcg {
         Some("Cloud Hypervisor needs KVM and this VM uses software emulation (TCG)")
     } else if user_net {
@@ -328,8 +333,11 @@ mod tests {
         );
         assert_eq!(
             pick(&snp, B::Auto, A::Auto, ALL),
-            Ok((BackendKind::CloudHypervisor, Accel::Kvm))
+            Ok((BackendKind::Qemu, Accel::Kvm)),
+            "SEV-SNP needs a predictable measurement: QEMU"
         );
+        let e = pick(&snp, B::CloudHypervisor, A::Auto, ALL).unwrap_err();
+        assert!(e.contains("SEV-SNP"), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! # cloud_hypervisor_binary = "/usr/bin/cloud-hypervisor"  # default: `cloud-hypervisor` on PATH
 //! # check_in_interval_secs = 300          # default: half the ledger's block interval
 //! poll_interval_ms = 5000                 # how often contracts are listed
+//! vm_log_max_mib = 16                     # serial/VMM logs are cut to their tail past this
 //! vm_boot_timeout_secs = 300
 //! delegation_valid_days = 365             # validity of the node's delegation (claim)
 //! host_root = "/"                         # where /proc, /sys and /dev are read
@@ -39,6 +40,7 @@
 //! port_min = 20000                        # forwarded host ports come from this range
 //! port_max = 20999
 //! guest_port = 22                         # the guest port the endpoint forwards to
+//! uplink = "eth0"                         # bridge mode: VM egress only through it (default: any)
 //!
 //! [readiness]
 //! probe = "tcp"                           # tcp | http (GET / on the forwarded port) | serial
@@ -59,6 +61,8 @@ pub mod defaults {
     pub const BANDWIDTH_MBPS: u32 = 1000;
     /// `poll_interval_ms`.
     pub const POLL_INTERVAL_MS: u64 = 5_000;
+    /// `vm_log_max_mib`.
+    pub const VM_LOG_MAX_MIB: u64 = 16;
     /// `vm_boot_timeout_secs`.
     pub const VM_BOOT_TIMEOUT_SECS: u64 = 300;
     /// `delegation_valid_days`.
@@ -184,6 +188,9 @@ pub struct NetworkConfig {
     pub port_min: u16,
     pub port_max: u16,
     pub guest_port: u16,
+    /// Bridge mode: the only interface VM traffic may leave through (any but
+    /// the bridge when absent).
+    pub uplink: Option<String>,
 }
 
 impl Default for NetworkConfig {
@@ -197,11 +204,29 @@ impl Default for NetworkConfig {
             port_min: defaults::PORT_MIN,
             port_max: defaults::PORT_MAX,
             guest_port: defaults::GUEST_PORT,
+            uplink: None,
         }
     }
 }
 
 impl NetworkConfig {
+    /// The tenant network of bridge mode (checked names and subnet; nothing is created).
+    pub fn tenant_network(&self) -> Result<dc_tenant_net::TenantNetwork, ConfigError> {
+        let subnet: dc_tenant_net::Ipv4Subnet = self
+            .subnet
+            .parse()
+            .map_err(|e: dc_tenant_net::NetError| invalid("network.subnet", e.to_string()))?;
+        dc_tenant_net::TenantNetwork::new(&self.bridge, subnet, self.uplink.as_deref()).map_err(
+            |e| {
+                let field = match e {
+                    dc_tenant_net::NetError::InvalidName { what: "uplink", .. } => "network.uplink",
+                    _ => "network.bridge",
+                };
+                invalid(field, e.to_string())
+            },
+        )
+    }
+
     /// The host name or address tenants use to reach forwarded ports (an
     /// IPv6 address in brackets, ready for `HOST:PORT`).
     pub fn endpoint_host(&self) -> String {
@@ -337,6 +362,10 @@ pub struct Config {
     pub vm_boot_timeout_secs: u64,
     #[serde(default = "default_valid_days")]
     pub delegation_valid_days: u64,
+    /// Each VM's serial log (and VMM log) is cut to its last part (kept as
+    /// `<name>.1`) once it grows past this; checked every pass.
+    #[serde(default = "default_log_max_mib")]
+    pub vm_log_max_mib: u64,
     #[serde(default = "default_host_root")]
     pub host_root: PathBuf,
     #[serde(default)]
@@ -359,6 +388,9 @@ fn default_poll_ms() -> u64 {
 }
 fn default_boot_timeout() -> u64 {
     defaults::VM_BOOT_TIMEOUT_SECS
+}
+fn default_log_max_mib() -> u64 {
+    defaults::VM_LOG_MAX_MIB
 }
 fn default_valid_days() -> u64 {
     defaults::DELEGATION_VALID_DAYS
@@ -433,6 +465,9 @@ impl Config {
         if self.check_in_interval_secs == Some(0) {
             return Err(invalid("check_in_interval_secs", "must be at least 1"));
         }
+        if self.vm_log_max_mib == 0 || self.vm_log_max_mib > 1 << 20 {
+            return Err(invalid("vm_log_max_mib", "must be 1 to 1048576"));
+        }
         if self.poll_interval_ms < 10 {
             return Err(invalid("poll_interval_ms", "must be at least 10"));
         }
@@ -481,7 +516,19 @@ impl Config {
                     format!("expected a Linux interface name, found {:?}", n.bridge),
                 ));
             }
-            parse_subnet(&n.subnet).map_err(|r| invalid("network.subnet", r))?;
+            n.tenant_network()?;
+            match n.host_addr {
+                IpAddr::V4(a) if !a.is_unspecified() && !a.is_loopback() => {}
+                a => {
+                    return Err(invalid(
+                        "network.host_addr",
+                        format!(
+                            "bridge mode forwards with DNAT on the address tenants connect to: \
+                             expected the host's own IPv4 address, found {a}"
+                        ),
+                    ))
+                }
+            }
         }
         if self.readiness.probe == ProbeKind::Serial && self.readiness.serial_marker.is_empty() {
             return Err(invalid("readiness.serial_marker", "must not be empty"));
@@ -520,21 +567,6 @@ impl Config {
 }
 
 /// `A.B.C.D/N` with N in 8..=30.
-fn parse_subnet(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
-    let (addr, len) = s
-        .split_once('/')
-        .ok_or_else(|| format!("expected A.B.C.D/N, found {s:?}"))?;
-    let addr: std::net::Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("expected an IPv4 address, found {addr:?}"))?;
-    let len: u8 = len
-        .parse()
-        .map_err(|_| format!("expected a prefix length, found {len:?}"))?;
-    if !(8..=30).contains(&len) {
-        return Err(format!("prefix length {len} must be 8 to 30"));
-    }
-    Ok((addr, len))
-}
 
 #[cfg(test)]
 mod tests {
@@ -573,6 +605,7 @@ base_disk = "/d.qcow2"
         let text = format!(
             "{MINIMAL}\n[limits]\nmax_vcpus = 4\nmax_memory_mib = 8192\nmax_storage_gib = 50\n\
              [network]\nmode = \"bridge\"\nbridge = \"br-t\"\nsubnet = \"10.1.0.0/24\"\n\
+             host_addr = \"192.0.2.10\"\nuplink = \"eth0\"\n\
              [readiness]\nprobe = \"serial\"\nserial_marker = \"ready\"\n"
         )
         .replace(
@@ -584,6 +617,8 @@ base_disk = "/d.qcow2"
         assert_eq!(c.accel, AccelPreference::Tcg);
         assert_eq!(c.limits.max_vcpus, Some(4));
         assert_eq!(c.network.mode, NetworkMode::Bridge);
+        assert_eq!(c.network.uplink.as_deref(), Some("eth0"));
+        assert_eq!(c.network.tenant_network().unwrap().bridge(), "br-t");
         assert_eq!(c.readiness.probe, ProbeKind::Serial);
         assert_eq!(c.check_in_interval_secs, Some(30));
     }
@@ -609,6 +644,14 @@ base_disk = "/d.qcow2"
                 "network.subnet",
             ),
             (format!("{MINIMAL}[network]\nmode = \"tap\"\n"), "mode"),
+            (
+                format!("{MINIMAL}[network]\nmode = \"bridge\"\nhost_addr = \"127.0.0.1\"\n"),
+                "network.host_addr",
+            ),
+            (
+                format!("{MINIMAL}[network]\nmode = \"bridge\"\nhost_addr = \"192.0.2.1\"\nuplink = \"a b\"\n"),
+                "network.uplink",
+            ),
             (
                 MINIMAL.replace("country = \"DE\"", "country = \"DE\"\nbackend = \"xen\""),
                 "backend",

@@ -69,6 +69,44 @@ pub struct VmRecord {
     pub note: Option<String>,
     /// When this snapshot was written (ns since the epoch).
     pub at_ns: u64,
+    /// Bridge networking: the VM's tap, private address and port forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<VmNet>,
+    /// When the VMM was last launched (ns since the epoch): the boot
+    /// deadline (`vm_boot_timeout_secs`) counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launched_at_ns: Option<u64>,
+    /// GPU groups bound to vfio-pci for this VM, with the drivers their
+    /// devices had before (given back after the VM is deleted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vfio: Vec<VfioBinding>,
+    /// Confidential VMs: the launch manifest (the predicted measurement and
+    /// every input of it), published with the contract: its hash is the
+    /// evidence hash, its measurement the launch measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<crate::confidential::LaunchManifest>,
+}
+
+/// One IOMMU group bound to vfio-pci for a VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfioBinding {
+    pub group: String,
+    /// The devices passed to the VMM (bridges excluded) and their previous drivers.
+    pub devices: Vec<crate::vfio::BoundDevice>,
+}
+
+/// A bridged VM's place on the tenant network, journaled so a restart (or a
+/// host reboot, which loses taps and nftables state) puts it back exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmNet {
+    /// The persistent tap on the bridge.
+    pub tap: String,
+    /// The VM's stable private address.
+    pub vm_addr: std::net::Ipv4Addr,
+    /// The endpoint's port forward (host address and port to the VM's port).
+    pub forward: dc_tenant_net::Forward,
 }
 
 /// Why the journal cannot be used.
@@ -283,6 +321,10 @@ pub(crate) mod tests {
             evidence_hash: None,
             note: None,
             at_ns: id,
+            net: None,
+            launched_at_ns: None,
+            vfio: vec![],
+            launch: None,
         }
     }
 

@@ -28,11 +28,13 @@ the readiness probe passes.\n\n\
 Backends: `backend = qemu | cloud-hypervisor | auto` and `accel = kvm | tcg | auto` in the configuration. With \
 `auto`, each VM runs on Cloud Hypervisor when its binary is found (`cloud_hypervisor_binary` or PATH), KVM is \
 usable and the VM is neither TDX nor on user-mode networking; on QEMU otherwise (TCG when KVM is absent or \
-`accel = tcg`). Each VM gets a qcow2 overlay over `guest.base_disk` in `data_dir/vms/c<contract>/`, user-mode \
-networking with one host port from `network.port_min..=port_max` forwarded to `network.guest_port`; that \
-address is the contract's endpoint. VMMs run detached: stopping or killing `run` leaves VMs running, and the \
-next `run` re-adopts them from the journal (a VM whose VMM died meanwhile is reported in the log and journal and relaunched over its own disk, same endpoint). \
-Confidential launches and bridge networking are not implemented: such contracts are rejected.\n\n\
+`accel = tcg`). Each VM gets a qcow2 overlay over `guest.base_disk` in `data_dir/vms/c<contract>/` sized to the contract's \
+storage, and one host port from `network.port_min..=port_max` forwarded to `network.guest_port`: by the VMM's \
+user-mode networking (`network.mode = \"user\"`), or in `bridge` mode by an nftables DNAT forward to the VM's \
+stable private address on an isolated tap of `network.bridge` (egress NAT, no other inbound path). \
+`network.public_host` (default `host_addr`) and that port are the contract's endpoint. VMMs run detached: stopping or killing `run` leaves VMs running, and the \
+next `run` re-adopts them from the journal (a VM whose VMM died meanwhile is reported in the log and journal and relaunched over its own disk, same endpoint; \
+so is one whose VMM exits while the agent runs). Install it with the image's systemd unit (KillMode=process).\n\n\
 Exit codes: 0 success, 1 the ledger refused, 2 bad usage or invalid configuration, 3 ledger unreachable, \
 4 local problem (files, keys, journal), 5 no usable VMM backend or a VMM failure."
 )]

@@ -4,269 +4,33 @@
 //! re-adopts the VM without launching it again; a cancel deletes the VM,
 //! frees its resources and refunds the unreleased part.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod common;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{
+    claim_node, config, journal_lines, offering, resources, start_agent, start_market, FakeVmm,
+    Market,
+};
 use dc_appliance::agent::{no_evidence_hash, system_clock, SerialProbe};
 use dc_appliance::config::Config;
 use dc_appliance::inventory::{self, fake};
 use dc_appliance::journal::VmRecordState;
 use dc_appliance::node::{self, NodeError};
-use dc_appliance::resources::{EffectiveLimits, ResourceManager};
+use dc_appliance::resources::EffectiveLimits;
 use dc_appliance::{Action, Agent, Backends};
-use dc_identity::Identity;
 use dc_ledger::launch::LedgerProcess;
 use dc_ledger_client::LedgerClient;
-use dc_ledger_core::{Confidential, ContractState, OfferingSpec, ProviderProfile};
-use dc_vmm::{
-    BackendKind, Device, Hypervisor, VmCounters, VmHandle, VmInfo, VmSpec, VmState, VmmError,
-};
-
-const TOKEN: u64 = 1_000_000_000;
-
-/// dc-ledger next to the test's target dir, built if this test runs alone.
-fn ledger_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf();
-    let path = dir.join("dc-ledger");
-    if !path.exists() {
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "-p", "dc-ledger", "--bin", "dc-ledger"]);
-        if dir.ends_with("release") {
-            cmd.arg("--release");
-        }
-        assert!(
-            cmd.status().expect("cargo build").success(),
-            "building dc-ledger"
-        );
-    }
-    path
-}
-
-/// Records launches and deletions; "boots" by writing the readiness marker to the serial log.
-#[derive(Default)]
-struct FakeVmm {
-    launched: Mutex<Vec<VmSpec>>,
-    adopted: Mutex<Vec<String>>,
-    deleted: Mutex<Vec<String>>,
-    dead: Mutex<HashSet<String>>,
-    /// Poses as the Cloud Hypervisor backend.
-    cloud_hypervisor: bool,
-    /// The next launch starts a stray "VMM" process naming the run dir, then fails.
-    leave_stray: Mutex<bool>,
-    strays: Mutex<Vec<std::process::Child>>,
-}
-
-impl FakeVmm {
-    fn stray_alive(&self) -> bool {
-        self.strays
-            .lock()
-            .unwrap()
-            .iter_mut()
-            .any(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for FakeVmm {
-    fn drop(&mut self) {
-        for c in self.strays.lock().unwrap().iter_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Hypervisor for FakeVmm {
-    fn kind(&self) -> BackendKind {
-        if self.cloud_hypervisor {
-            BackendKind::CloudHypervisor
-        } else {
-            BackendKind::Qemu
-        }
-    }
-    fn check(&self, spec: &VmSpec) -> Result<(), VmmError> {
-        spec.validate()
-    }
-    fn launch(&self, spec: &VmSpec) -> Result<VmHandle, VmmError> {
-        if std::mem::take(&mut *self.leave_stray.lock().unwrap()) {
-            // A VMM that outlives its failed launch (or a launch the agent was
-            // killed in): its command line names the run dir, like QEMU's.
-            std::fs::create_dir_all(&spec.run_dir).unwrap();
-            let child = Command::new("sh")
-                .args(["-c", "sleep 30; true"])
-                .arg(spec.run_dir.join("qmp.sock"))
-                .spawn()
-                .unwrap();
-            std::fs::write(spec.run_dir.join("qemu.pid"), child.id().to_string()).unwrap();
-            // Like a real VMM after a launch timeout: running with its own command line.
-            let needle = spec.run_dir.display().to_string();
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while !std::fs::read(format!("/proc/{}/cmdline", child.id()))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            self.strays.lock().unwrap().push(child);
-            return Err(VmmError::Timeout {
-                backend: "fake",
-                socket: spec.run_dir.join("qmp.sock"),
-                timeout_ms: 1,
-            });
-        }
-        std::fs::write(spec.serial_log(), "Booting...\nfake login: ")
-            .map_err(|e| VmmError::io(&spec.serial_log(), e))?;
-        self.launched.lock().unwrap().push(spec.clone());
-        let pid = std::process::id();
-        Ok(VmHandle {
-            id: spec.id.clone(),
-            backend: BackendKind::Qemu,
-            pid,
-            pid_start_ticks: dc_vmm::process::start_ticks(pid).unwrap_or(0),
-            api_socket: spec.run_dir.join("qmp.sock"),
-            run_dir: spec.run_dir.clone(),
-        })
-    }
-    fn adopt(&self, handle: &VmHandle) -> Result<VmInfo, VmmError> {
-        if self.dead.lock().unwrap().contains(&handle.id) {
-            return Err(VmmError::Gone {
-                id: handle.id.clone(),
-                pid: handle.pid,
-            });
-        }
-        self.adopted.lock().unwrap().push(handle.id.clone());
-        self.info(handle)
-    }
-    fn info(&self, _: &VmHandle) -> Result<VmInfo, VmmError> {
-        Ok(VmInfo {
-            state: VmState::Running,
-            vcpus: 1,
-            memory_mib: 1024,
-            devices: vec![],
-        })
-    }
-    fn counters(&self, _: &VmHandle) -> Result<VmCounters, VmmError> {
-        Ok(VmCounters::new())
-    }
-    fn pause(&self, _: &VmHandle) -> Result<(), VmmError> {
-        Ok(())
-    }
-    fn resume(&self, _: &VmHandle) -> Result<(), VmmError> {
-        Ok(())
-    }
-    fn reboot(&self, _: &VmHandle) -> Result<(), VmmError> {
-        Ok(())
-    }
-    fn shutdown(&self, _: &VmHandle) -> Result<(), VmmError> {
-        Ok(())
-    }
-    fn delete(&self, handle: &VmHandle) -> Result<(), VmmError> {
-        self.deleted.lock().unwrap().push(handle.id.clone());
-        Ok(())
-    }
-    fn add_device(&self, _: &VmHandle, _: &Device) -> Result<String, VmmError> {
-        Err(VmmError::Unsupported {
-            backend: "fake",
-            reason: "no hotplug".into(),
-        })
-    }
-    fn remove_device(&self, _: &VmHandle, _: &str) -> Result<(), VmmError> {
-        Ok(())
-    }
-}
-
-fn config(dir: &Path, ledger_url: &str, max_vcpus: u32) -> Config {
-    let text = format!(
-        "data_dir = \"{data}\"\nledger_url = \"{ledger_url}\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\
-         host_root = \"{root}\"\ncheck_in_interval_secs = 1\npoll_interval_ms = 50\nvm_boot_timeout_secs = 10\n\
-         [limits]\nmax_vcpus = {max_vcpus}\nmax_memory_mib = 16384\nmax_storage_gib = 20\n\
-         [guest]\nkernel = \"/nonexistent/vmlinuz\"\nbase_disk = \"/nonexistent/base.qcow2\"\n\
-         [network]\nport_min = 31000\nport_max = 31999\nguest_port = 22\n\
-         [readiness]\nprobe = \"serial\"\nserial_marker = \"login:\"\n",
-        data = dir.join("data").display(),
-        root = dir.join("host").display(),
-    );
-    Config::parse(Path::new("test.toml"), &text).expect("test config")
-}
-
-fn resources(c: &Config) -> ResourceManager {
-    let inv = inventory::measure(&c.host_root, &c.data_dir).unwrap();
-    ResourceManager::new(EffectiveLimits::resolve(&c.limits, &inv))
-}
-
-async fn start_agent(c: &Config, vmm: Arc<FakeVmm>) -> Agent {
-    let node_id = node::load_identity(c).unwrap();
-    let client = LedgerClient::connect(&c.ledger_url, Some(node_id))
-        .await
-        .unwrap();
-    Agent::start(
-        c.clone(),
-        Backends::single(vmm, false),
-        client,
-        Arc::new(SerialProbe {
-            marker: "login:".into(),
-        }),
-        resources(c),
-        system_clock(),
-    )
-    .expect("agent starts")
-}
-
-fn offering(node: dc_identity::Principal, name: &str, vcpus: u32) -> OfferingSpec {
-    OfferingSpec {
-        node,
-        name: name.into(),
-        vcpus,
-        ram_gib: 2,
-        storage_gib: 1,
-        bandwidth_mbps: 100,
-        gpu: None,
-        confidential: Confidential::None,
-        region: "eu-central".into(),
-        country: "DE".into(),
-        price_e9s_per_hour: TOKEN,
-        min_hours: 1,
-        max_hours: 10,
-    }
-}
+use dc_ledger_core::ContractState;
+use dc_vmm::BackendKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand_core::OsRng;
-    let treasury = Identity::generate(&mut rng);
-    let provider = Identity::generate(&mut rng);
-    let developer = Identity::generate(&mut rng);
-    let genesis = dir.path().join("genesis.toml");
-    std::fs::write(
-        &genesis,
-        format!(
-            "treasury = \"{}\"\n[params]\nblock_interval_secs = 3600\n\
-             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n\
-             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n",
-            treasury.principal().to_text(),
-            provider.principal().to_text(),
-            100 * TOKEN,
-            developer.principal().to_text(),
-            1_000 * TOKEN,
-        ),
-    )
-    .unwrap();
-    let ledger = LedgerProcess::start(
-        &ledger_bin(),
-        &dir.path().join("ledger"),
-        Some(&genesis),
-        Some(&dir.path().join("ledger.log")),
-        Duration::from_secs(60),
-    )
-    .expect("start dc-ledger");
+    let Market { ledger, prov, dev } =
+        start_market(dir.path(), Some(&dir.path().join("ledger.log"))).await;
 
     // A fake host: 16 vCPUs, 64 GiB.
     fake::write_host(&dir.path().join("host"), "AMD EPYC 9654", 16, 65536, &[]);
@@ -275,21 +39,6 @@ async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
     let status = node::init(&claim_cfg, &mut rng).unwrap();
     let token = status.claim_token.clone().expect("a token while unclaimed");
     assert!(status.claim.is_none());
-
-    let prov = LedgerClient::connect(
-        &ledger.url,
-        Some(Identity::from_secret_bytes(*provider.secret_bytes())),
-    )
-    .await
-    .unwrap();
-    prov.register_provider(ProviderProfile {
-        legal_name: "Alpha Cloud GmbH".into(),
-        jurisdiction: "DE".into(),
-        email: "ops@alpha.example".into(),
-        website: String::new(),
-    })
-    .await
-    .unwrap();
 
     let inv = inventory::measure(&claim_cfg.host_root, &claim_cfg.data_dir).unwrap();
     let caps = inv.capabilities(
@@ -323,7 +72,7 @@ async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
         .await
         .unwrap()
         .expect("registered");
-    assert_eq!(info.provider, provider.principal());
+    assert_eq!(info.provider, prov.principal());
     assert_eq!(info.capabilities.cpu_model, "AMD EPYC 9654");
 
     // Two offerings on the node; the developer rents both.
@@ -335,12 +84,6 @@ async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
         .add_offering(offering(node_principal, "big", 6))
         .await
         .unwrap();
-    let dev = LedgerClient::connect(
-        &ledger.url,
-        Some(Identity::from_secret_bytes(*developer.secret_bytes())),
-    )
-    .await
-    .unwrap();
     let c_small = dev.rent(small, 3).await.unwrap();
     let c_big = dev.rent(big, 1).await.unwrap();
     assert_eq!(c_small.state, ContractState::Requested);
@@ -417,7 +160,7 @@ async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
     assert!(vmm2.launched.lock().unwrap().is_empty(), "never relaunched");
 
     // The developer cancels: the VM goes, resources are freed, the rest is refunded.
-    let dev_before = dev.balance_of(developer.principal()).await.unwrap();
+    let dev_before = dev.balance_of(dev.principal()).await.unwrap();
     let cancelled = dev.cancel(c_small.id).await.unwrap();
     assert_eq!(cancelled.state, ContractState::Cancelled);
     assert_eq!(
@@ -428,7 +171,7 @@ async fn rented_contract_becomes_a_vm_and_cancel_frees_it() {
         cancelled.refunded_e9s > cancelled.paid_e9s / 2,
         "most of 3 paid hours comes back"
     );
-    let dev_after = dev.balance_of(developer.principal()).await.unwrap();
+    let dev_after = dev.balance_of(dev.principal()).await.unwrap();
     assert_eq!(dev_after - dev_before, cancelled.refunded_e9s);
 
     let actions = agent.tick().await.unwrap();
@@ -462,68 +205,11 @@ struct One {
 }
 
 async fn one_contract(dir: &Path) -> One {
-    let mut rng = rand_core::OsRng;
-    let treasury = Identity::generate(&mut rng);
-    let provider = Identity::generate(&mut rng);
-    let developer = Identity::generate(&mut rng);
-    let genesis = dir.join("genesis.toml");
-    std::fs::write(
-        &genesis,
-        format!(
-            "treasury = \"{}\"\n[params]\nblock_interval_secs = 3600\n\
-             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n\
-             [[balances]]\nprincipal = \"{}\"\namount_e9s = {}\n",
-            treasury.principal().to_text(),
-            provider.principal().to_text(),
-            100 * TOKEN,
-            developer.principal().to_text(),
-            1_000 * TOKEN,
-        ),
-    )
-    .unwrap();
-    let ledger = LedgerProcess::start(
-        &ledger_bin(),
-        &dir.join("ledger"),
-        Some(&genesis),
-        None,
-        Duration::from_secs(60),
-    )
-    .expect("start dc-ledger");
+    let Market { ledger, prov, dev } = start_market(dir, None).await;
     fake::write_host(&dir.join("host"), "AMD EPYC 9654", 8, 32768, &[]);
     let cfg = config(dir, &ledger.url, 4);
-    let status = node::init(&cfg, &mut rng).unwrap();
-    let prov = LedgerClient::connect(
-        &ledger.url,
-        Some(Identity::from_secret_bytes(*provider.secret_bytes())),
-    )
-    .await
-    .unwrap();
-    prov.register_provider(ProviderProfile {
-        legal_name: "Alpha".into(),
-        jurisdiction: "DE".into(),
-        email: "ops@alpha.example".into(),
-        website: String::new(),
-    })
-    .await
-    .unwrap();
-    let inv = inventory::measure(&cfg.host_root, &cfg.data_dir).unwrap();
-    let caps = inv.capabilities(&cfg, &EffectiveLimits::resolve(&cfg.limits, &inv));
-    node::claim(
-        &cfg,
-        status.claim_token.as_deref().unwrap(),
-        &prov,
-        caps,
-        (system_clock())(),
-    )
-    .await
-    .unwrap();
-    let off = prov
-        .add_offering(offering(status.identity.principal(), "small", 1))
-        .await
-        .unwrap();
-    let dev = LedgerClient::connect(&ledger.url, Some(developer))
-        .await
-        .unwrap();
+    let node = claim_node(&cfg, &prov).await;
+    let off = prov.add_offering(offering(node, "small", 1)).await.unwrap();
     let c = dev.rent(off, 1).await.unwrap();
     One {
         _ledger: ledger,
@@ -534,15 +220,6 @@ async fn one_contract(dir: &Path) -> One {
         contract: c.id,
     }
 }
-
-fn journal_lines(cfg: &Config) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(cfg.journal_path())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_that_died_while_the_agent_was_down_is_relaunched_over_its_disk() {
     let dir = tempfile::tempdir().unwrap();

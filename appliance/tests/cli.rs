@@ -74,3 +74,39 @@ fn check_config_and_inventory() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The image's systemd unit: its ExecStart is a command this binary takes,
+/// and it keeps VMs alive across service stops (KillMode=process).
+#[test]
+fn the_systemd_unit_runs_a_real_command_and_spares_the_vms() {
+    let unit_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../image/systemd/dc-appliance.service");
+    let unit = std::fs::read_to_string(&unit_path).expect("image/systemd/dc-appliance.service");
+    let directives: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert!(
+        directives.contains(&"KillMode=process"),
+        "a service stop must not kill tenant VMs"
+    );
+    assert!(directives.contains(&"Restart=always"));
+    let exec = directives
+        .iter()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut argv = exec.split_whitespace();
+    assert_eq!(argv.next(), Some("@bindir@/dc-appliance"));
+    let args: Vec<&str> = argv.collect();
+    assert_eq!(args.first(), Some(&"run"));
+    // The subcommand and its flags parse (clap rejects unknown ones before --help).
+    let mut with_help = args.clone();
+    with_help.push("--help");
+    let out = run(&with_help);
+    assert!(
+        out.status.success(),
+        "{exec}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

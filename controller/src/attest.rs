@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use dc_attestation::bundle::{verify_bundle, BundlePolicy};
+use dc_attestation::bundle::{verify_bundle, BundlePolicy, BundleVerification, ItemVerification};
 use dc_attestation::fetch::{
     CachingFetcher, FetchError, FetchResponse, Fetcher, FileCache, NoFetch,
 };
@@ -13,8 +13,12 @@ use dc_attestation::{measure, nvidia, snp, tdx, Checks};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use dc_ledger_core::{Contract, LAUNCH_MEASUREMENT_LEN};
+
 use crate::exit::CliError;
+use crate::market::{fetch_contract, published_measurement, ContractBinding};
 use crate::output::Output;
+use crate::Context;
 
 /// Largest evidence or collateral file read (reports are ~1 KiB, quotes ~8 KiB,
 /// collateral and RIMs tens of KiB).
@@ -31,11 +35,19 @@ Evidence files may be raw bytes or hex text. Verification is offline: pass the
 VCEK/VLEK (SNP) or collateral (TDX) as files, or add --fetch to get them from
 AMD's key server or Intel's PCS (cached under --cache-dir).
 
+`verify evidence --contract ID` reads the contract from the ledger (--ledger)
+and requires the report's launch measurement (SNP MEASUREMENT, TDX MRTD) to
+equal the one the contract published, and its HOST_DATA (SNP) or MRCONFIGID
+(TDX) to equal the contract's binding (both shown by `dcctl contract show ID`).
+A contract without a published measurement fails the check
+contract_launch_measurement; an unreachable ledger exits 3.
+
 Examples:
   dcctl verify snp --report report.bin --vcek vcek.der --expect-measurement 7f51…
   dcctl verify tdx --quote quote.bin --collateral collateral.json --now 1751624655
   dcctl verify nvidia --report gpu.hex --certs chain.pem --nonce 4cff…
-  dcctl verify evidence bundle.json --nonce 00112233445566778899aabbccddeeff";
+  dcctl verify evidence bundle.json --nonce 00112233445566778899aabbccddeeff
+  dcctl verify evidence bundle.json --nonce 00112233445566778899aabbccddeeff --contract 7";
 
 /// `dcctl verify …`
 #[derive(Subcommand)]
@@ -46,8 +58,8 @@ pub enum VerifyCmd {
     Tdx(TdxArgs),
     /// Verify an NVIDIA H100 SPDM measurement report and its certificate chain.
     Nvidia(NvidiaArgs),
-    /// Verify an evidence bundle (dc-evidence/v1 JSON) and its binding to a
-    /// nonce and a TLS key.
+    /// Verify an evidence bundle (dc-evidence/v1 JSON), its binding to a
+    /// nonce and a TLS key and, with --contract, to a contract on the ledger.
     Evidence(EvidenceArgs),
 }
 
@@ -189,6 +201,16 @@ pub struct EvidenceArgs {
     /// Accept this TDX advisory ID (repeatable).
     #[arg(long = "allow-advisory")]
     pub allow_advisory: Vec<String>,
+    /// Check the evidence against this contract on the ledger (--ledger): the
+    /// launch measurement it published (SNP MEASUREMENT, TDX MRTD) and its
+    /// binding (SNP HOST_DATA, TDX MRCONFIGID). Replaces the --expect-* flags.
+    #[arg(
+        long,
+        value_name = "ID",
+        conflicts_with_all = ["expect_measurement", "expect_host_data", "expect_mrtd", "expect_mrconfigid"]
+    )]
+    pub contract: Option<u64>,
+    /// Verify as of this time (Unix seconds); default now.
     #[arg(long)]
     pub now: Option<u64>,
 }
@@ -614,8 +636,68 @@ pub async fn verify_nvidia(out: Output, a: NvidiaArgs) -> Result<(), CliError> {
     )
 }
 
+/// What `--contract` asks of a bundle, beyond the policy it sets: the
+/// contract published a launch measurement, and the bundle has CPU evidence
+/// (SEV-SNP or TDX) that the measurement and binding were checked on.
+/// Appended to the bundle's checks; `verified` falls with any of them.
+fn add_contract_checks(
+    v: &mut BundleVerification,
+    c: &Contract,
+    measurement: &Result<Option<[u8; LAUNCH_MEASUREMENT_LEN]>, String>,
+) {
+    let cpu_items = v
+        .items
+        .iter()
+        .filter(|i| matches!(i, ItemVerification::Snp(_) | ItemVerification::Tdx(_)))
+        .count();
+    let mut ok = true;
+    let mut check = |name: &str, passed: bool, detail: String| {
+        ok &= passed;
+        v.checks.push(name, passed, detail);
+    };
+    match measurement {
+        Ok(Some(m)) => check(
+            "contract_launch_measurement",
+            true,
+            format!(
+                "contract {} published {}; the SNP MEASUREMENT or TDX MRTD must equal it",
+                c.id,
+                hex::encode(m)
+            ),
+        ),
+        Ok(None) => check(
+            "contract_launch_measurement",
+            false,
+            format!(
+                "contract {} ({}) has no published launch measurement: its offering is not \
+                 confidential, or its node has not reported the VM active",
+                c.id,
+                c.state.as_str()
+            ),
+        ),
+        Err(reason) => check("contract_launch_measurement", false, reason.clone()),
+    }
+    check(
+        "contract_evidence",
+        cpu_items > 0,
+        if cpu_items > 0 {
+            format!(
+                "{cpu_items} SEV-SNP/TDX item(s) checked against contract {}'s measurement and binding",
+                c.id
+            )
+        } else {
+            format!(
+                "the bundle has no SEV-SNP or TDX evidence, so nothing in it is bound to contract {}",
+                c.id
+            )
+        },
+    );
+    v.verified &= ok;
+}
+
 /// `dcctl verify evidence`
-pub async fn verify_evidence(out: Output, a: EvidenceArgs) -> Result<(), CliError> {
+pub async fn verify_evidence(ctx: &Context, a: EvidenceArgs) -> Result<(), CliError> {
+    let out = ctx.out;
     let bytes = read_file(&a.file, dc_attestation::bundle::MAX_BUNDLE_BYTES as u64)?;
     let expected_nonce = a
         .nonce
@@ -624,7 +706,7 @@ pub async fn verify_evidence(out: Output, a: EvidenceArgs) -> Result<(), CliErro
         .transpose()?;
     let mut accepted = vec!["UpToDate".to_string()];
     accepted.extend(a.accept_tcb_status.iter().cloned());
-    let policy = BundlePolicy {
+    let mut policy = BundlePolicy {
         expected_nonce,
         expected_tls_spki_sha256: hex_arg::<32>("--tls-spki-sha256", &a.tls_spki_sha256)?,
         snp: snp::SnpPolicy {
@@ -641,14 +723,53 @@ pub async fn verify_evidence(out: Output, a: EvidenceArgs) -> Result<(), CliErro
         },
         nvidia: nvidia::NvidiaPolicy::default(),
     };
+    // The contract's expectations go through the verifiers' own policy
+    // fields (clap keeps the --expect-* flags out), so the checks are the
+    // usual `measurement`, `host_data`, `mrtd` and `mrconfigid` of each item.
+    let contract = match a.contract {
+        Some(id) => {
+            let c = fetch_contract(ctx, id).await?;
+            let measurement = published_measurement(&c);
+            let binding = ContractBinding::of(&c);
+            if let Ok(Some(m)) = measurement {
+                policy.snp.expected_measurement = Some(m);
+                policy.tdx.expected_mrtd = Some(m);
+            }
+            policy.snp.expected_host_data = Some(binding.snp_host_data);
+            policy.tdx.expected_mrconfigid = Some(binding.tdx_mrconfigid);
+            Some((c, measurement, binding))
+        }
+        None => None,
+    };
     let now = now_or(a.now);
-    let v = tokio::task::spawn_blocking(move || verify_bundle(&bytes, &policy, now))
+    let mut v = tokio::task::spawn_blocking(move || verify_bundle(&bytes, &policy, now))
         .await
         .map_err(|e| CliError::local(format!("verification thread: {e}")))?;
     let mut summary = format!(
         "  nonce {}\n  TLS key sha256 {}",
         v.nonce, v.tls_public_key_sha256
     );
+    let mut object = None;
+    if let Some((c, measurement, binding)) = &contract {
+        add_contract_checks(&mut v, c, measurement);
+        let published = c.launch_measurement.as_ref().map(hex::encode);
+        summary.push_str(&format!(
+            "\n  contract {} ({}): launch measurement {}\n    snp host_data  {}\n    tdx mrconfigid {}",
+            c.id,
+            c.state.as_str(),
+            published.as_deref().unwrap_or("none published"),
+            hex::encode(binding.snp_host_data),
+            hex::encode(binding.tdx_mrconfigid)
+        ));
+        let mut o = serde_json::to_value(&v).unwrap_or(Value::Null);
+        o["contract"] = json!({
+            "contract_id": c.id,
+            "state": c.state.as_str(),
+            "launch_measurement": published,
+            "binding": binding.to_json(),
+        });
+        object = Some(o);
+    }
     for item in &v.items {
         let (kind, checks) = match item {
             dc_attestation::bundle::ItemVerification::Snp(i) => ("sev-snp", &i.checks),
@@ -657,7 +778,10 @@ pub async fn verify_evidence(out: Output, a: EvidenceArgs) -> Result<(), CliErro
         };
         summary.push_str(&format!("\n {kind}:\n{}", print_checks(checks)));
     }
-    finish(&out, "evidence bundle", v.verified, &v, &v.checks, summary)
+    match &object {
+        Some(o) => finish(&out, "evidence bundle", v.verified, o, &v.checks, summary),
+        None => finish(&out, "evidence bundle", v.verified, &v, &v.checks, summary),
+    }
 }
 
 /// `dcctl measure snp`
@@ -751,4 +875,98 @@ pub fn measure_tdx(out: Output, a: MeasureTdxArgs) -> Result<(), CliError> {
     }
     out.print(object, || text);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candid::Principal;
+    use dc_ledger_core::{ContractState, Resources};
+    use serde_bytes::ByteBuf;
+
+    fn contract(measurement: Option<Vec<u8>>) -> Contract {
+        Contract {
+            id: 7,
+            offering_id: 1,
+            developer: Principal::from_slice(&[1; 29]),
+            provider: Principal::from_slice(&[2; 29]),
+            node: Principal::from_slice(&[3; 29]),
+            resources: Resources::default(),
+            gpu_model: None,
+            price_e9s_per_hour: 1,
+            hours: 1,
+            state: ContractState::Active,
+            created_at_ns: 0,
+            provisioning_deadline_ns: 0,
+            active_since_ns: Some(0),
+            ends_at_ns: Some(1),
+            paid_e9s: 1,
+            released_e9s: 0,
+            refunded_e9s: 0,
+            fees_e9s: 0,
+            endpoint: Some("vm.example".into()),
+            evidence_hash: Some(ByteBuf::from(vec![0; 32])),
+            launch_measurement: measurement.map(ByteBuf::from),
+            history: vec![],
+        }
+    }
+
+    /// A bundle verification that passed and holds no hardware evidence.
+    fn verified_without_items() -> BundleVerification {
+        let mut checks = Checks::new();
+        checks.pass("bundle_parse", "0 item(s)");
+        BundleVerification {
+            verified: true,
+            platform: "bundle",
+            format: "dc-evidence/v1".into(),
+            nonce: String::new(),
+            tls_public_key_sha256: String::new(),
+            report_data: String::new(),
+            items: vec![],
+            checks,
+        }
+    }
+
+    #[test]
+    fn a_bundle_without_cpu_evidence_is_not_bound_to_the_contract() {
+        let c = contract(Some(vec![9; 48]));
+        let mut v = verified_without_items();
+        add_contract_checks(&mut v, &c, &published_measurement(&c));
+        assert!(!v.verified);
+        assert!(v.checks.get("contract_launch_measurement").unwrap().ok);
+        let e = v.checks.get("contract_evidence").unwrap();
+        assert!(
+            !e.ok && e.detail.contains("no SEV-SNP or TDX evidence"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_published_measurement_fails_the_contract_check() {
+        let c = contract(Some(vec![9; 47]));
+        let measurement = published_measurement(&c);
+        assert!(measurement.is_err());
+        let mut v = verified_without_items();
+        add_contract_checks(&mut v, &c, &measurement);
+        assert!(!v.verified);
+        let m = v.checks.get("contract_launch_measurement").unwrap();
+        assert!(!m.ok && m.detail.contains("47 bytes"), "{m:?}");
+        assert_eq!(published_measurement(&contract(None)), Ok(None));
+    }
+
+    #[test]
+    fn the_binding_is_the_attestation_crates_for_the_contracts_parties() {
+        let c = contract(None);
+        let b = ContractBinding::of(&c);
+        assert_eq!(
+            b.snp_host_data,
+            dc_attestation_common::contract_host_data(7, &[1; 29], &[3; 29])
+        );
+        assert_eq!(
+            b.tdx_mrconfigid,
+            dc_attestation_common::contract_mrconfigid(7, &[1; 29], &[3; 29])
+        );
+        let other = ContractBinding::of(&Contract { id: 8, ..c });
+        assert_ne!(other, b, "the contract id is bound");
+    }
 }

@@ -226,7 +226,9 @@ pub enum OfferingCmd {
         #[arg(long)]
         provider: Option<String>,
     },
-    /// Withdraw an offering (running contracts are unaffected).
+    /// Withdraw an offering. Active contracts are unaffected; contracts not
+    /// yet active on it can no longer become active and are refunded at
+    /// their provisioning deadline.
     Remove {
         /// Offering id.
         id: u64,
@@ -307,7 +309,9 @@ pub struct RentArgs {
 /// `dcctl contract …`
 #[derive(Subcommand)]
 pub enum ContractCmd {
-    /// State and money of a contract.
+    /// State and money of a contract, the launch measurement a confidential
+    /// VM's node published, and the binding (SNP HOST_DATA, TDX MRCONFIGID)
+    /// the VM's attestation report must carry.
     Show {
         /// Contract id.
         id: u64,
@@ -388,9 +392,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Verify(attest::VerifyCmd::Snp(a)) => attest::verify_snp(ctx.out, a).await,
         Command::Verify(attest::VerifyCmd::Tdx(a)) => attest::verify_tdx(ctx.out, a).await,
         Command::Verify(attest::VerifyCmd::Nvidia(a)) => attest::verify_nvidia(ctx.out, a).await,
-        Command::Verify(attest::VerifyCmd::Evidence(a)) => {
-            attest::verify_evidence(ctx.out, a).await
-        }
+        Command::Verify(attest::VerifyCmd::Evidence(a)) => attest::verify_evidence(&ctx, a).await,
         Command::Measure(attest::MeasureCmd::Snp(a)) => attest::measure_snp(ctx.out, a),
         Command::Measure(attest::MeasureCmd::Tdx(a)) => attest::measure_tdx(ctx.out, a),
         Command::Completions { shell } => {

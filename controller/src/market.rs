@@ -6,6 +6,7 @@ use std::path::Path;
 use dc_identity::{Delegation, Identity, Permission};
 use dc_ledger_core::{
     Account, Confidential, Contract, OfferMatch, ProviderProfile, RegisterNodeArgs, SearchQuery,
+    LAUNCH_MEASUREMENT_LEN,
 };
 use serde_json::{json, Value};
 
@@ -84,6 +85,53 @@ fn offer_json(o: &OfferMatch) -> Value {
     })
 }
 
+/// What a contract's VM must carry to prove which contract it runs: the
+/// SEV-SNP HOST_DATA and TDX MRCONFIGID the provider binds into the launch
+/// (SPEC §5), derived from the contract id and the developer's and node's
+/// principals by `dc_attestation_common`, the same functions the node uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContractBinding {
+    pub snp_host_data: [u8; 32],
+    pub tdx_mrconfigid: [u8; 48],
+}
+
+impl ContractBinding {
+    /// The binding of `c`.
+    pub fn of(c: &Contract) -> Self {
+        let (developer, node) = (c.developer.as_slice(), c.node.as_slice());
+        ContractBinding {
+            snp_host_data: dc_attestation_common::contract_host_data(c.id, developer, node),
+            tdx_mrconfigid: dc_attestation_common::contract_mrconfigid(c.id, developer, node),
+        }
+    }
+
+    /// `{ "snp_host_data": hex, "tdx_mrconfigid": hex }`, as `contract show` prints it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "snp_host_data": hex::encode(self.snp_host_data),
+            "tdx_mrconfigid": hex::encode(self.tdx_mrconfigid),
+        })
+    }
+}
+
+/// The launch measurement a contract published, checked for length: the
+/// ledger only stores 48-byte ones, but `dcctl` does not trust the ledger's
+/// reply to be well formed. `Ok(None)` when none was published.
+pub fn published_measurement(c: &Contract) -> Result<Option<[u8; LAUNCH_MEASUREMENT_LEN]>, String> {
+    match &c.launch_measurement {
+        None => Ok(None),
+        Some(m) => <[u8; LAUNCH_MEASUREMENT_LEN]>::try_from(m.as_slice())
+            .map(Some)
+            .map_err(|_| {
+                format!(
+                    "contract {} published a launch measurement of {} bytes, expected {LAUNCH_MEASUREMENT_LEN}",
+                    c.id,
+                    m.len()
+                )
+            }),
+    }
+}
+
 fn contract_json(c: &Contract) -> Value {
     let mut v = json!({
         "contract_id": c.id,
@@ -110,6 +158,10 @@ fn contract_json(c: &Contract) -> Value {
     if let Some(h) = &c.evidence_hash {
         v["evidence_hash"] = json!(h.iter().map(|b| format!("{b:02x}")).collect::<String>());
     }
+    if let Some(m) = &c.launch_measurement {
+        v["launch_measurement"] = json!(hex::encode(m));
+    }
+    v["binding"] = ContractBinding::of(c).to_json();
     v
 }
 
@@ -133,6 +185,15 @@ fn contract_text(c: &Contract) -> String {
     if let Some(e) = &c.endpoint {
         s.push_str(&format!("\n  endpoint {e}"));
     }
+    if let Some(m) = &c.launch_measurement {
+        s.push_str(&format!("\n  launch measurement {}", hex::encode(m)));
+    }
+    let b = ContractBinding::of(c);
+    s.push_str(&format!(
+        "\n  binding (what the VM's report must carry)\n    snp host_data  {}\n    tdx mrconfigid {}",
+        hex::encode(b.snp_host_data),
+        hex::encode(b.tdx_mrconfigid)
+    ));
     s
 }
 
@@ -488,7 +549,7 @@ pub async fn rent(ctx: &Context, r: RentArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn fetch_contract(ctx: &Context, id: u64) -> Result<Contract, CliError> {
+pub(crate) async fn fetch_contract(ctx: &Context, id: u64) -> Result<Contract, CliError> {
     ctx.client()
         .await?
         .contract(id)

@@ -2,70 +2,9 @@
 //! balance, transfer; JSON fields of INTERFACES.md; exit codes; refusals
 //! leave balances unchanged.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+mod common;
 
-use dc_ledger::launch::LedgerProcess;
-
-use serde_json::Value;
-
-/// The dc-ledger binary next to dcctl, built if this test runs alone.
-fn ledger_bin() -> PathBuf {
-    let dcctl = PathBuf::from(env!("CARGO_BIN_EXE_dcctl"));
-    let bin = dcctl.with_file_name("dc-ledger");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile_dir = dcctl
-            .parent()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_string();
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "dc-ledger", "--bin", "dc-ledger"]);
-        if profile_dir == "release" {
-            cmd.arg("--release");
-        }
-        assert!(cmd.status().expect("cargo build dc-ledger").success());
-    }
-    bin
-}
-
-fn start_ledger(dir: &Path, genesis: &Path) -> LedgerProcess {
-    LedgerProcess::start(
-        &ledger_bin(),
-        &dir.join("data"),
-        Some(genesis),
-        None,
-        Duration::from_secs(60),
-    )
-    .expect("start dc-ledger")
-}
-
-fn dcctl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dcctl"))
-        .args(args)
-        .env_remove("DC_LEDGER")
-        .env_remove("DC_IDENTITY")
-        .output()
-        .expect("run dcctl")
-}
-
-fn json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "dcctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        text.trim().lines().count(),
-        1,
-        "--json prints exactly one line: {text}"
-    );
-    serde_json::from_str(text.trim()).expect("stdout is one JSON object")
-}
+use common::{dcctl, json, start_ledger};
 
 #[test]
 fn identity_balance_and_transfer_work_as_documented() {

@@ -84,6 +84,8 @@ struct Scenario {
     dir: tempfile::TempDir,
     ledger: Option<LedgerProcess>,
     appliance: Option<Child>,
+    /// The network namespace the appliance runs in (bridge scenario), deleted on drop.
+    netns: Option<String>,
 }
 
 impl Drop for Scenario {
@@ -115,6 +117,10 @@ impl Drop for Scenario {
             }
         }
         drop(self.ledger.take());
+        if let Some(ns) = self.netns.take() {
+            // Deleting the namespace removes its veth end, bridge and taps.
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
     }
 }
 
@@ -141,7 +147,16 @@ impl Scenario {
             .append(true)
             .open(self.path("appliance.log"))
             .unwrap();
-        let child = Command::new(bin("dc-appliance", "dc-appliance", false))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]);
+                c.arg(bin("dc-appliance", "dc-appliance", false));
+                c
+            }
+            None => Command::new(bin("dc-appliance", "dc-appliance", false)),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(self.config())
@@ -232,25 +247,8 @@ impl Scenario {
     }
 }
 
-fn http_get(endpoint: &str) -> Result<String, String> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| e.to_string())?;
-    client
-        .get(format!("http://{endpoint}/"))
-        .send()
-        .and_then(|r| r.text())
-        .map_err(|e| e.to_string())
-}
-
-fn pid_of(record: &Value) -> u32 {
-    record["handle"]["pid"].as_u64().expect("a journaled pid") as u32
-}
-
-#[test]
-fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
-    let test_start = Instant::now();
+/// Whether QEMU and the test guest are here (prints SKIPPED and returns None otherwise).
+fn qemu_and_guest() -> Option<dc_test_guest::TestGuest> {
     if Command::new("qemu-system-x86_64")
         .arg("--version")
         .output()
@@ -258,40 +256,46 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
         || Command::new("qemu-img").arg("--version").output().is_err()
     {
         eprintln!("SKIPPED: qemu-system-x86_64 / qemu-img not installed");
-        return;
+        return None;
     }
-    let guest = match dc_test_guest::TestGuest::prepare() {
-        Ok(g) => g,
+    match dc_test_guest::TestGuest::prepare() {
+        Ok(g) => Some(g),
         Err(e) => {
             eprintln!("SKIPPED: test guest unavailable: {e}");
-            return;
+            None
         }
-    };
+    }
+}
+
+/// A new identity file in the scenario's directory; its principal.
+fn identity(s: &Scenario, who: &str) -> String {
+    let out = Command::new(bin("dc-controller", "dcctl", false))
+        .args(["identity", "new", "--out"])
+        .arg(s.path(who))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["principal"].as_str().unwrap().to_string()
+}
+
+/// A scenario with a running ledger whose genesis funds a developer and a
+/// provider (identities `dev.pem`, `prov.pem`); returns their principals.
+fn start_market(netns: Option<String>) -> (Scenario, String, String) {
     // Built before anything runs, so no timeout below includes a compile.
     bin("dc-appliance", "dc-appliance", true);
-    let dcctl = bin("dc-controller", "dcctl", false);
     let ledger_bin = bin("dc-ledger", "dc-ledger", false);
-
     let mut s = Scenario {
         dir: tempfile::tempdir().unwrap(),
         ledger: None,
         appliance: None,
-    };
-    let principal = |s: &Scenario, who: &str| -> String {
-        let out = Command::new(&dcctl)
-            .args(["identity", "new", "--out"])
-            .arg(s.path(who))
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["principal"].as_str().unwrap().to_string()
+        netns,
     };
     let (dev, prov, treasury) = (
-        principal(&s, "dev.pem"),
-        principal(&s, "prov.pem"),
-        principal(&s, "treasury.pem"),
+        identity(&s, "dev.pem"),
+        identity(&s, "prov.pem"),
+        identity(&s, "treasury.pem"),
     );
     std::fs::write(
         s.path("genesis.toml"),
@@ -314,8 +318,11 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
         )
         .expect("start dc-ledger"),
     );
+    (s, dev, prov)
+}
 
-    // The appliance: QEMU, TCG, 2 vCPUs for tenants, the test guest.
+/// An empty 64 MiB qcow2 base disk.
+fn make_base_disk(s: &Scenario) -> PathBuf {
     let base = s.path("base.qcow2");
     let out = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
@@ -328,6 +335,93 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
         "qemu-img: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    base
+}
+
+/// Waits for the running agent's claim token, registers the provider and
+/// claims the node with `claim_config`; returns the node's principal.
+fn claim_node(s: &Scenario, prov: &str, claim_config: &std::path::Path) -> String {
+    let token_path = s.data().join("claim-token");
+    wait_until("the claim token", Duration::from_secs(30), || {
+        token_path.exists()
+    });
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    s.ok(
+        "prov.pem",
+        &[
+            "provider",
+            "register",
+            "--name",
+            "Alpha Cloud GmbH",
+            "--jurisdiction",
+            "DE",
+            "--email",
+            "ops@alpha.example",
+        ],
+    );
+    let out = Command::new(bin("dc-appliance", "dc-appliance", false))
+        .args(["claim", "--json", "--config"])
+        .arg(claim_config)
+        .args(["--token", token.trim(), "--provider-identity"])
+        .arg(s.path("prov.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "claim: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let claimed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claimed["provider"], prov);
+    claimed["node"].as_str().unwrap().to_string()
+}
+
+/// Publishes a 1-vCPU offering of `ram_gib` on `node`; its id.
+fn add_offering(s: &Scenario, node: &str, name: &str, ram_gib: u32) -> String {
+    let file = s.path(&format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"{name}\"\nnode = \"{node}\"\nprice_e9s_per_hour = {TOKEN}\nmin_hours = 1\nmax_hours = 10\n\
+             confidential = \"none\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\n\
+             [resources]\nvcpus = 1\nram_gib = {ram_gib}\nstorage_gib = 1\nbandwidth_mbps = 100\n"
+        ),
+    )
+    .unwrap();
+    s.ok(
+        "prov.pem",
+        &["offering", "add", "--file", &file.display().to_string()],
+    )["offering_id"]
+        .as_u64()
+        .unwrap()
+        .to_string()
+}
+
+fn http_get(endpoint: &str) -> Result<String, String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    client
+        .get(format!("http://{endpoint}/"))
+        .send()
+        .and_then(|r| r.text())
+        .map_err(|e| e.to_string())
+}
+
+fn pid_of(record: &Value) -> u32 {
+    record["handle"]["pid"].as_u64().expect("a journaled pid") as u32
+}
+
+#[test]
+fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
+    let test_start = Instant::now();
+    let Some(guest) = qemu_and_guest() else {
+        return;
+    };
+    let (mut s, dev, prov) = start_market(None);
+    // The appliance: QEMU, TCG, 2 vCPUs for tenants, the test guest.
+    let base = make_base_disk(&s);
     let port_min = 40_000 + (std::process::id() % 200) as u16 * 100;
     let config_text = |max_memory_mib: u64| {
         format!(
@@ -353,63 +447,9 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
     std::fs::write(s.config(), config_text(2560)).unwrap();
     std::fs::write(s.path("claim.toml"), config_text(4096)).unwrap();
     s.start_appliance();
-    let token_path = s.data().join("claim-token");
-    wait_until("the claim token", Duration::from_secs(30), || {
-        token_path.exists()
-    });
-    let token = std::fs::read_to_string(&token_path).unwrap();
-
-    // Provider registers and claims the node with the token.
-    s.ok(
-        "prov.pem",
-        &[
-            "provider",
-            "register",
-            "--name",
-            "Alpha Cloud GmbH",
-            "--jurisdiction",
-            "DE",
-            "--email",
-            "ops@alpha.example",
-        ],
-    );
-    let out = Command::new(bin("dc-appliance", "dc-appliance", false))
-        .args(["claim", "--json", "--config"])
-        .arg(s.path("claim.toml"))
-        .args(["--token", token.trim(), "--provider-identity"])
-        .arg(s.path("prov.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "claim: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let claimed: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let node = claimed["node"].as_str().unwrap().to_string();
-    assert_eq!(claimed["provider"], prov.as_str());
-
-    let add_offering = |name: &str, ram_gib: u32| {
-        let file = s.path(&format!("{name}.toml"));
-        std::fs::write(
-            &file,
-            format!(
-                "name = \"{name}\"\nnode = \"{node}\"\nprice_e9s_per_hour = {TOKEN}\nmin_hours = 1\nmax_hours = 10\n\
-                 confidential = \"none\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\n\
-                 [resources]\nvcpus = 1\nram_gib = {ram_gib}\nstorage_gib = 1\nbandwidth_mbps = 100\n"
-            ),
-        )
-        .unwrap();
-        s.ok(
-            "prov.pem",
-            &["offering", "add", "--file", &file.display().to_string()],
-        )["offering_id"]
-            .as_u64()
-            .unwrap()
-            .to_string()
-    };
-    let offering = add_offering("tcg-small", 1);
-    let big = add_offering("tcg-big", 2);
+    let node = claim_node(&s, &prov, &s.path("claim.toml"));
+    let offering = add_offering(&s, &node, "tcg-small", 1);
+    let big = add_offering(&s, &node, "tcg-big", 2);
 
     // A: rented, launched, reported active with an endpoint that a real guest answers.
     let rent_a = Instant::now();
@@ -606,4 +646,202 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
     });
     s.appliance_still_running();
     eprintln!("scenario took {:?}", test_start.elapsed());
+}
+
+/// Forwards every TCP connection to `listen` (an address of the root
+/// namespace the appliance's namespace can reach) to `target` (the ledger on
+/// the root namespace's loopback), in threads that live as long as the test.
+fn tcp_relay(listen: &str, target: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind(listen).expect("bind the ledger relay");
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(upstream) = TcpStream::connect(target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                (upstream, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+    addr
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("ip netns exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Bridge networking with real kernel networking, in a namespace this test
+/// makes (the host's own network is untouched): the appliance runs inside it
+/// with `network.mode = "bridge"`; the developer and the HTTP client stay in
+/// the root namespace and reach the VM only through the DNAT forward of the
+/// reported endpoint. Then the VM's QEMU is killed while the agent runs: it is
+/// relaunched over its disk, same address and endpoint. On cancel the forward
+/// and the tap are gone.
+#[test]
+fn bridged_vm_is_reached_only_through_its_forward_and_relaunched_when_it_dies() {
+    let Some(guest) = qemu_and_guest() else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0
+        || Command::new("nft").arg("--version").output().is_err()
+        || Command::new("ip").arg("-V").output().is_err()
+    {
+        eprintln!("SKIPPED: bridge networking needs root, nft and ip");
+        return;
+    }
+    let n = std::process::id() % 250;
+    let ns = format!("dcq{n}");
+    let (veth_root, veth_ns) = (format!("dcq{n}r"), format!("dcq{n}n"));
+    let (root_addr, ns_addr) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let _ = Command::new("ip")
+        .args(["link", "del", &veth_root])
+        .status();
+    ip(&["netns", "add", &ns]);
+    let (mut s, _dev, prov) = start_market(Some(ns.clone()));
+    ip(&[
+        "link", "add", &veth_root, "type", "veth", "peer", "name", &veth_ns,
+    ]);
+    ip(&["link", "set", &veth_ns, "netns", &ns]);
+    ip(&["addr", "add", &format!("{root_addr}/30"), "dev", &veth_root]);
+    ip(&["link", "set", &veth_root, "up"]);
+    for args in [
+        vec!["addr", "add", &format!("{ns_addr}/30"), "dev", &veth_ns][..].to_vec(),
+        vec!["link", "set", &veth_ns, "up"],
+        vec!["link", "set", "lo", "up"],
+    ] {
+        let mut full = vec!["-n", ns.as_str()];
+        full.extend(args.iter().copied());
+        ip(&full);
+    }
+    let ledger_port: u16 = s.url().rsplit(':').next().unwrap().parse().unwrap();
+    let relay = tcp_relay(
+        &format!("{root_addr}:0"),
+        std::net::SocketAddr::from(([127, 0, 0, 1], ledger_port)),
+    );
+
+    let base = make_base_disk(&s);
+    let config = format!(
+        "data_dir = \"{data}\"\nledger_url = \"http://{relay}\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\
+         backend = \"qemu\"\naccel = \"tcg\"\ncheck_in_interval_secs = 60\npoll_interval_ms = 200\n\
+         vm_boot_timeout_secs = 100\n\
+         [limits]\nmax_vcpus = 2\nmax_memory_mib = 2048\nmax_storage_gib = 10\n\
+         [guest]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\ncmdline = \"{cmdline}\"\nbase_disk = \"{base}\"\n\
+         [network]\nmode = \"bridge\"\nbridge = \"dcqbr\"\nsubnet = \"10.78.{n}.0/24\"\n\
+         host_addr = \"{ns_addr}\"\nport_min = 30000\nport_max = 30099\nguest_port = 80\n\
+         [readiness]\nprobe = \"http\"\n",
+        data = s.data().display(),
+        kernel = guest.kernel.display(),
+        initrd = guest.initrd.display(),
+        cmdline = guest.cmdline,
+        base = base.display(),
+    );
+    std::fs::write(s.config(), &config).unwrap();
+    s.start_appliance();
+    let node = claim_node(&s, &prov, &s.config());
+    let offering = add_offering(&s, &node, "bridged", 1);
+
+    let a = s.ok(
+        "dev.pem",
+        &["rent", "--offering", &offering, "--hours", "2"],
+    )["contract_id"]
+        .as_u64()
+        .unwrap();
+    let active = s.wait_state(a, "active");
+    let endpoint = active["endpoint"].as_str().unwrap().to_string();
+    assert_eq!(endpoint, format!("{ns_addr}:30000"), "{active}");
+    let rec = s.journal(a);
+    let vm_addr = rec["net"]["vm_addr"]
+        .as_str()
+        .expect("a private address")
+        .to_string();
+    let tap = rec["net"]["tap"].as_str().unwrap().to_string();
+    assert!(vm_addr.starts_with(&format!("10.78.{n}.")), "{rec}");
+    assert_eq!(rec["spec"]["network"]["tap"]["tap"], tap.as_str(), "{rec}");
+    assert!(
+        rec["spec"]["boot"]["kernel"]["cmdline"]
+            .as_str()
+            .is_some_and(|c| c.contains(&format!(
+                "ip={vm_addr}::10.78.{n}.1:255.255.255.0::eth0:off"
+            ))),
+        "the guest's static address is on its kernel command line: {rec}"
+    );
+    // From outside the namespace: the endpoint answers (DNAT to the VM) ...
+    let body = http_get(&endpoint).expect("GET through the forward");
+    assert!(body.contains(dc_test_guest::HTTP_BODY), "{body:?}");
+    // ... and a port that is not forwarded does not reach it.
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &format!("{ns_addr}:30001").parse().unwrap(),
+            Duration::from_secs(2)
+        )
+        .is_err(),
+        "only the forwarded port is open"
+    );
+    assert!(in_ns(&ns, &["ip", "-o", "link", "show", "master", "dcqbr"]).contains(&tap));
+
+    // The VM's QEMU dies while the agent runs: relaunched, same address and endpoint.
+    let pid = pid_of(&rec);
+    // SAFETY: plain kill(2) of the QEMU this test's agent started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    wait_until(
+        "the dead VM to be relaunched",
+        Duration::from_secs(30),
+        || {
+            let r = s.journal(a);
+            r["handle"]["pid"].as_u64().is_some_and(|p| p as u32 != pid)
+        },
+    );
+    let rec2 = s.journal(a);
+    assert_eq!(rec2["state"], "active");
+    assert_eq!(rec2["net"], rec["net"], "same address, tap and forward");
+    assert!(
+        rec2["note"]
+            .as_str()
+            .is_some_and(|t| t.contains("while the agent was running")),
+        "{rec2}"
+    );
+    wait_until("the relaunched guest to answer", BOOT_WAIT, || {
+        http_get(&endpoint).is_ok_and(|b| b.contains(dc_test_guest::HTTP_BODY))
+    });
+    assert_eq!(s.contract(a)["endpoint"], endpoint.as_str());
+
+    // Cancel: VM, forward and tap gone.
+    s.ok("dev.pem", &["cancel", &a.to_string()]);
+    wait_until("A journaled released", Duration::from_secs(30), || {
+        s.journal(a)["state"] == "released"
+    });
+    let forwards = in_ns(
+        &ns,
+        &["nft", "list", "map", "inet", "dc_tenant", "port_forwards"],
+    );
+    assert!(!forwards.contains("30000"), "{forwards}");
+    assert!(!in_ns(&ns, &["ip", "-o", "link", "show"]).contains(&tap));
+    assert!(http_get(&endpoint).is_err(), "nothing answers after cancel");
+    s.appliance_still_running();
 }

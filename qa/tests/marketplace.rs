@@ -501,12 +501,26 @@ fn marketplace_round_through_dcctl() {
             .unwrap();
         node.accept_contract(c1).await.unwrap();
         node.start_provisioning(c1).await.unwrap();
-        node.report_active(c1, "c1.node1.example".into(), [7; 32])
-            .await
-            .unwrap();
+        // c1 is on the SEV-SNP offering: the ledger wants the predicted measurement.
+        let refused = node
+            .report_active(c1, "c1.node1.example".into(), [7; 32])
+            .await;
+        assert!(
+            refused.is_err(),
+            "a confidential contract needs its launch measurement"
+        );
+        node.report_active_with_measurement(
+            c1,
+            "c1.node1.example".into(),
+            [7; 32],
+            Some([0x4d; 48]),
+        )
+        .await
+        .unwrap();
     });
     let active = env.ok("dev.pem", &["contract", "show", &c1.to_string()]);
     assert_eq!(active["state"], "active");
+    assert_eq!(active["launch_measurement"], "4d".repeat(48));
     assert_eq!(active["endpoint"], "c1.node1.example");
 
     // Extend both; the wrong-state refusals.

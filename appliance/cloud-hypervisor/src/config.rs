@@ -117,7 +117,15 @@ pub fn vfio_config(device: &VfioDevice, id: &str) -> Result<Value, VmmError> {
 /// - SEV-SNP: `platform.sev_snp = true`. The guest policy is not a VmConfig
 ///   field: it comes from the IGVM file, which `launch` checks first
 ///   ([`crate::igvm::check_snp_policy`]).
-/// - serial to `run_dir/serial.log`, virtio-console off.
+/// - serial in `Tty` mode, i.e. to the VMM's stdout, which `launch` points
+///   at `run_dir/serial.log` opened `O_APPEND`; virtio-console off. `File`
+///   mode is not used because Cloud Hypervisor opens that file with
+///   `File::create` (checked in v54's `vmm/src/console_devices.rs`): no
+///   `O_APPEND`, so [`dc_vmm::cap_log`] could not truncate it under the
+///   running VMM (it would keep writing at its old offset, leaving a sparse
+///   file). With a stdout that is not a terminal, `Tty` mode neither sets
+///   raw mode nor reads input (same file, `modify_mode` and
+///   `serial_manager.rs`), and the VMM's own messages go to stderr.
 /// - no virtual IOMMU: VFIO on the host IOMMU does not need one, and for
 ///   SEV-SNP Cloud Hypervisor forces the platform-access feature on virtio
 ///   devices itself.
@@ -199,10 +207,7 @@ pub fn vm_config(spec: &VmSpec) -> Result<Value, VmmError> {
             .collect::<Result<Vec<_>, _>>()?;
         config.insert("devices".into(), Value::Array(devices));
     }
-    config.insert(
-        "serial".into(),
-        json!({ "mode": "File", "file": path_str(&spec.serial_log(), "serial log")? }),
-    );
+    config.insert("serial".into(), json!({ "mode": "Tty" }));
     config.insert("console".into(), json!({ "mode": "Off" }));
     if let Confidential::SevSnp { .. } = spec.confidential {
         config.insert("platform".into(), json!({ "sev_snp": true }));

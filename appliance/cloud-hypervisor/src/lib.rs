@@ -6,6 +6,12 @@
 //! function [`vm_config`], pinned by golden files and checked against the v54
 //! OpenAPI description. Regular, SEV-SNP (IGVM) and VFIO/GPU VMs; TCG and TDX
 //! are refused (QEMU runs those).
+//!
+//! Disks with a base get a qcow2 overlay made with `qemu-img` at launch
+//! ([`dc_vmm::disk`], sized to `Disk::size_gib`). The serial console is the
+//! VMM's stdout, appended to `run_dir/serial.log` so that
+//! [`dc_vmm::cap_log`] can cap it (see [`vm_config`] for why not `File`
+//! mode); the VMM's own messages go to `run_dir/cloud-hypervisor.log`.
 
 pub mod api;
 mod config;
@@ -35,18 +41,35 @@ pub const DEFAULT_SOCKET_TIMEOUT_MS: u64 = 10_000;
 /// How long `delete` lets the VMM exit after `vmm.shutdown` before SIGKILL.
 pub const SHUTDOWN_GRACE_MS: u64 = 3_000;
 
-/// The Cloud Hypervisor backend: `binary` is the `cloud-hypervisor` executable.
+/// The Cloud Hypervisor backend: `binary` is the `cloud-hypervisor`
+/// executable; `qemu_img` makes the VMs' qcow2 disk overlays (Cloud
+/// Hypervisor has no image tool of its own), needed only for disks with a
+/// base whose overlay does not exist yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CloudHypervisor {
     pub binary: PathBuf,
+    pub qemu_img: Option<PathBuf>,
 }
 
 impl CloudHypervisor {
-    /// A backend running `binary`.
+    /// A backend running `binary`, with `qemu-img` from `PATH` if there is one.
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         CloudHypervisor {
             binary: binary.into(),
+            qemu_img: dc_vmm::disk::find_on_path("qemu-img"),
         }
+    }
+
+    /// The same backend with overlays made by `qemu_img` (`None`: refuse
+    /// to launch a VM whose overlay is missing).
+    pub fn with_qemu_img(self, qemu_img: Option<PathBuf>) -> Self {
+        CloudHypervisor { qemu_img, ..self }
+    }
+
+    /// Where the VMM's own messages (stderr) go inside the run directory;
+    /// its stdout is the serial console ([`VmSpec::serial_log`]).
+    pub fn vmm_log(spec: &VmSpec) -> PathBuf {
+        spec.run_dir.join(LOG_NAME)
     }
 
     /// [`Hypervisor::launch`] with an explicit wait for the API socket.
@@ -69,6 +92,11 @@ impl CloudHypervisor {
                 VmmError::InvalidSpec(format!("{}: {reason}", igvm_path.display()))
             })?;
         }
+        if self.qemu_img.is_none() {
+            // Refused before anything starts; the overlays themselves are
+            // made once the VMM has shown it can run the VM.
+            dc_vmm::disk::create_missing_overlays(None, &spec.disks)?;
+        }
         std::fs::create_dir_all(&spec.run_dir).map_err(|e| VmmError::io(&spec.run_dir, e))?;
         let socket = spec.run_dir.join(API_SOCKET_NAME);
         // A socket left by an earlier VMM of this directory would be mistaken
@@ -83,8 +111,13 @@ impl CloudHypervisor {
         })?;
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--api-socket").arg(format!("path={socket_arg}"));
-        let log = spec.run_dir.join(LOG_NAME);
-        let spawned = process::spawn_detached(cmd, &log)?;
+        let log = Self::vmm_log(spec);
+        // The serial console is the VMM's stdout (VmConfig `serial.mode` Tty),
+        // appended to a fresh log per launch (the previous one becomes
+        // serial.log.1) so a readiness check never sees an old boot's marker.
+        let serial_log = spec.serial_log();
+        dc_vmm::rotate_log(&serial_log).map_err(|e| VmmError::io(&serial_log, e))?;
+        let spawned = process::spawn_detached_split(cmd, &serial_log, &log)?;
         let handle = VmHandle {
             id: spec.id.clone(),
             backend: BackendKind::CloudHypervisor,
@@ -98,6 +131,9 @@ impl CloudHypervisor {
         let configured = wait_for_socket(&handle, socket_timeout, &log).and_then(|()| {
             let client = ApiClient::new(&handle.api_socket);
             check_build_features(&client, spec)?;
+            // Overlays only once the VMM is known to be able to run the VM,
+            // so a refused launch leaves no disk behind.
+            dc_vmm::disk::create_missing_overlays(self.qemu_img.as_deref(), &spec.disks)?;
             client.put("vm.create", Some(&config))?;
             client.put("vm.boot", None)?;
             Ok(())

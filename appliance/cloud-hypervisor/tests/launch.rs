@@ -79,8 +79,18 @@ fn wait_exited(pid: Option<u32>) -> bool {
     true
 }
 
+/// `spec` with its run directory made and a file at every disk path, so
+/// launch takes them as existing disks and makes no overlay.
+fn with_existing_disks(spec: VmSpec) -> VmSpec {
+    std::fs::create_dir_all(&spec.run_dir).unwrap();
+    for d in &spec.disks {
+        std::fs::write(&d.path, b"").unwrap();
+    }
+    spec
+}
+
 fn tap_spec(run_dir: &Path) -> VmSpec {
-    tap_vsock_spec(run_dir)
+    with_existing_disks(tap_vsock_spec(run_dir))
 }
 
 #[test]
@@ -131,6 +141,91 @@ fn launch_creates_and_boots_then_delete_stops_it() {
     ch.delete(&handle).unwrap();
     assert!(!handle.is_alive());
     assert!(!handle.api_socket.exists());
+}
+
+/// The open flags (octal `flags:` of /proc/PID/fdinfo/FD).
+fn fd_flags(pid: u32, fd: u32) -> u32 {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+    let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap();
+    u32::from_str_radix(flags.trim(), 8).unwrap()
+}
+
+#[test]
+fn launch_makes_sized_overlays_and_appends_the_serial_console_to_its_own_log() {
+    let Some(qemu_img) = dc_vmm::disk::find_on_path("qemu-img") else {
+        eprintln!("SKIPPED: qemu-img is not installed");
+        return;
+    };
+    let bin = tempfile::tempdir().unwrap();
+    let run = tempfile::tempdir().unwrap();
+    let run_dir = run.path().join("c42");
+    let base = run.path().join("base.raw");
+    std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+    let ch = CloudHypervisor::new(fake_binary(
+        bin.path(),
+        "echo guest-console-line; echo vmm-message >&2; exec sleep 120",
+    ))
+    .with_qemu_img(Some(qemu_img.clone()));
+    let mut spec = tap_vsock_spec(&run_dir);
+    spec.disks[0].base = Some(base);
+    spec.disks[0].size_gib = Some(2);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(&spec.disks[1].path, b"").unwrap();
+    std::fs::write(spec.serial_log(), "previous boot\n").unwrap();
+    let _logs = serve_when_started(bin.path().to_path_buf(), |req| {
+        if req.path.ends_with("vmm.shutdown") {
+            Vec::new()
+        } else {
+            no_content()
+        }
+    });
+    let handle = ch
+        .launch_with_timeout(&spec, Duration::from_secs(10))
+        .unwrap();
+
+    let info = std::process::Command::new(&qemu_img)
+        .args(["info", "--output=json", "-f", "qcow2"])
+        .arg(&spec.disks[0].path)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 2u64 << 30, "{info}");
+
+    // stdout (the serial console) and stderr (the VMM's messages) apart,
+    // both appended; the previous boot's console log moved to serial.log.1.
+    assert_eq!(
+        fd_flags(handle.pid, 1) & libc::O_APPEND as u32,
+        libc::O_APPEND as u32
+    );
+    assert_eq!(
+        fd_flags(handle.pid, 2) & libc::O_APPEND as u32,
+        libc::O_APPEND as u32
+    );
+    assert_eq!(
+        std::fs::read_to_string(spec.serial_log()).unwrap(),
+        "guest-console-line\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dc_vmm::rotated_path(&spec.serial_log())).unwrap(),
+        "previous boot\n"
+    );
+    let vmm_log = std::fs::read_to_string(CloudHypervisor::vmm_log(&spec)).unwrap();
+    assert!(
+        vmm_log.contains("vmm-message") && !vmm_log.contains("guest-console"),
+        "{vmm_log}"
+    );
+    ch.delete(&handle).unwrap();
+
+    // A missing overlay without qemu-img is refused before anything starts.
+    let other = tempfile::tempdir().unwrap();
+    let mut spec = tap_vsock_spec(&other.path().join("c43"));
+    spec.disks.truncate(1);
+    let err = ch
+        .clone()
+        .with_qemu_img(None)
+        .launch_with_timeout(&spec, Duration::from_secs(1))
+        .unwrap_err();
+    assert!(err.to_string().contains("no qemu-img"), "{err}");
 }
 
 #[test]
@@ -324,7 +419,7 @@ fn an_snp_launch_checks_the_policy_inside_the_igvm_file_first() {
             igvm,
             cmdline: String::new(),
         },
-        ..snp_spec(&dir.path().join("run"))
+        ..with_existing_disks(snp_spec(&dir.path().join("run")))
     };
     for (igvm, needle) in [
         (
@@ -372,7 +467,7 @@ fn an_snp_launch_on_a_build_without_sev_snp_is_refused_before_vm_create() {
             igvm: igvm_file(dir.path(), 0x30000),
             cmdline: String::new(),
         },
-        ..snp_spec(&dir.path().join("run"))
+        ..with_existing_disks(snp_spec(&dir.path().join("run")))
     };
     let err = ch
         .launch_with_timeout(&spec, Duration::from_secs(10))

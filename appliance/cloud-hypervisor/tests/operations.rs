@@ -226,6 +226,7 @@ fn hot_plug_and_unplug() {
         path: dir.path().join("extra.qcow2"),
         base: Some("/base.qcow2".into()),
         readonly: true,
+        size_gib: None,
     };
     assert_eq!(
         ch.add_device(&handle, &Device::Disk(disk)).unwrap(),

@@ -125,6 +125,7 @@ fn root_disk(dir: &Path) -> Disk {
             path: overlay,
             base: Some(base),
             readonly: false,
+            size_gib: None,
         }
     } else {
         eprintln!("qemu-img not found: the root disk is raw, the qcow2 overlay reboot case is not covered");
@@ -134,6 +135,7 @@ fn root_disk(dir: &Path) -> Disk {
             path: raw,
             base: None,
             readonly: false,
+            size_gib: None,
         }
     }
 }
@@ -238,6 +240,7 @@ fn boots_a_stub_guest_and_drives_it() {
                 path: extra,
                 base: None,
                 readonly: true,
+                size_gib: None,
             }),
         )
         .unwrap();
@@ -296,6 +299,7 @@ fn boots_the_stub_with_tap_vsock_and_two_disks() {
                 path: seed,
                 base: None,
                 readonly: true,
+                size_gib: None,
             },
         ],
         network: Network::Tap {

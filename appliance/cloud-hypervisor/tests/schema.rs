@@ -143,6 +143,7 @@ fn hot_plug_bodies_match_the_openapi_schema() {
         path: "/run/dc/vms/c42/extra.qcow2".into(),
         base: Some("/b".into()),
         readonly: true,
+        size_gib: None,
     };
     check(
         &doc,

@@ -230,6 +230,12 @@ impl AddressTable {
         Err(NetError::AddressesExhausted { subnet: subnet.to_string(), capacity })
     }
 
+    /// Records that `vm_id` holds `addr` (an address journaled earlier), so
+    /// [`Self::assign`] gives it to no other VM.
+    pub fn insert(&mut self, vm_id: &str, addr: Ipv4Addr) {
+        self.assigned.insert(vm_id.to_string(), addr);
+    }
+
     /// The address `vm_id` holds, if any.
     pub fn get(&self, vm_id: &str) -> Option<Ipv4Addr> {
         self.assigned.get(vm_id).copied()

@@ -13,6 +13,18 @@
 //!   `SevCommonProperties` `cbitpos`, `reduced-phys-bits`, `kernel-hashes`;
 //!   firmware with `-bios` (as in the SNP examples of the AMD patch series
 //!   and `docs/system/i386/amd-memory-encryption.rst`).
+//! - SEV-SNP vCPU model: the launch measurement covers one VMSA per vCPU,
+//!   and the VMSA's RDX holds the CPUID signature of the vCPU model. `-cpu
+//!   host` would make the measurement depend on the host's CPU, so SNP
+//!   guests get the fixed model [`SNP_CPU_MODEL`] (`EPYC-v4`, a versioned
+//!   QEMU model name listed by `-cpu help` since QEMU 8; SNP needs QEMU 9.1
+//!   or later anyway). It is what dstack's SNP guests use (their hardware
+//!   report is reproduced by `dc_measure` with it), and its features are a
+//!   subset of every SNP-capable EPYC (Milan, Genoa, Turin).
+//! - Serial log: `-chardev file,...,append=on` (`ChardevFile.append`,
+//!   QEMU 2.6+) opens it `O_APPEND`, which is what lets
+//!   [`dc_vmm::cap_log`] truncate it while QEMU runs; without it QEMU would
+//!   also truncate the log itself at every start.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +38,30 @@ pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 /// Number of empty PCIe root ports left for hot-plugged devices (q35's root
 /// bus itself does not support hot-plug).
 pub const HOTPLUG_PORTS: usize = 4;
+
+/// The QEMU CPU model of every SEV-SNP guest. The one place it is set:
+/// [`command_line`] passes it to `-cpu` and the launch-measurement
+/// prediction (`dc_measure::snp`) takes it as the vCPU type. Changing it
+/// changes every SNP measurement.
+pub const SNP_CPU_MODEL: &str = "EPYC-v4";
+
+/// SEV_FEATURES of an SNP guest's VMSAs as QEMU launches it: SNPActive
+/// (bit 0) only. QEMU 9.1+ creates SNP guests with `KVM_SEV_INIT2`, whose
+/// VMSA features are what QEMU asks for, and it asks for none (DebugSwap is
+/// not enabled by default), so KVM sets just SNPActive. The measurement
+/// prediction needs it.
+pub const SNP_SEV_FEATURES: u64 = 0x1;
+
+/// The `-cpu` model for `spec`: [`SNP_CPU_MODEL`] for SEV-SNP (the
+/// measurement depends on it), `host` for other KVM guests, `max` under
+/// software emulation.
+pub fn cpu_model(spec: &VmSpec) -> &'static str {
+    match (&spec.confidential, spec.accel) {
+        (Confidential::SevSnp { .. }, _) => SNP_CPU_MODEL,
+        (_, Accel::Kvm) => "host",
+        (_, Accel::Tcg) => "max",
+    }
+}
 
 /// AMD C-bit position and physical address bits lost to encryption on current
 /// EPYC parts (Milan, Genoa, Turin).
@@ -104,9 +140,7 @@ pub fn vfio_bdf(sysfs_path: &Path) -> Result<String, VmmError> {
 
 /// A path as one QEMU option value: UTF-8, commas doubled (QEMU's escape).
 fn opt_path(path: &Path) -> Result<String, VmmError> {
-    let text = path
-        .to_str()
-        .ok_or_else(|| VmmError::InvalidSpec(format!("path {} is not UTF-8", path.display())))?;
+    let text = path.to_str().ok_or_else(|| VmmError::InvalidSpec(format!("path {} is not UTF-8", path.display())))?;
     if text.contains('\n') || text.contains('\0') {
         return Err(VmmError::InvalidSpec(format!("path {text:?} has a newline or NUL")));
     }
@@ -168,7 +202,7 @@ pub fn command_line(spec: &VmSpec, paths: &RunPaths) -> Result<Vec<String>, VmmE
         Confidential::SevSnp { .. } => machine.push_str(",confidential-guest-support=sev0"),
     }
     push(&["-machine", &machine]);
-    push(&["-cpu", if spec.accel == Accel::Kvm { "host" } else { "max" }]);
+    push(&["-cpu", cpu_model(spec)]);
     push(&["-smp", &spec.vcpus.to_string()]);
     push(&["-m", &format!("{}M", spec.memory_mib)]);
 
@@ -263,7 +297,10 @@ pub fn command_line(spec: &VmSpec, paths: &RunPaths) -> Result<Vec<String>, VmmE
                 return Err(VmmError::InvalidSpec(format!("MAC address {mac:?} is not six hex pairs")));
             }
             push(&["-netdev", &format!("tap,id=net0,ifname={tap},script=no,downscript=no")]);
-            push(&["-device", &format!("virtio-net-pci,id=nic0,netdev=net0,mac={},romfile={virtio_extra}", mac.to_ascii_lowercase())]);
+            push(&[
+                "-device",
+                &format!("virtio-net-pci,id=nic0,netdev=net0,mac={},romfile={virtio_extra}", mac.to_ascii_lowercase()),
+            ]);
         }
     }
 
@@ -283,7 +320,8 @@ pub fn command_line(spec: &VmSpec, paths: &RunPaths) -> Result<Vec<String>, VmmE
         ]);
     }
 
-    push(&["-chardev", &format!("file,id=serial0,path={}", opt_path(&paths.serial_log)?)]);
+    // append=on: O_APPEND, so the log can be capped under the running QEMU.
+    push(&["-chardev", &format!("file,id=serial0,path={},append=on", opt_path(&paths.serial_log)?)]);
     push(&["-serial", "chardev:serial0"]);
     push(&["-qmp", &format!("unix:{},server=on,wait=off", opt_path(&paths.qmp_socket)?)]);
     push(&["-pidfile", &arg_path(&paths.pidfile)?]);

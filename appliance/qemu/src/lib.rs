@@ -13,14 +13,16 @@ mod cmdline;
 pub mod qmp;
 
 pub use cmdline::{
-    command_line, disk_format, disk_id, hotplug_port_id, vfio_bdf, RunPaths, HOTPLUG_PORTS, MAX_SOCKET_PATH_BYTES,
+    command_line, cpu_model, disk_format, disk_id, hotplug_port_id, vfio_bdf, RunPaths, HOTPLUG_PORTS,
+    MAX_SOCKET_PATH_BYTES, SNP_CPU_MODEL, SNP_SEV_FEATURES,
 };
+pub use dc_vmm::disk::{create_overlay, detect_format};
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use dc_vmm::disk::find_on_path;
 use dc_vmm::process::{is_same_process_alive, signal_if_same, spawn_detached};
 use dc_vmm::{
     BackendKind, Confidential, Device, Disk, Hypervisor, VmCounters, VmHandle, VmInfo, VmSpec, VmState, VmmError,
@@ -52,10 +54,8 @@ impl Qemu {
     /// `/dev/kvm` opens read-write.
     pub fn detect() -> Result<Self, VmmError> {
         let find = |name: &str| {
-            find_on_path(name).ok_or_else(|| VmmError::Unsupported {
-                backend: BACKEND,
-                reason: format!("{name} not found on PATH"),
-            })
+            find_on_path(name)
+                .ok_or_else(|| VmmError::Unsupported { backend: BACKEND, reason: format!("{name} not found on PATH") })
         };
         Ok(Qemu {
             binary: find("qemu-system-x86_64")?,
@@ -130,20 +130,11 @@ impl Qemu {
     }
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
-}
-
-/// The last lines of QEMU's log, for error messages.
+/// The last lines of QEMU's log, for error messages (its tail: the log is
+/// appended to across launches).
 fn log_tail(log: &Path) -> String {
-    let mut text = String::new();
-    if let Ok(file) = std::fs::File::open(log) {
-        let _ = file.take(64 * 1024).read_to_string(&mut text);
-    }
+    let bytes = dc_vmm::read_log_tail(log, 64 * 1024).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
     if tail.is_empty() {
@@ -151,43 +142,6 @@ fn log_tail(log: &Path) -> String {
     } else {
         tail
     }
-}
-
-/// The format of an existing image, from its first bytes (qcow2 magic, else raw).
-pub fn detect_format(image: &Path) -> Result<&'static str, VmmError> {
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(image).map_err(|e| VmmError::io(image, e))?;
-    match file.read_exact(&mut magic) {
-        Ok(()) if magic == *b"QFI\xfb" => Ok("qcow2"),
-        _ => Ok("raw"),
-    }
-}
-
-/// Creates `overlay` as a qcow2 copy-on-write layer over `base`
-/// (`qemu-img create -f qcow2 -b BASE -F FMT OVERLAY`), the base's format
-/// detected from its header and named explicitly so QEMU never probes it.
-pub fn create_overlay(qemu_img: &Path, base: &Path, overlay: &Path) -> Result<(), VmmError> {
-    let format = detect_format(base)?;
-    let output = Command::new(qemu_img)
-        .arg("create")
-        .args(["-q", "-f", "qcow2", "-b"])
-        .arg(base)
-        .args(["-F", format])
-        .arg(overlay)
-        .output()
-        .map_err(|e| VmmError::Spawn { program: qemu_img.display().to_string(), reason: e.to_string() })?;
-    if !output.status.success() {
-        return Err(VmmError::Io {
-            path: overlay.to_path_buf(),
-            reason: format!(
-                "qemu-img create over {} failed ({}): {}",
-                base.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// Maps QMP `query-status` to our run state.
@@ -267,7 +221,10 @@ impl Hypervisor for Qemu {
             }
         }
         if !self.binary.exists() {
-            return Err(VmmError::Unsupported { backend: BACKEND, reason: format!("{} is missing", self.binary.display()) });
+            return Err(VmmError::Unsupported {
+                backend: BACKEND,
+                reason: format!("{} is missing", self.binary.display()),
+            });
         }
         Ok(())
     }
@@ -281,13 +238,11 @@ impl Hypervisor for Qemu {
             std::fs::set_permissions(&spec.run_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| VmmError::io(&spec.run_dir, e))?;
         }
-        for disk in &spec.disks {
-            if let Some(base) = &disk.base {
-                if !disk.path.exists() {
-                    create_overlay(&self.qemu_img, base, &disk.path)?;
-                }
-            }
-        }
+        dc_vmm::disk::create_missing_overlays(Some(&self.qemu_img), &spec.disks)?;
+        // A fresh serial log per launch (the last one becomes serial.log.1),
+        // so a readiness check never finds the previous boot's marker; QEMU
+        // appends to it from then on.
+        dc_vmm::rotate_log(&paths.serial_log).map_err(|e| VmmError::io(&paths.serial_log, e))?;
         // A socket or pidfile left by an earlier run of this VM would make the
         // wait below connect to nothing, or mislead a reader.
         for stale in [&paths.qmp_socket, &paths.pidfile] {
@@ -427,11 +382,7 @@ impl Hypervisor for Qemu {
 
 fn node_exists(client: &mut QmpClient, node: &str) -> Result<bool, VmmError> {
     let nodes = client.execute("query-named-block-nodes", Some(json!({"flat": true})))?;
-    Ok(nodes
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|n| n.get("node-name").and_then(Value::as_str) == Some(node)))
+    Ok(nodes.as_array().into_iter().flatten().any(|n| n.get("node-name").and_then(Value::as_str) == Some(node)))
 }
 
 /// Hot-plugs a disk: a block node, then a virtio-blk device on a free port.
@@ -478,7 +429,9 @@ fn plug(client: &mut QmpClient, mut arguments: Value) -> Result<(), VmmError> {
         match client.execute("device_add", Some(arguments.clone())) {
             Ok(_) => return Ok(()),
             // An occupied port; try the next one.
-            Err(VmmError::Api { reason, operation, backend }) if reason.contains("in use") || reason.contains("not available") || reason.contains("full") => {
+            Err(VmmError::Api { reason, operation, backend })
+                if reason.contains("in use") || reason.contains("not available") || reason.contains("full") =>
+            {
                 last = Some(VmmError::Api { reason, operation, backend });
             }
             Err(e) => return Err(e),
@@ -549,27 +502,5 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c["disk0"]["read_bytes"], 512);
         assert_eq!(c["disk0"]["flush_ops"], 3);
-    }
-
-    #[test]
-    fn overlays_name_the_detected_base_format() {
-        let Some(qemu_img) = find_on_path("qemu-img") else {
-            eprintln!("SKIPPED overlays_name_the_detected_base_format: qemu-img is not installed");
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let base = dir.path().join("base.raw");
-        std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
-        let overlay = dir.path().join("vm.qcow2");
-        create_overlay(&qemu_img, &base, &overlay).unwrap();
-        assert_eq!(detect_format(&overlay).unwrap(), "qcow2");
-        assert_eq!(detect_format(&base).unwrap(), "raw");
-        let second = dir.path().join("vm2.qcow2");
-        create_overlay(&qemu_img, &overlay, &second).unwrap();
-        let info = Command::new(&qemu_img).args(["info", "--output=json"]).arg(&second).output().unwrap();
-        let info: Value = serde_json::from_slice(&info.stdout).unwrap();
-        assert_eq!(info["backing-filename-format"], "qcow2");
-        let err = create_overlay(&qemu_img, &base, &dir.path().join("missing/dir/x.qcow2")).unwrap_err();
-        assert!(err.to_string().contains("qemu-img create"), "{err}");
     }
 }

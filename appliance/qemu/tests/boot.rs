@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use dc_vmm::{Accel, Boot, Confidential, Device, Disk, Hypervisor, Network, PortForward, VmHandle, VmSpec, VmState, VmmError};
+use dc_vmm::{
+    Accel, Boot, Confidential, Device, Disk, Hypervisor, Network, PortForward, VmHandle, VmSpec, VmState, VmmError,
+};
 use dc_vmm_qemu::Qemu;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -59,8 +61,18 @@ fn boots_serves_http_survives_adoption_and_is_deleted() {
         id: "qemu-boot-test".into(),
         vcpus: 1,
         memory_mib: 256,
-        boot: Boot::Kernel { kernel: guest.kernel.clone(), initrd: Some(guest.initrd.clone()), cmdline: guest.cmdline.clone(), firmware: None },
-        disks: vec![Disk { path: dir.path().join("vm/root.qcow2"), base: Some(base.clone()), readonly: false }],
+        boot: Boot::Kernel {
+            kernel: guest.kernel.clone(),
+            initrd: Some(guest.initrd.clone()),
+            cmdline: guest.cmdline.clone(),
+            firmware: None,
+        },
+        disks: vec![Disk {
+            path: dir.path().join("vm/root.qcow2"),
+            base: Some(base.clone()),
+            readonly: false,
+            size_gib: Some(1),
+        }],
         network: Network::User {
             forwards: vec![PortForward { host_addr: IpAddr::V4(Ipv4Addr::LOCALHOST), host_port: port, guest_port: 80 }],
         },
@@ -71,17 +83,33 @@ fn boots_serves_http_survives_adoption_and_is_deleted() {
         run_dir: dir.path().join("vm"),
     };
     std::fs::create_dir_all(&spec.run_dir).unwrap();
+    // A serial log left by an earlier boot of this VM.
+    std::fs::write(spec.serial_log(), "stale boot\n").unwrap();
 
     let handle = qemu.launch(&spec).expect("launch");
     let mut guard = KillOnDrop(Some(handle.clone()));
     assert!(handle.is_alive());
     assert!(spec.disks[0].path.exists(), "launch made the overlay");
+    let info = std::process::Command::new(&qemu.qemu_img)
+        .args(["info", "--output=json", "-U", "-f", "qcow2"])
+        .arg(&spec.disks[0].path)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["virtual-size"], 1u64 << 30, "the overlay has the disk's size_gib: {info}");
+    assert_eq!(std::fs::read_to_string(dc_vmm::rotated_path(&spec.serial_log())).unwrap(), "stale boot\n");
+    assert_eq!(
+        serial_fd_flags(handle.pid, &spec.serial_log()) & libc::O_APPEND as u32,
+        libc::O_APPEND as u32,
+        "QEMU appends to the serial log"
+    );
 
     // Boot: the ready line on the serial console, then HTTP through the forward.
     let deadline = Instant::now() + BOOT_TIMEOUT;
     loop {
         let serial = std::fs::read_to_string(spec.serial_log()).unwrap_or_default();
         if serial.contains("dc-test-guest ready") {
+            assert!(!serial.contains("stale boot"), "the previous boot's log was rotated away");
             break;
         }
         assert!(Instant::now() < deadline, "no ready line within {BOOT_TIMEOUT:?}; serial tail: {}", tail(&serial));
@@ -116,7 +144,9 @@ fn boots_serves_http_survives_adoption_and_is_deleted() {
     // Hot-plug a second disk onto a free root port.
     let extra = dir.path().join("extra.raw");
     std::fs::write(&extra, vec![0u8; 1 << 20]).unwrap();
-    let id = qemu.add_device(&handle, &Device::Disk(Disk { path: extra, base: None, readonly: true })).unwrap();
+    let id = qemu
+        .add_device(&handle, &Device::Disk(Disk { path: extra, base: None, readonly: true, size_gib: None }))
+        .unwrap();
     assert_eq!(id, "disk1");
     assert!(qemu.info(&handle).unwrap().devices.contains(&id));
     // Unplug needs the guest's PCIe hot-plug driver to release the device.
@@ -156,7 +186,12 @@ fn a_failing_launch_leaves_nothing_running() {
         id: "qemu-bad".into(),
         vcpus: 1,
         memory_mib: 128,
-        boot: Boot::Kernel { kernel: dir.path().join("no-such-kernel"), initrd: None, cmdline: String::new(), firmware: None },
+        boot: Boot::Kernel {
+            kernel: dir.path().join("no-such-kernel"),
+            initrd: None,
+            cmdline: String::new(),
+            firmware: None,
+        },
         disks: vec![],
         network: Network::None,
         vsock_cid: None,
@@ -168,6 +203,20 @@ fn a_failing_launch_leaves_nothing_running() {
     let err = qemu.launch(&spec).unwrap_err();
     assert!(matches!(err, VmmError::Spawn { .. }), "{err}");
     assert!(err.to_string().contains("no-such-kernel"), "QEMU's own complaint is in the error: {err}");
+}
+
+/// The open flags (octal `flags:` of /proc/PID/fdinfo) of `pid`'s descriptor for `path`.
+fn serial_fd_flags(pid: u32, path: &std::path::Path) -> u32 {
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let entry = entry.unwrap();
+        if std::fs::read_link(entry.path()).is_ok_and(|target| target == path) {
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy())).unwrap();
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim();
+            return u32::from_str_radix(flags, 8).unwrap();
+        }
+    }
+    panic!("QEMU {pid} has no descriptor for {}", path.display());
 }
 
 fn tail(text: &str) -> String {

@@ -25,9 +25,14 @@ fn base_spec(id: &str) -> VmSpec {
             path: format!("/var/lib/dc/vms/{id}/root.qcow2").into(),
             base: Some("/var/lib/dc/images/debian-12.raw".into()),
             readonly: false,
+            size_gib: Some(20),
         }],
         network: Network::User {
-            forwards: vec![PortForward { host_addr: IpAddr::V4(Ipv4Addr::LOCALHOST), host_port: 18080, guest_port: 80 }],
+            forwards: vec![PortForward {
+                host_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host_port: 18080,
+                guest_port: 80,
+            }],
         },
         vsock_cid: None,
         vfio: vec![],
@@ -86,6 +91,11 @@ fn snp_vm_with_kernel_hashes() {
         vsock_cid: Some(3),
         ..with_firmware(base_spec("c3"))
     };
+    let args = command_line(&spec, &RunPaths::for_spec(&spec)).unwrap();
+    // The vCPU model is part of the SNP launch measurement: never the host's.
+    let cpu = args.iter().position(|a| a == "-cpu").map(|i| args[i + 1].as_str());
+    assert_eq!(cpu, Some(dc_vmm_qemu::SNP_CPU_MODEL));
+    assert_eq!(dc_vmm_qemu::cpu_model(&spec), dc_vmm_qemu::SNP_CPU_MODEL);
     check_golden("snp-kernel-hashes", &spec);
 }
 
@@ -110,8 +120,13 @@ fn vm_with_a_tap_device() {
         accel: Accel::Kvm,
         network: Network::Tap { tap: "dctap5".into(), mac: "52:54:00:AB:CD:05".into() },
         disks: vec![
-            Disk { path: "/var/lib/dc/vms/c5/root.qcow2".into(), base: Some("/var/lib/dc/images/base.qcow2".into()), readonly: false },
-            Disk { path: "/var/lib/dc/vms/c5/data,1.img".into(), base: None, readonly: true },
+            Disk {
+                path: "/var/lib/dc/vms/c5/root.qcow2".into(),
+                base: Some("/var/lib/dc/images/base.qcow2".into()),
+                readonly: false,
+                size_gib: None,
+            },
+            Disk { path: "/var/lib/dc/vms/c5/data,1.img".into(), base: None, readonly: true, size_gib: None },
         ],
         ..base_spec("c5")
     };
@@ -137,10 +152,25 @@ fn unsafe_or_impossible_specs_are_refused() {
         VmSpec { confidential: Confidential::Tdx { mrconfigid: [0; 48] }, accel: Accel::Kvm, ..base_spec("c6") },
         "firmware",
     );
-    refused(VmSpec { network: Network::Tap { tap: "tap0,script=/evil".into(), mac: "52:54:00:00:00:01".into() }, ..base_spec("c6") }, "tap");
-    refused(VmSpec { network: Network::Tap { tap: "tap0".into(), mac: "52:54:00:00:00".into() }, ..base_spec("c6") }, "MAC");
-    refused(VmSpec { vfio: vec![VfioDevice { sysfs_path: "/sys/bus/pci/devices/41:00.0,x=y".into() }], ..base_spec("c6") }, "PCI address");
+    refused(
+        VmSpec {
+            network: Network::Tap { tap: "tap0,script=/evil".into(), mac: "52:54:00:00:00:01".into() },
+            ..base_spec("c6")
+        },
+        "tap",
+    );
+    refused(
+        VmSpec { network: Network::Tap { tap: "tap0".into(), mac: "52:54:00:00:00".into() }, ..base_spec("c6") },
+        "MAC",
+    );
+    refused(
+        VmSpec { vfio: vec![VfioDevice { sysfs_path: "/sys/bus/pci/devices/41:00.0,x=y".into() }], ..base_spec("c6") },
+        "PCI address",
+    );
     refused(VmSpec { run_dir: PathBuf::from("/run/").join("d".repeat(120)), ..base_spec("c6") }, "socket path");
-    let err = refused(VmSpec { boot: Boot::Igvm { igvm: "/x.igvm".into(), cmdline: String::new() }, ..base_spec("c6") }, "IGVM");
+    let err = refused(
+        VmSpec { boot: Boot::Igvm { igvm: "/x.igvm".into(), cmdline: String::new() }, ..base_spec("c6") },
+        "IGVM",
+    );
     assert!(matches!(err, VmmError::Unsupported { .. }));
 }

@@ -5,11 +5,15 @@
 //! what to launch; a [`VmHandle`] is everything needed to find the running VMM
 //! again after the supervisor restarts (the VMM process is not a child that
 //! dies with it). [`process`] has the detached spawn and the liveness check
-//! both backends use.
+//! both backends use, [`disk`] the qcow2 overlays (sized to
+//! [`Disk::size_gib`]), and [`cap_log`] keeps the logs a VMM writes bounded.
 
+pub mod disk;
+mod log;
 pub mod process;
 mod spec;
 
+pub use log::{cap_log, read_log_tail, rotate_log, rotated_path};
 pub use spec::*;
 
 use std::path::{Path, PathBuf};

@@ -22,10 +22,25 @@ pub struct Spawned {
 /// /dev/null, stdout and stderr appended to `log`. The child is not waited
 /// for; when the supervisor exits it is re-parented to init (or the nearest
 /// subreaper), which reaps it.
-pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Spawned, VmmError> {
+pub fn spawn_detached(cmd: Command, log: &Path) -> Result<Spawned, VmmError> {
+    spawn_detached_split(cmd, log, log)
+}
+
+/// [`spawn_detached`] with stdout and stderr going to two files, each
+/// opened with `O_APPEND` (so [`crate::cap_log`] can truncate them under
+/// the running process). Cloud Hypervisor's serial console goes to its
+/// stdout this way, apart from its own messages on stderr.
+pub fn spawn_detached_split(mut cmd: Command, stdout_log: &Path, stderr_log: &Path) -> Result<Spawned, VmmError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(|e| VmmError::io(log, e))?;
-    let err = out.try_clone().map_err(|e| VmmError::io(log, e))?;
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| VmmError::io(path, e))
+    };
+    let out = open(stdout_log)?;
+    let err = if stderr_log == stdout_log {
+        out.try_clone().map_err(|e| VmmError::io(stderr_log, e))?
+    } else {
+        open(stderr_log)?
+    };
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
@@ -44,10 +59,8 @@ pub fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Spawned, VmmError>
         let mut child = child;
         let _ = child.wait();
     });
-    let start_ticks = start_ticks(pid).ok_or_else(|| VmmError::Spawn {
-        program,
-        reason: format!("process {pid} exited immediately"),
-    })?;
+    let start_ticks = start_ticks(pid)
+        .ok_or_else(|| VmmError::Spawn { program, reason: format!("process {pid} exited immediately") })?;
     Ok(Spawned { pid, start_ticks })
 }
 
@@ -111,6 +124,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = spawn_detached(Command::new("/nonexistent/vmm"), &dir.path().join("log")).unwrap_err();
         assert!(matches!(err, VmmError::Spawn { .. }));
+    }
+
+    #[test]
+    fn split_output_goes_to_two_appended_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+        std::fs::write(&out, "before\n").unwrap();
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo to-stdout; echo to-stderr >&2"]);
+        let s = spawn_detached_split(cmd, &out, &err);
+        // The child may be gone before its start time is read; wait for output either way.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::read_to_string(&err).unwrap_or_default().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(s.is_ok() || matches!(s, Err(VmmError::Spawn { .. })));
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "before\nto-stdout\n", "appended, not truncated");
+        assert_eq!(std::fs::read_to_string(&err).unwrap(), "to-stderr\n");
     }
 
     #[test]

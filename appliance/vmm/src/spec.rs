@@ -67,6 +67,21 @@ impl VmSpec {
         if self.confidential != Confidential::None && self.accel == Accel::Tcg {
             return bad("a confidential VM needs hardware virtualization".into());
         }
+        for disk in &self.disks {
+            match (disk.size_gib, &disk.base) {
+                (Some(0), _) => return bad(format!("disk {}: size_gib must be at least 1", disk.path.display())),
+                (Some(_), None) => {
+                    return bad(format!(
+                        "disk {}: size_gib sizes the overlay made over a base image, and this disk has no base",
+                        disk.path.display()
+                    ))
+                }
+                (Some(gib), Some(_)) if gib.checked_mul(crate::disk::GIB).is_none() => {
+                    return bad(format!("disk {}: size_gib {gib} overflows bytes", disk.path.display()))
+                }
+                _ => {}
+            }
+        }
         if let Network::User { forwards } = &self.network {
             for f in forwards {
                 if f.guest_port == 0 {
@@ -99,6 +114,13 @@ pub struct Disk {
     /// Read-only base image the overlay was made from, if any.
     pub base: Option<PathBuf>,
     pub readonly: bool,
+    /// Virtual size of the overlay in GiB (1 GiB = 2^30 bytes), applied when
+    /// the backend creates it ([`crate::disk::create_overlay`]); `None` keeps
+    /// the base image's size. Only meaningful with a `base`. An overlay that
+    /// already exists (a relaunch over the tenant's disk) is used as it is.
+    /// Absent in journals written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_gib: Option<u64>,
 }
 
 /// Guest networking.
@@ -108,9 +130,14 @@ pub enum Network {
     None,
     /// User-mode networking (QEMU `-netdev user`): unprivileged, for tests
     /// and hosts without a bridge; inbound only through `forwards`.
-    User { forwards: Vec<PortForward> },
+    User {
+        forwards: Vec<PortForward>,
+    },
     /// A tap device already attached to the tenant bridge.
-    Tap { tap: String, mac: String },
+    Tap {
+        tap: String,
+        mac: String,
+    },
 }
 
 /// Host address:port forwarded to a guest TCP port.
@@ -191,17 +218,29 @@ mod tests {
         }
     }
 
+    fn disk(size_gib: Option<u64>) -> Disk {
+        Disk { path: "/v/root.qcow2".into(), base: Some("/i/base.qcow2".into()), readonly: false, size_gib }
+    }
+
     #[test]
     fn validation_names_what_is_wrong() {
         assert!(spec().validate().is_ok());
+        assert!(VmSpec { disks: vec![disk(Some(20)), disk(None)], ..spec() }.validate().is_ok());
         for (s, needle) in [
             (VmSpec { id: "C42".into(), ..spec() }, "id"),
             (VmSpec { vcpus: 0, ..spec() }, "vcpus"),
             (VmSpec { memory_mib: 1, ..spec() }, "memory_mib"),
             (VmSpec { vsock_cid: Some(2), ..spec() }, "cid"),
+            (VmSpec { disks: vec![disk(Some(0))], ..spec() }, "at least 1"),
+            (VmSpec { disks: vec![Disk { base: None, ..disk(Some(4)) }], ..spec() }, "no base"),
+            (VmSpec { disks: vec![disk(Some(u64::MAX))], ..spec() }, "overflows"),
             (VmSpec { confidential: Confidential::Tdx { mrconfigid: [0; 48] }, ..spec() }, "hardware"),
             (
-                VmSpec { confidential: Confidential::SevSnp { policy: 0x30000 | SNP_POLICY_DEBUG, host_data: [0; 32] }, accel: Accel::Kvm, ..spec() },
+                VmSpec {
+                    confidential: Confidential::SevSnp { policy: 0x30000 | SNP_POLICY_DEBUG, host_data: [0; 32] },
+                    accel: Accel::Kvm,
+                    ..spec()
+                },
                 "debug",
             ),
         ] {
@@ -212,9 +251,23 @@ mod tests {
 
     #[test]
     fn specs_round_trip_through_json() {
-        let s = VmSpec { confidential: Confidential::SevSnp { policy: 0x30000, host_data: [7; 32] }, accel: Accel::Kvm, ..spec() };
+        let s = VmSpec {
+            confidential: Confidential::SevSnp { policy: 0x30000, host_data: [7; 32] },
+            accel: Accel::Kvm,
+            ..spec()
+        };
         let json = serde_json::to_string(&s).unwrap();
         assert!(json.contains(&"07".repeat(32)));
         assert_eq!(serde_json::from_str::<VmSpec>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn disks_of_old_journals_have_no_size_and_sizes_round_trip() {
+        let old = r#"{"path":"/v/root.qcow2","base":"/i/base.qcow2","readonly":false}"#;
+        assert_eq!(serde_json::from_str::<Disk>(old).unwrap(), disk(None));
+        assert_eq!(serde_json::to_string(&disk(None)).unwrap(), old, "an unsized disk serializes as before");
+        let sized = serde_json::to_string(&disk(Some(20))).unwrap();
+        assert!(sized.contains(r#""size_gib":20"#), "{sized}");
+        assert_eq!(serde_json::from_str::<Disk>(&sized).unwrap(), disk(Some(20)));
     }
 }

@@ -245,12 +245,15 @@ mod tests {
             contract_id: contract.id,
             endpoint: "vm.example".into(),
             evidence_hash: ByteBuf::from(vec![7; 32]),
+            launch_measurement: Some(ByteBuf::from(vec![0x48; 48])),
         };
         l.report_active(node.principal(), now, report)
             .expect("active");
         now += 2 * HOUR_NS;
         assert!(l.tick(now), "a reward block closes and escrow is released");
-        assert!(l.contract_info(contract.id).expect("contract").released_e9s > 0);
+        let c = l.contract_info(contract.id).expect("contract");
+        assert!(c.released_e9s > 0);
+        assert_eq!(c.launch_measurement, Some(ByteBuf::from(vec![0x48; 48])));
         l
     }
 

@@ -311,6 +311,7 @@ fn every_argument_round_trips_against_ledger_did() {
             contract_id: 4,
             endpoint: "vm4.example.com".into(),
             evidence_hash: ByteBuf::from(vec![0xee; 32]),
+            launch_measurement: Some(ByteBuf::from(vec![0xab; 48])),
         }
     );
     sample!(

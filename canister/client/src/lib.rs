@@ -483,17 +483,36 @@ impl LedgerClient {
         flatten(self.update("start_provisioning", id).await?)
     }
 
-    /// Node reports the VM running.
+    /// Node reports a regular (non-confidential) VM running. A confidential
+    /// VM must use [`Self::report_active_with_measurement`]: the ledger
+    /// refuses this call for a contract whose offering is sev-snp or tdx.
     pub async fn report_active(
         &self,
         contract_id: u64,
         endpoint: String,
         evidence_hash: [u8; 32],
     ) -> ClientResult<Contract> {
+        self.report_active_with_measurement(contract_id, endpoint, evidence_hash, None)
+            .await
+    }
+
+    /// Node reports the VM running and publishes, for a confidential VM, the
+    /// launch measurement it computed before launching it (SEV-SNP
+    /// MEASUREMENT or TDX MRTD). The ledger requires it exactly when the
+    /// contract's offering is confidential, and records it on the contract
+    /// for developers to compare with the VM's attestation report.
+    pub async fn report_active_with_measurement(
+        &self,
+        contract_id: u64,
+        endpoint: String,
+        evidence_hash: [u8; 32],
+        launch_measurement: Option<[u8; LAUNCH_MEASUREMENT_LEN]>,
+    ) -> ClientResult<Contract> {
         let args = ReportActiveArgs {
             contract_id,
             endpoint,
             evidence_hash: serde_bytes::ByteBuf::from(evidence_hash.to_vec()),
+            launch_measurement: launch_measurement.map(|m| serde_bytes::ByteBuf::from(m.to_vec())),
         };
         flatten(self.update("report_active", args).await?)
     }

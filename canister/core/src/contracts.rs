@@ -12,6 +12,7 @@
 
 use candid::Principal;
 use dc_identity::Permission;
+use serde_bytes::ByteBuf;
 
 use crate::blocks::Tx;
 use crate::error::{LedgerError, LedgerResult};
@@ -25,6 +26,15 @@ pub const MAX_REASON_LEN: usize = 500;
 pub const MAX_ENDPOINT_LEN: usize = 253;
 /// Largest page of `list_contracts`.
 pub const MAX_LIST_LIMIT: u32 = 1_000;
+
+/// What a platform calls its launch measurement, for error messages.
+fn measurement_name(platform: Confidential) -> &'static str {
+    match platform {
+        Confidential::SevSnp => "the SEV-SNP MEASUREMENT",
+        Confidential::Tdx => "the TDX MRTD",
+        Confidential::None => "none",
+    }
+}
 
 fn mul_bps(amount: u64, bps: u64) -> u64 {
     ((amount as u128 * bps as u128) / 10_000) as u64
@@ -174,6 +184,7 @@ impl Ledger {
             fees_e9s: 0,
             endpoint: None,
             evidence_hash: None,
+            launch_measurement: None,
             history: vec![(now, ContractState::Requested)],
         };
         for party in [caller, provider, node_p] {
@@ -261,7 +272,66 @@ impl Ledger {
         self.contract(id).cloned()
     }
 
-    /// The node reports the VM running: its endpoint and evidence hash. Billing starts.
+    /// Checks the launch measurement a node reports against what the contract
+    /// sold: a confidential offering (SEV-SNP, TDX) needs one of
+    /// [`LAUNCH_MEASUREMENT_LEN`] bytes, any other offering none.
+    ///
+    /// Fails closed when the offering was withdrawn after the rent: the
+    /// contract does not record its platform, so the ledger cannot tell whether
+    /// a measurement is owed, and recording an unmeasured VM as active on what
+    /// may have been a confidential sale is worse than refunding it at the
+    /// provisioning deadline. The node agent refuses such contracts the same way.
+    fn check_launch_measurement(
+        &self,
+        c: &Contract,
+        measurement: Option<&ByteBuf>,
+    ) -> LedgerResult<()> {
+        let offering = self.market.offerings.get(&c.offering_id).ok_or_else(|| {
+            LedgerError::invalid(
+                "contract_id",
+                format!(
+                    "offering {} of contract {} was withdrawn, so whether the VM must be \
+                     confidential (and publish a launch measurement) cannot be checked; \
+                     the contract cannot become active",
+                    c.offering_id, c.id
+                ),
+            )
+        })?;
+        let platform = offering.spec.confidential;
+        match (platform, measurement) {
+            (Confidential::None, None) => Ok(()),
+            (Confidential::None, Some(_)) => Err(LedgerError::invalid(
+                "launch_measurement",
+                format!(
+                    "offering {} is not confidential; a launch measurement is only published \
+                     for sev-snp and tdx VMs",
+                    c.offering_id
+                ),
+            )),
+            (_, None) => Err(LedgerError::invalid(
+                "launch_measurement",
+                format!(
+                    "offering {} is {}: the node must publish the VM's launch measurement \
+                     ({LAUNCH_MEASUREMENT_LEN} bytes, {})",
+                    c.offering_id,
+                    platform.as_str(),
+                    measurement_name(platform)
+                ),
+            )),
+            (_, Some(m)) if m.len() != LAUNCH_MEASUREMENT_LEN => Err(LedgerError::invalid(
+                "launch_measurement",
+                format!(
+                    "expected {LAUNCH_MEASUREMENT_LEN} bytes ({}), found {}",
+                    measurement_name(platform),
+                    m.len()
+                ),
+            )),
+            (_, Some(_)) => Ok(()),
+        }
+    }
+
+    /// The node reports the VM running: its endpoint, evidence hash and, for a
+    /// confidential VM, its launch measurement. Billing starts.
     pub fn report_active(
         &mut self,
         caller: Principal,
@@ -299,6 +369,7 @@ impl Ledger {
             "report active",
         )?;
         let c = self.contract(id)?;
+        self.check_launch_measurement(c, args.launch_measurement.as_ref())?;
         let term = (c.hours as u64).saturating_mul(HOUR_NS);
         let ends = now.saturating_add(term);
         let old_deadline = c.provisioning_deadline_ns;
@@ -309,6 +380,7 @@ impl Ledger {
             c.ends_at_ns = Some(ends);
             c.endpoint = Some(args.endpoint);
             c.evidence_hash = Some(args.evidence_hash);
+            c.launch_measurement = args.launch_measurement;
         }
         self.market.active.insert(id);
         self.set_state(id, ContractState::Active);

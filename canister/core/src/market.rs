@@ -498,7 +498,10 @@ impl Ledger {
         Ok(id)
     }
 
-    /// Withdraws an offering. Running contracts on it are unaffected.
+    /// Withdraws an offering. Active contracts on it are unaffected; contracts
+    /// not yet active can no longer become active (the ledger cannot check
+    /// their confidentiality any more, see `report_active`) and are refunded
+    /// at their provisioning deadline.
     pub fn remove_offering(&mut self, caller: Principal, now: u64, id: u64) -> LedgerResult<()> {
         let o = self
             .market

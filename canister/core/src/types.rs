@@ -17,6 +17,9 @@ pub type Subaccount = [u8; 32];
 pub const HOUR_NS: u64 = 3_600_000_000_000;
 /// One DCT in e9s.
 pub const E9S_PER_TOKEN: u64 = 1_000_000_000;
+/// Bytes of a confidential VM's launch measurement: SEV-SNP MEASUREMENT and
+/// TDX MRTD are both SHA-384 digests.
+pub const LAUNCH_MEASUREMENT_LEN: usize = 48;
 
 /// An ICRC-1 account.
 #[derive(
@@ -523,6 +526,13 @@ pub struct Contract {
     pub fees_e9s: u64,
     pub endpoint: Option<String>,
     pub evidence_hash: Option<ByteBuf>,
+    /// The launch measurement of a confidential VM (48 bytes: SEV-SNP
+    /// MEASUREMENT or TDX MRTD) that its node computed before launching it
+    /// and published with `report_active`. A developer compares it with the
+    /// VM's attestation report, an auditor recomputes it from the published
+    /// images; with the contract binding (SNP HOST_DATA, TDX MRCONFIGID) it
+    /// ties a report to this contract. Absent on a non-confidential contract.
+    pub launch_measurement: Option<ByteBuf>,
     /// (time, state) for every transition, in order.
     pub history: Vec<(u64, ContractState)>,
 }
@@ -575,6 +585,10 @@ pub struct ReportActiveArgs {
     pub endpoint: String,
     /// SHA-256 of the VM's attestation evidence bundle.
     pub evidence_hash: ByteBuf,
+    /// The launch measurement the node computed for the VM it launched:
+    /// required (48 bytes: SEV-SNP MEASUREMENT, TDX MRTD) when the contract's
+    /// offering is confidential, refused otherwise.
+    pub launch_measurement: Option<ByteBuf>,
 }
 
 /// `extend_contract` argument.

@@ -480,6 +480,7 @@ fn search_ranks_by_price_then_reputation_and_respects_capacity() {
                             contract_id: c.id,
                             endpoint: "vm1.node1.example".into(),
                             evidence_hash: ByteBuf::from(vec![7; 32]),
+                            launch_measurement: None,
                         },
                     )
                     .unwrap();
@@ -613,6 +614,7 @@ fn activate(w: &mut World, node: usize, cid: u64) {
                 contract_id: cid,
                 endpoint: format!("c{cid}.example"),
                 evidence_hash: ByteBuf::from(vec![1; 32]),
+                launch_measurement: None,
             },
         )
         .unwrap();
@@ -1420,4 +1422,168 @@ fn a_check_in_after_the_block_closed_is_stale() {
         w.ledger.check_in(w.nodes[0].principal(), late, args),
         Err(LedgerError::StaleCheckIn { .. })
     ));
+}
+
+fn report(cid: u64, measurement: Option<Vec<u8>>) -> ReportActiveArgs {
+    ReportActiveArgs {
+        contract_id: cid,
+        endpoint: format!("c{cid}.example"),
+        evidence_hash: ByteBuf::from(vec![3; 32]),
+        launch_measurement: measurement.map(ByteBuf::from),
+    }
+}
+
+/// Rents `offering` as developer 0 and brings it to provisioning through `node`.
+fn provisioning(w: &mut World, node: Principal, offering: u64) -> u64 {
+    let dev = w.devs[0].principal();
+    let cid = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: offering,
+                hours: 2,
+            },
+        )
+        .unwrap()
+        .id;
+    w.ledger.accept_contract(node, w.now, cid).unwrap();
+    w.ledger.start_provisioning(node, w.now, cid).unwrap();
+    cid
+}
+
+fn assert_invalid(r: LedgerResult<Contract>, want_field: &str, reason_has: &str) {
+    match r {
+        Err(LedgerError::InvalidArgument { field, reason }) => {
+            assert_eq!(field, want_field, "{reason}");
+            assert!(reason.contains(reason_has), "{reason}");
+        }
+        other => panic!("expected invalid {want_field}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_confidential_contract_needs_a_48_byte_launch_measurement() {
+    let mut w = World::new();
+    for platform in [Confidential::SevSnp, Confidential::Tdx] {
+        let (node, oid) = w.confidential_offering(platform);
+        let cid = provisioning(&mut w, node, oid);
+        let before = w.ledger.state_digest();
+        let now = w.now;
+        assert_invalid(
+            w.ledger.report_active(node, now, report(cid, None)),
+            "launch_measurement",
+            platform.as_str(),
+        );
+        for len in [0, 32, 47, 49, 64] {
+            assert_invalid(
+                w.ledger
+                    .report_active(node, now, report(cid, Some(vec![1; len]))),
+                "launch_measurement",
+                &format!("found {len}"),
+            );
+        }
+        assert_eq!(w.ledger.state_digest(), before, "refusals change nothing");
+        let c = w.ledger.contract_info(cid).unwrap();
+        assert_eq!(c.state, ContractState::Provisioning);
+        assert_eq!((c.launch_measurement, c.endpoint), (None, None));
+
+        let measurement: Vec<u8> = (0..48).collect();
+        let c = w
+            .ledger
+            .report_active(node, now, report(cid, Some(measurement.clone())))
+            .expect("48 bytes are accepted");
+        assert_eq!(c.state, ContractState::Active);
+        assert_eq!(c.launch_measurement, Some(ByteBuf::from(measurement)));
+        assert_eq!(w.ledger.contract_info(cid).unwrap(), c);
+    }
+    w.check_invariants();
+}
+
+#[test]
+fn a_regular_contract_refuses_a_launch_measurement() {
+    let mut w = World::new();
+    let node = w.nodes[0].principal();
+    let oid = w.offerings[0];
+    let cid = provisioning(&mut w, node, oid);
+    let before = w.ledger.state_digest();
+    let now = w.now;
+    assert_invalid(
+        w.ledger
+            .report_active(node, now, report(cid, Some(vec![9; 48]))),
+        "launch_measurement",
+        "not confidential",
+    );
+    assert_eq!(w.ledger.state_digest(), before);
+    let c = w
+        .ledger
+        .report_active(node, now, report(cid, None))
+        .expect("no measurement for a regular VM");
+    assert_eq!(c.state, ContractState::Active);
+    assert_eq!(c.launch_measurement, None);
+}
+
+#[test]
+fn a_withdrawn_offering_fails_closed_at_report_active() {
+    let mut w = World::new();
+    let prov = w.providers[0].principal();
+    let (snp_node, snp_offering) = w.confidential_offering(Confidential::SevSnp);
+    let snp = provisioning(&mut w, snp_node, snp_offering);
+    let regular_node = w.nodes[0].principal();
+    let regular_offering = w.offerings[0];
+    let regular = provisioning(&mut w, regular_node, regular_offering);
+    let now = w.now;
+    w.ledger.remove_offering(prov, now, snp_offering).unwrap();
+    w.ledger
+        .remove_offering(prov, now, regular_offering)
+        .unwrap();
+    let before = w.ledger.state_digest();
+    for (node, cid) in [(snp_node, snp), (regular_node, regular)] {
+        for m in [None, Some(vec![7; 48])] {
+            assert_invalid(
+                w.ledger.report_active(node, now, report(cid, m)),
+                "contract_id",
+                "was withdrawn",
+            );
+        }
+    }
+    assert_eq!(w.ledger.state_digest(), before);
+    // The contract is refunded at its deadline like any other missed one.
+    w.ledger
+        .tick(now + w.ledger.params().provisioning_timeout_ns);
+    assert_eq!(
+        w.ledger.contract_info(snp).unwrap().state,
+        ContractState::DeadlineMissed
+    );
+    w.check_invariants();
+}
+
+/// Nodes and journals from before the field send `report_active` without it:
+/// Candid decodes the missing `opt` as absent.
+#[test]
+fn report_active_without_the_measurement_field_still_decodes() {
+    #[derive(candid::CandidType)]
+    struct ReportActiveArgsBefore {
+        contract_id: u64,
+        endpoint: String,
+        evidence_hash: ByteBuf,
+    }
+    let mut w = World::new();
+    let node = w.nodes[0].principal();
+    let oid = w.offerings[0];
+    let cid = provisioning(&mut w, node, oid);
+    let (r, committed): (LedgerResult<Contract>, bool) = w.call(
+        node,
+        "report_active",
+        &ReportActiveArgsBefore {
+            contract_id: cid,
+            endpoint: "old.example".into(),
+            evidence_hash: ByteBuf::from(vec![2; 32]),
+        },
+    );
+    let c = r.expect("an old-shaped report is accepted");
+    assert!(committed);
+    assert_eq!(c.state, ContractState::Active);
+    assert_eq!(c.launch_measurement, None);
 }

@@ -243,6 +243,7 @@ impl Runner {
                         contract_id: contract,
                         endpoint: "vm.example".into(),
                         evidence_hash: ByteBuf::from(vec![9; 32]),
+                        launch_measurement: None,
                     },
                 ),
                 _ => self.call(actor, "reject_contract", contract),

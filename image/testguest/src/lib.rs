@@ -59,7 +59,7 @@ const APPLETS: &[&str] = &[
     "poweroff", "printf", "ps", "reboot", "route", "sh", "sleep", "umount", "usleep", "wget",
 ];
 /// Bump when the way the guest is assembled changes.
-const RECIPE_VERSION: &str = "dc-test-guest recipe 1";
+const RECIPE_VERSION: &str = "dc-test-guest recipe 2";
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 
 pub(crate) const LOCK_TEXT: &str = include_str!("../packages.lock");
@@ -543,8 +543,27 @@ if [ ! -e /sys/class/net/eth0 ]; then
     echo "dc-test-guest: no eth0 (is there a virtio-net NIC?)" > /dev/console
 fi
 ip link set eth0 up
-ip addr add {GUEST_ADDR} dev eth0
-ip route add default via {GUEST_GW}
+# A static address from the kernel's ip= argument (bridge networking:
+# ip=ADDR::GATEWAY:NETMASK::DEVICE:off), else QEMU user networking's.
+ip_addr=
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        ip=*:*)
+            old_ifs=$IFS
+            IFS=:
+            set -- ${{arg#ip=}}
+            IFS=$old_ifs
+            ip_addr=$1 ip_gw=$3 ip_mask=$4
+            ;;
+    esac
+done
+if [ -n "$ip_addr" ]; then
+    ifconfig eth0 "$ip_addr" netmask "$ip_mask" up
+    ip route add default via "$ip_gw"
+else
+    ip addr add {GUEST_ADDR} dev eth0
+    ip route add default via {GUEST_GW}
+fi
 printf '%s' '{HTTP_BODY}' > /www/index.html
 httpd -p 80 -h /www
 echo '{READY_LINE}' > /dev/console
@@ -570,6 +589,7 @@ mod tests {
         assert!(s.contains("for m in virtio virtio_net; do"));
         assert!(s.contains(READY_LINE) && s.contains(HTTP_BODY));
         assert!(s.contains("ip addr add 10.0.2.15/24 dev eth0"));
+        assert!(s.contains("set -- ${arg#ip=}"), "ip= is split on colons");
         assert!(s.contains("httpd -p 80 -h /www"));
         for a in ["sh", "mount", "ip", "httpd", "insmod", "usleep", "sleep", "printf"] {
             assert!(APPLETS.contains(&a), "{a}");

@@ -205,3 +205,8 @@ pub fn measure(data: &[u8]) {
     dc_attestation::measure::fuzz_snp_input(data);
     dc_attestation::measure::fuzz_tdvf(data);
 }
+
+/// The SNP certificate table a host hands the guest (configfs-tsm `auxblob`), as `dc-guest` parses it.
+pub fn auxblob(data: &[u8]) {
+    dc_guest::fuzz_cert_table(data);
+}

@@ -82,4 +82,19 @@ proptest! {
         dc_fuzz::measure(&data);
         dc_fuzz::measure(&mutate(vector("sev-snp-measure/ovmf_AmdSev_suffix.bin"), &f, cut));
     }
+
+    #[test]
+    fn auxblob_never_panics(data in prop::collection::vec(any::<u8>(), 0..2048), f in flips(), cut in any::<usize>()) {
+        dc_fuzz::auxblob(&data);
+        // A well-formed table (GUID, offset, length entries, zero-terminated) mutated.
+        let mut table = Vec::new();
+        for (i, len) in [(0u8, 64u32), (1, 32)] {
+            table.extend_from_slice(&[i; 16]);
+            table.extend_from_slice(&(72 + u32::from(i) * 64).to_le_bytes());
+            table.extend_from_slice(&len.to_le_bytes());
+        }
+        table.extend_from_slice(&[0; 24]);
+        table.resize(256, 0xab);
+        dc_fuzz::auxblob(&mutate(table, &f, cut));
+    }
 }

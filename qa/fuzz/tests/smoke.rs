@@ -59,9 +59,11 @@ proptest! {
 
     #[test]
     fn snapshot_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
-        let mut prefixed = b"DCLEDG02".to_vec();
-        prefixed.extend(&data);
-        dc_fuzz::snapshot(&prefixed);
+        for magic in [&b"DCLEDG02"[..], b"DCLEDG03"] {
+            let mut prefixed = magic.to_vec();
+            prefixed.extend(&data);
+            dc_fuzz::snapshot(&prefixed);
+        }
         dc_fuzz::snapshot(&data);
     }
 }

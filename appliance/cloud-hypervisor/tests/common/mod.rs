@@ -131,6 +131,7 @@ pub fn base_spec(run_dir: &Path) -> VmSpec {
             path: run_dir.join("root.qcow2"),
             base: Some("/var/lib/dc/images/base.qcow2".into()),
             readonly: false,
+            size_gib: None,
         }],
         network: Network::None,
         vsock_cid: None,
@@ -196,11 +197,13 @@ pub fn tap_vsock_spec(run_dir: &Path) -> VmSpec {
                 path: run_dir.join("root.qcow2"),
                 base: Some("/var/lib/dc/images/base.qcow2".into()),
                 readonly: false,
+                size_gib: None,
             },
             Disk {
                 path: run_dir.join("seed.raw"),
                 base: None,
                 readonly: true,
+                size_gib: None,
             },
         ],
         ..base_spec(run_dir)

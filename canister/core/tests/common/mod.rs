@@ -145,6 +145,37 @@ impl World {
         w
     }
 
+    /// Registers a `platform` node for provider 0 and publishes a 4-vCPU
+    /// offering on it that promises that platform; returns (node, offering).
+    pub fn confidential_offering(&mut self, platform: Confidential) -> (Principal, u64) {
+        let provider = &self.providers[0];
+        let node = id(match platform {
+            Confidential::SevSnp => 31,
+            Confidential::Tdx => 32,
+            Confidential::None => 33,
+        });
+        let p = provider.principal();
+        self.ledger
+            .register_node(
+                p,
+                self.now,
+                RegisterNodeArgs {
+                    delegation: delegation(provider, &node, T0 + 1_000 * HOUR_NS),
+                    capabilities: caps(16, 64, platform, vec![]),
+                },
+            )
+            .expect("register confidential node");
+        let spec = OfferingSpec {
+            confidential: platform,
+            ..offering(node.principal(), 4, 16, 300_000_000)
+        };
+        let oid = self
+            .ledger
+            .add_offering(p, self.now, spec)
+            .expect("confidential offering");
+        (node.principal(), oid)
+    }
+
     /// Runs an update through the Candid dispatcher, as the services do.
     pub fn call<A: candid::CandidType, R: candid::CandidType + for<'de> serde::Deserialize<'de>>(
         &mut self,

@@ -1,0 +1,494 @@
+//! The listeners: port 443 routes on the ClientHello's server name, port 80
+//! on the Host header; both then hand the connection to the VM untouched.
+//!
+//! A connection goes through: admission (ingress-wide and per-source limits,
+//! at accept, before any task or buffer exists) → reading the hello or head
+//! under a deadline that tightens with a minimum byte rate → route lookup →
+//! the route's own limit → connecting to the VM → PROXY v2 header if the
+//! route asks → the buffered bytes, replayed → `relay` both
+//! ways. Every refusal is counted by reason. A refused TLS connection is just
+//! closed (anything else would mean speaking TLS for the tenant); a refused
+//! HTTP connection gets a one-line status response, then a lingering close so
+//! that the response is not lost to a reset.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+use crate::clienthello::{parse_client_hello_with_limit, HelloError};
+use crate::config::{ConfigError, EchPolicy, IngressConfig};
+use crate::http::{parse_request_head_with_limit, HttpError};
+use crate::limits::{Admission, Admitted};
+use crate::metrics::{MetricsSnapshot, PortCounters, Refusal};
+use crate::name::HostName;
+use crate::proxy_protocol::{proxy_v2_header, PROXY_V2_MAX_LEN};
+use crate::relay::{relay, PipePool, RelayEnd};
+use crate::routes::{AcquireError, RouteTable};
+
+/// Backlog of each listening socket (the kernel caps it at `somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+/// First allocation for a hello or head; most fit, larger ones grow to their
+/// announced size.
+const INITIAL_TLS_BUFFER: usize = 2048;
+const INITIAL_HTTP_BUFFER: usize = 1024;
+/// Most bytes read and discarded in a lingering close.
+const LINGER_DRAIN_BYTES: usize = 64 * 1024;
+/// Pause after a failed accept (descriptors or memory exhausted) so that the
+/// loop does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Which port a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Tls,
+    Http,
+}
+
+/// The ingress: listeners share one route table, one set of limits and
+/// counters, and one pipe pool. Cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct Ingress {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: IngressConfig,
+    routes: Arc<RouteTable>,
+    admission: Arc<Admission>,
+    pipes: PipePool,
+    tls: PortCounters,
+    http: PortCounters,
+}
+
+/// What the bytes so far say about the connection. A stack temporary: the
+/// inline name is cheaper than boxing it on every connection.
+#[allow(clippy::large_enum_variant)]
+enum Judgement {
+    Route(HostName),
+    /// At least this many more bytes before judging again.
+    Need(usize),
+    Refuse(Refusal),
+}
+
+impl Ingress {
+    /// An ingress with `config` (validated here) reading routes from `routes`,
+    /// which the agent keeps up to date.
+    pub fn new(config: IngressConfig, routes: Arc<RouteTable>) -> Result<Ingress, ConfigError> {
+        config.validate()?;
+        Ok(Ingress {
+            shared: Arc::new(Shared {
+                admission: Arc::new(Admission::new(
+                    config.max_connections,
+                    config.max_connections_per_source,
+                )),
+                pipes: PipePool::new(config.max_idle_pipes),
+                routes,
+                config,
+                tls: PortCounters::default(),
+                http: PortCounters::default(),
+            }),
+        })
+    }
+
+    /// The route table the listeners read.
+    pub fn routes(&self) -> &Arc<RouteTable> {
+        &self.shared.routes
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &IngressConfig {
+        &self.shared.config
+    }
+
+    /// Every counter, for the remote-control API.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let s = &self.shared;
+        MetricsSnapshot {
+            connections_active: u64::from(s.admission.active()),
+            tls: s.tls.snapshot(),
+            http: s.http.snapshot(),
+            idle_pipes: s.pipes.idle() as u64,
+            routes: s.routes.metrics(),
+        }
+    }
+
+    /// Serves TLS connections (port 443) from `listener` until an
+    /// unrecoverable accept error; each connection runs in its own task.
+    /// Dropping the future stops accepting; open connections go on.
+    pub async fn serve_tls(&self, listener: TcpListener) -> io::Result<()> {
+        self.serve(listener, Protocol::Tls).await
+    }
+
+    /// Serves plain HTTP connections (port 80) from `listener`, as
+    /// [`Ingress::serve_tls`] does TLS.
+    pub async fn serve_http(&self, listener: TcpListener) -> io::Result<()> {
+        self.serve(listener, Protocol::Http).await
+    }
+
+    async fn serve(&self, listener: TcpListener, protocol: Protocol) -> io::Result<()> {
+        let shared = &self.shared;
+        let port = shared.port(protocol);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) if is_fatal_accept_error(&e) => return Err(e),
+                Err(e) => {
+                    port.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "ingress accept failed, backing off");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            port.accepted.fetch_add(1, Ordering::Relaxed);
+            let admitted = match shared.admission.admit(peer.ip()) {
+                Ok(admitted) => admitted,
+                Err(reason) => {
+                    port.refuse(reason);
+                    tracing::debug!(%peer, ?reason, "ingress connection refused");
+                    continue;
+                }
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.handle(stream, peer, protocol, admitted).await });
+        }
+    }
+}
+
+impl Shared {
+    fn port(&self, protocol: Protocol) -> &PortCounters {
+        match protocol {
+            Protocol::Tls => &self.tls,
+            Protocol::Http => &self.http,
+        }
+    }
+
+    fn limit(&self, protocol: Protocol) -> usize {
+        match protocol {
+            Protocol::Tls => self.config.max_client_hello_bytes,
+            Protocol::Http => self.config.max_http_head_bytes,
+        }
+    }
+
+    async fn handle(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        protocol: Protocol,
+        admitted: Admitted,
+    ) {
+        let _ = client.set_nodelay(true);
+        let initial = match protocol {
+            Protocol::Tls => INITIAL_TLS_BUFFER,
+            Protocol::Http => INITIAL_HTTP_BUFFER,
+        };
+        // Room in front for a PROXY header, so that header and replayed bytes
+        // go to the VM in one write from one buffer.
+        let mut buf = Vec::with_capacity(PROXY_V2_MAX_LEN + initial);
+        buf.resize(PROXY_V2_MAX_LEN, 0);
+        if let Err(reason) = self
+            .connect_and_relay(&mut client, &mut buf, peer, protocol)
+            .await
+        {
+            self.port(protocol).refuse(reason);
+            tracing::debug!(%peer, ?reason, ?protocol, "ingress connection refused");
+            if protocol == Protocol::Http {
+                self.answer_http_refusal(&mut client, &mut buf, reason)
+                    .await;
+            }
+        }
+        drop(client);
+        drop(admitted);
+    }
+
+    async fn connect_and_relay(
+        &self,
+        client: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Result<(), Refusal> {
+        let name = self.read_name(client, buf, protocol).await?;
+        let entry = self.routes.lookup(&name).ok_or(Refusal::UnknownName)?;
+        let upstream_addr = match protocol {
+            Protocol::Tls => entry.route.tls_upstream,
+            Protocol::Http => entry.route.http_upstream.ok_or(Refusal::UnknownName)?,
+        };
+        let slot = match entry.state.try_acquire(entry.route.max_connections) {
+            Ok(slot) => slot,
+            Err(AcquireError::Full) => {
+                entry
+                    .state
+                    .refused_route_limit
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::RouteLimit);
+            }
+            Err(AcquireError::Closed) => return Err(Refusal::UnknownName),
+        };
+        let proxy_protocol = entry.route.proxy_protocol;
+        drop(entry);
+        let route = &slot.state;
+        let unreachable = || {
+            route
+                .refused_upstream_unreachable
+                .fetch_add(1, Ordering::Relaxed);
+            Refusal::UpstreamUnreachable
+        };
+
+        let connect_timeout = self.config.connect_timeout();
+        let mut upstream = match tokio::time::timeout(
+            connect_timeout,
+            TcpStream::connect(upstream_addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, upstream = %upstream_addr, error = %e, "VM refused the connection");
+                return Err(unreachable());
+            }
+            Err(_) => {
+                tracing::debug!(%peer, upstream = %upstream_addr, "VM did not answer in time");
+                return Err(unreachable());
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let start = if proxy_protocol {
+            let local = client.local_addr().map_err(|_| Refusal::ClosedEarly)?;
+            let header = proxy_v2_header(peer, local);
+            let header = header.as_bytes();
+            let start = PROXY_V2_MAX_LEN - header.len();
+            buf[start..PROXY_V2_MAX_LEN].copy_from_slice(header);
+            start
+        } else {
+            PROXY_V2_MAX_LEN
+        };
+        match tokio::time::timeout(connect_timeout, upstream.write_all(&buf[start..])).await {
+            Ok(Ok(())) => {}
+            _ => return Err(unreachable()),
+        }
+        let replayed = (buf.len() - PROXY_V2_MAX_LEN) as u64;
+        route
+            .bytes_client_to_upstream
+            .fetch_add(replayed, Ordering::Relaxed);
+        self.port(protocol).routed.fetch_add(1, Ordering::Relaxed);
+        // The hello is the VM's now; do not hold its buffer for hours.
+        *buf = Vec::new();
+
+        let end = relay(
+            client,
+            &upstream,
+            &self.pipes,
+            route,
+            self.config.idle_timeout(),
+        )
+        .await;
+        match end {
+            RelayEnd::Done => {
+                tracing::trace!(%peer, contract_id = route.contract_id(), "connection done")
+            }
+            RelayEnd::Idle => {
+                tracing::debug!(%peer, contract_id = route.contract_id(), "idle connection closed")
+            }
+            RelayEnd::RouteClosed => {
+                tracing::debug!(%peer, contract_id = route.contract_id(), "contract ended, connection closed")
+            }
+            RelayEnd::Failed(e) => {
+                tracing::debug!(%peer, contract_id = route.contract_id(), error = %e, "connection failed")
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads until the hello or head names a host, under the handshake deadline.
+    async fn read_name(
+        &self,
+        client: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        protocol: Protocol,
+    ) -> Result<HostName, Refusal> {
+        let accepted_at = Instant::now();
+        let limit = self.limit(protocol);
+        let mut want = 1;
+        loop {
+            let received = buf.len() - PROXY_V2_MAX_LEN;
+            if received >= want {
+                match self.judge(&buf[PROXY_V2_MAX_LEN..], protocol) {
+                    Judgement::Route(name) => return Ok(name),
+                    Judgement::Need(more) => want = received + more.max(1),
+                    Judgement::Refuse(reason) => return Err(reason),
+                }
+            }
+            // Room for what is announced, growing geometrically otherwise,
+            // never past the bound (the parsers refuse before that).
+            let goal = want
+                .max(received * 2)
+                .clamp(received + 1, limit.max(received + 1));
+            if buf.capacity() < PROXY_V2_MAX_LEN + goal {
+                buf.reserve_exact(PROXY_V2_MAX_LEN + goal - buf.len());
+            }
+            let deadline = accepted_at + self.config.handshake_deadline_after(received);
+            match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+                Err(_) => return Err(Refusal::TooSlow),
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(Refusal::ClosedEarly),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn judge(&self, data: &[u8], protocol: Protocol) -> Judgement {
+        match protocol {
+            Protocol::Tls => {
+                match parse_client_hello_with_limit(data, self.config.max_client_hello_bytes) {
+                    Ok(hello) => {
+                        if hello.offers_ech() && self.config.ech == EchPolicy::Refuse {
+                            return Judgement::Refuse(Refusal::Ech);
+                        }
+                        match hello.server_name() {
+                            Some(name) => Judgement::Route(name.clone()),
+                            None => Judgement::Refuse(Refusal::NoName),
+                        }
+                    }
+                    Err(HelloError::Incomplete { needed }) => Judgement::Need(needed),
+                    Err(HelloError::TooLarge { .. }) => Judgement::Refuse(Refusal::TooLarge),
+                    Err(_) => Judgement::Refuse(Refusal::Malformed),
+                }
+            }
+            Protocol::Http => {
+                match parse_request_head_with_limit(data, self.config.max_http_head_bytes) {
+                    Ok(head) => Judgement::Route(head.host),
+                    Err(HttpError::Incomplete) => Judgement::Need(1),
+                    Err(HttpError::TooLarge { .. }) => Judgement::Refuse(Refusal::TooLarge),
+                    Err(HttpError::MissingHost) => Judgement::Refuse(Refusal::NoName),
+                    Err(_) => Judgement::Refuse(Refusal::Malformed),
+                }
+            }
+        }
+    }
+
+    /// A status line for the refused HTTP client, then a lingering close:
+    /// what the client still sends is read and dropped for a short while so
+    /// that closing with unread data does not reset the connection (and the
+    /// response with it).
+    async fn answer_http_refusal(
+        &self,
+        client: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        reason: Refusal,
+    ) {
+        let Some(response) = http_response(reason) else {
+            return;
+        };
+        let linger = Duration::from_millis(self.config.lingering_close_ms);
+        let _ = tokio::time::timeout(linger, async {
+            client.write_all(response.as_bytes()).await?;
+            client.shutdown().await?;
+            let mut drained = 0;
+            while drained < LINGER_DRAIN_BYTES {
+                buf.clear();
+                if buf.capacity() < 4096 {
+                    buf.reserve_exact(4096);
+                }
+                let n = client.read_buf(buf).await?;
+                if n == 0 {
+                    break;
+                }
+                drained += n;
+            }
+            Ok::<(), io::Error>(())
+        })
+        .await;
+    }
+}
+
+/// The response to a refused HTTP request, if the client is still there to read one.
+fn http_response(reason: Refusal) -> Option<&'static str> {
+    Some(match reason {
+        Refusal::ClosedEarly => return None,
+        Refusal::NoName | Refusal::Malformed | Refusal::Ech => {
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::UnknownName => {
+            "HTTP/1.1 421 Misdirected Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::TooLarge => {
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::TooSlow => {
+            "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::GlobalLimit | Refusal::SourceLimit | Refusal::RouteLimit => {
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Refusal::UpstreamUnreachable => {
+            "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+    })
+}
+
+/// Errors after which the listener cannot accept again.
+fn is_fatal_accept_error(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`, so that the
+/// kernel spreads new connections over them: give each to its own
+/// `serve_*` task on a multi-threaded runtime (one per core) and accepts
+/// scale with cores. With port 0, all join the port the first one got.
+/// Must be called inside a tokio runtime.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::with_capacity(count.max(1));
+    let mut bound = addr;
+    for _ in 0..count.max(1) {
+        let socket = if bound.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        socket.bind(bound)?;
+        let listener = socket.listen(LISTEN_BACKLOG)?;
+        bound = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_refusals_get_a_status_line() {
+        let status = |r| http_response(r).map(|s| &s[9..12]);
+        assert_eq!(status(Refusal::ClosedEarly), None);
+        assert_eq!(status(Refusal::UnknownName), Some("421"));
+        assert_eq!(status(Refusal::UpstreamUnreachable), Some("502"));
+        assert_eq!(status(Refusal::TooSlow), Some("408"));
+        assert_eq!(status(Refusal::SourceLimit), Some("503"));
+        for reason in Refusal::ALL {
+            if let Some(r) = http_response(reason) {
+                assert!(r.starts_with("HTTP/1.1 ") && r.ends_with("Connection: close\r\n\r\n"));
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Snapshots written by earlier layouts still load.
+
+mod common;
+
+use common::*;
+use dc_ledger_core::*;
+use serde_bytes::ByteBuf;
+
+/// The ledger `fixtures/ledger-v02.bin` was written from: the common world,
+/// one contract active (endpoint and evidence hash set), one requested that
+/// then misses its provisioning deadline, and an hour of billing. Keep it as
+/// it is: the fixture was produced from it.
+fn v02_scenario() -> Ledger {
+    let mut w = World::new();
+    let dev = w.devs[1].principal();
+    let node = w.nodes[0].principal();
+    let active = w
+        .ledger
+        .rent(
+            dev,
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[0],
+                hours: 10,
+            },
+        )
+        .expect("rent");
+    w.ledger
+        .accept_contract(node, w.now, active.id)
+        .expect("accept");
+    w.ledger
+        .start_provisioning(node, w.now, active.id)
+        .expect("provision");
+    w.ledger
+        .report_active(
+            node,
+            w.now,
+            ReportActiveArgs {
+                contract_id: active.id,
+                endpoint: "c0.node0.example".into(),
+                evidence_hash: ByteBuf::from(vec![5; 32]),
+                launch_measurement: None,
+            },
+        )
+        .expect("active");
+    w.ledger
+        .rent(
+            w.devs[0].principal(),
+            w.now,
+            RentArgs {
+                offering_id: w.offerings[2],
+                hours: 3,
+            },
+        )
+        .expect("rent");
+    w.ledger.tick(w.now + HOUR_NS);
+    w.ledger
+}
+
+/// Written by the ledger of layout 02 (before `Contract.launch_measurement`)
+/// from [`v02_scenario`]. A canister upgrade or a `dc-ledger` restart after
+/// updating the binary reads exactly such bytes.
+const V02_FIXTURE: &[u8] = include_bytes!("fixtures/ledger-v02.bin");
+
+#[test]
+fn a_layout_02_snapshot_decodes_into_the_same_ledger() {
+    assert!(V02_FIXTURE.starts_with(b"DCLEDG02"));
+    let old = snapshot::decode(V02_FIXTURE).expect("layout 02 still decodes");
+    // Every field, contracts included, equals what today's code builds from
+    // the same operations; the new field is empty.
+    assert_eq!(old, v02_scenario());
+    let active = old.contract_info(0).expect("contract 0");
+    assert_eq!(active.state, ContractState::Active);
+    assert_eq!(active.endpoint.as_deref(), Some("c0.node0.example"));
+    assert_eq!(active.evidence_hash, Some(ByteBuf::from(vec![5; 32])));
+    assert_eq!(active.launch_measurement, None);
+    assert_eq!(
+        old.contract_info(1).expect("contract 1").state,
+        ContractState::DeadlineMissed
+    );
+    // It is written back in the current layout, which round-trips.
+    let now = snapshot::encode(&old);
+    assert!(now.starts_with(snapshot::SNAPSHOT_MAGIC));
+    assert_ne!(snapshot::SNAPSHOT_MAGIC, b"DCLEDG02");
+    assert_eq!(snapshot::decode(&now).expect("current layout"), old);
+    // A damaged layout-02 body is refused, not misread.
+    let mut cut = V02_FIXTURE.to_vec();
+    cut.truncate(cut.len() - 10);
+    assert!(matches!(
+        snapshot::decode(&cut),
+        Err(snapshot::SnapshotError::Corrupt(_))
+    ));
+}
+
+#[test]
+fn a_published_measurement_survives_a_snapshot() {
+    let mut w = World::new();
+    let (node, oid) = w.confidential_offering(Confidential::Tdx);
+    let cid = w
+        .ledger
+        .rent(
+            w.devs[0].principal(),
+            w.now,
+            RentArgs {
+                offering_id: oid,
+                hours: 2,
+            },
+        )
+        .expect("rent")
+        .id;
+    w.ledger.accept_contract(node, w.now, cid).expect("accept");
+    w.ledger
+        .start_provisioning(node, w.now, cid)
+        .expect("provision");
+    w.ledger
+        .report_active(
+            node,
+            w.now,
+            ReportActiveArgs {
+                contract_id: cid,
+                endpoint: "td.example".into(),
+                evidence_hash: ByteBuf::from(vec![1; 32]),
+                launch_measurement: Some(ByteBuf::from(vec![0xab; 48])),
+            },
+        )
+        .expect("active");
+    let back = snapshot::decode(&snapshot::encode(&w.ledger)).expect("decode");
+    assert_eq!(back, w.ledger);
+    assert_eq!(
+        back.contract_info(cid).unwrap().launch_measurement,
+        Some(ByteBuf::from(vec![0xab; 48]))
+    );
+}
