@@ -35,6 +35,12 @@ stable private address on an isolated tap of `network.bridge` (egress NAT, no ot
 `network.public_host` (default `host_addr`) and that port are the contract's endpoint. VMMs run detached: stopping or killing `run` leaves VMs running, and the \
 next `run` re-adopts them from the journal (a VM whose VMM died meanwhile is reported in the log and journal and relaunched over its own disk, same endpoint; \
 so is one whose VMM exits while the agent runs). Install it with the image's systemd unit (KillMode=process).\n\n\
+Confidential offerings (SEV-SNP, TDX) run on QEMU with KVM through `guest.firmware` (OVMF with kernel hashes, \
+or a TDVF) and direct kernel boot: the contract is bound into the launch (SNP HOST_DATA, TDX MRCONFIGID), debug \
+is never allowed, and the measurement predicted from the exact files, command line and vCPU shape is reported \
+with the contract (evidence hash: SHA-256 of the journaled launch manifest). A confidential contract the node \
+cannot plan (no firmware, no KVM) is rejected, never run as a regular VM. GPUs are bound to vfio-pci a whole \
+IOMMU group at a time and given back to their drivers after the VM is deleted.\n\n\
 Exit codes: 0 success, 1 the ledger refused, 2 bad usage or invalid configuration, 3 ledger unreachable, \
 4 local problem (files, keys, journal), 5 no usable VMM backend or a VMM failure."
 )]
