@@ -329,6 +329,8 @@ pub struct Agent {
     net: Option<TenantNetwork>,
     /// Where GPUs are bound to vfio-pci (the host's sysfs; a fake in tests).
     sysfs: Arc<dyn Sysfs + Send + Sync>,
+    /// `[ingress]`: the SNI ingress and its route table (served from [`Agent::run`]).
+    ingress: Option<(dc_ingress::Ingress, Arc<dc_ingress::RouteTable>)>,
 }
 
 fn is_gone(e: &VmmError) -> bool {
@@ -437,7 +439,17 @@ impl Agent {
                 Some(net)
             }
         };
+        let ingress = match &config.ingress {
+            None => None,
+            Some(sec) => {
+                let routes = Arc::new(dc_ingress::RouteTable::new());
+                let ingress = dc_ingress::Ingress::new(sec.proxy.clone(), routes.clone())
+                    .map_err(|e| AgentError::Other(format!("ingress: {e}")))?;
+                Some((ingress, routes))
+            }
+        };
         let mut agent = Agent {
+            ingress,
             net,
             sysfs,
             check_in_interval: config.check_in_interval_secs.map(Duration::from_secs),
@@ -776,6 +788,90 @@ impl Agent {
         }
     }
 
+    /// Installs the ingress routes of the active VMs (see [`ingress_routes`])
+    /// as one atomic swap: other tenants' connections are never touched; an
+    /// ended contract's live connections are closed. Writes the metrics
+    /// snapshot to `data_dir/ingress-metrics.json` for the remote API.
+    fn sync_routes(&self, contracts: &[Contract]) {
+        let (Some(sec), Some((ingress, table))) = (&self.config.ingress, &self.ingress) else {
+            return;
+        };
+        let routes = ingress_routes(sec, &self.vms, contracts);
+        match table.replace(routes) {
+            Ok(u) => {
+                for id in &u.added {
+                    tracing::info!(contract = id, "ingress route added");
+                }
+                for id in &u.removed {
+                    tracing::info!(
+                        contract = id,
+                        "ingress route removed; its connections closed"
+                    );
+                }
+                for r in &u.rejected_names {
+                    tracing::warn!(rejected = ?r, "ingress name not routed");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "ingress routes not updated"),
+        }
+        let path = self.config.data_dir.join("ingress-metrics.json");
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&ingress.metrics())
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "writing ingress metrics failed");
+        }
+    }
+
+    /// The ingress's counters (per port and per route), when it is configured.
+    pub fn ingress_metrics(&self) -> Option<dc_ingress::MetricsSnapshot> {
+        self.ingress.as_ref().map(|(i, _)| i.metrics())
+    }
+
+    /// Binds the ingress's listeners (TLS: one per core with SO_REUSEPORT;
+    /// HTTP: one) and serves them on this runtime. Their addresses.
+    pub fn serve_ingress(&self) -> Result<Vec<SocketAddr>, AgentError> {
+        let (Some(sec), Some((ingress, _))) = (&self.config.ingress, &self.ingress) else {
+            return Ok(vec![]);
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut bound = Vec::new();
+        let listen = |addr: SocketAddr, n: usize| {
+            dc_ingress::bind_reuseport(addr, n)
+                .map_err(|e| AgentError::Other(format!("ingress: cannot listen on {addr}: {e}")))
+        };
+        for l in listen(sec.tls_listen, cores)? {
+            bound.push(
+                l.local_addr()
+                    .map_err(|e| AgentError::Other(e.to_string()))?,
+            );
+            let i = ingress.clone();
+            tokio::spawn(async move {
+                if let Err(e) = i.serve_tls(l).await {
+                    tracing::error!(error = %e, "ingress TLS listener stopped");
+                }
+            });
+        }
+        if let Some(addr) = sec.http_listen {
+            for l in listen(addr, 1)? {
+                bound.push(
+                    l.local_addr()
+                        .map_err(|e| AgentError::Other(e.to_string()))?,
+                );
+                let i = ingress.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = i.serve_http(l).await {
+                        tracing::error!(error = %e, "ingress HTTP listener stopped");
+                    }
+                });
+            }
+        }
+        tracing::info!(listening = ?bound, domain = %sec.domain, "ingress serving");
+        Ok(bound)
+    }
+
     /// The node's principal.
     pub fn node(&self) -> Principal {
         self.ledger.principal()
@@ -856,6 +952,7 @@ impl Agent {
                 Err(e) => tracing::error!(?action, error = %e, "action failed"),
             }
         }
+        self.sync_routes(&contracts);
         Ok(actions)
     }
 
@@ -871,6 +968,7 @@ impl Agent {
                 Duration::from_nanos((params.block_interval_ns / 2).max(1_000_000_000))
             }
         };
+        self.serve_ingress()?;
         tracing::info!(node = %self.node(), check_in_interval_s = interval.as_secs(), "agent running");
         tokio::pin!(shutdown);
         loop {
@@ -946,8 +1044,10 @@ impl Agent {
         Ok(())
     }
 
-    fn free_port(&self) -> Option<u16> {
-        let n = &self.config.network;
+    /// `n` distinct host ports of `network.port_min..=port_max` that no live
+    /// VM holds and that can be bound now.
+    fn free_ports(&self, n: usize) -> Option<Vec<u16>> {
+        let net = &self.config.network;
         let used: Vec<u16> = self
             .vms
             .values()
@@ -961,9 +1061,12 @@ impl Agent {
                     .chain(r.net.as_ref().map(|n| n.forward.host_port))
             })
             .collect();
-        (n.port_min..=n.port_max)
+        let ports: Vec<u16> = (net.port_min..=net.port_max)
             .filter(|p| !used.contains(p))
-            .find(|p| TcpListener::bind((n.host_addr, *p)).is_ok())
+            .filter(|p| TcpListener::bind((net.host_addr, *p)).is_ok())
+            .take(n)
+            .collect();
+        (ports.len() == n).then_some(ports)
     }
 
     /// Bridge mode: the place of contract `contract_id`'s VM on the tenant
@@ -1020,7 +1123,7 @@ impl Agent {
         contract: &Contract,
         platform: Option<Platform>,
         reservation: &Reservation,
-        host_port: u16,
+        host_ports: &[u16],
         net: Option<&VmNet>,
     ) -> Result<(VmSpec, BackendChoice, Option<LaunchPlan>), AgentError> {
         let contract_id = contract.id;
@@ -1028,13 +1131,31 @@ impl Agent {
         let g = &self.config.guest;
         let mut cmdline = g.cmdline.clone();
         let network = match (self.config.network.mode, net, &self.net) {
-            (NetworkMode::User, _, _) => Network::User {
-                forwards: vec![PortForward {
-                    host_addr: self.config.network.host_addr,
-                    host_port,
-                    guest_port: self.config.network.guest_port,
-                }],
-            },
+            (NetworkMode::User, _, _) => {
+                // The endpoint first, then the ingress's upstreams (TLS, HTTP).
+                let mut guest_ports = vec![self.config.network.guest_port];
+                if let Some(i) = &self.config.ingress {
+                    guest_ports.extend([i.guest_tls_port, i.guest_http_port]);
+                }
+                if host_ports.len() < guest_ports.len() {
+                    return Err(AgentError::Other(format!(
+                        "{} host ports needed, {} given",
+                        guest_ports.len(),
+                        host_ports.len()
+                    )));
+                }
+                Network::User {
+                    forwards: guest_ports
+                        .iter()
+                        .zip(host_ports)
+                        .map(|(&guest_port, &host_port)| PortForward {
+                            host_addr: self.config.network.host_addr,
+                            host_port,
+                            guest_port,
+                        })
+                        .collect(),
+                }
+            }
             (NetworkMode::Bridge, Some(n), Some(tn)) => {
                 let tap = tn
                     .tap_for(n.vm_addr)
@@ -1182,7 +1303,12 @@ impl Agent {
                 return Err(AgentError::Other(e.to_string()));
             }
         };
-        let port = match self.free_port() {
+        // The endpoint's port; in user mode with an ingress, also the host
+        // ports the VM's TLS and HTTP ports are forwarded to for it.
+        let ingress_ports = usize::from(
+            self.config.ingress.is_some() && self.config.network.mode == NetworkMode::User,
+        ) * 2;
+        let ports = match self.free_ports(1 + ingress_ports) {
             Some(p) => p,
             None => {
                 self.resources.release(id);
@@ -1193,6 +1319,7 @@ impl Agent {
                 return Err(AgentError::Other(reason));
             }
         };
+        let port = ports[0];
         let net = match self.plan_net(id, port) {
             Ok(n) => n,
             Err(e) => {
@@ -1204,7 +1331,7 @@ impl Agent {
             }
         };
         let (spec, choice, launch) =
-            match self.build_spec(&contract, platform, &reservation, port, net.as_ref()) {
+            match self.build_spec(&contract, platform, &reservation, &ports, net.as_ref()) {
                 Ok(s) => s,
                 Err(e) => {
                     self.resources.release(id);
@@ -1462,6 +1589,53 @@ impl Agent {
             ..record
         })
     }
+}
+
+/// The ingress routes of this node: every VM journaled active whose contract
+/// is not over answers as `c<contract id>.<ingress.domain>` (plus, later,
+/// the custom domains its developer registers on the ledger). Upstreams are
+/// the VM's private address in bridge mode, or the user-mode forwards of its
+/// TLS and HTTP ports; a VM with neither (launched before the ingress was
+/// configured) gets no route.
+pub fn ingress_routes(
+    sec: &crate::config::IngressSection,
+    vms: &BTreeMap<u64, VmRecord>,
+    contracts: &[Contract],
+) -> Vec<dc_ingress::Route> {
+    let mut routes = Vec::new();
+    for c in contracts {
+        let Some(r) = vms.get(&c.id) else { continue };
+        if r.state != VmRecordState::Active || c.state.is_final() {
+            continue;
+        }
+        let forwarded = |guest_port: u16| match &r.spec.network {
+            Network::User { forwards } => forwards
+                .iter()
+                .find(|f| f.guest_port == guest_port)
+                .map(|f| SocketAddr::new(f.host_addr, f.host_port)),
+            _ => None,
+        };
+        let upstream = |guest_port: u16| match &r.net {
+            Some(n) => Some(SocketAddr::new(IpAddr::V4(n.vm_addr), guest_port)),
+            None => forwarded(guest_port),
+        };
+        let Some(tls_upstream) = upstream(sec.guest_tls_port) else {
+            tracing::debug!(
+                contract = c.id,
+                "no TLS upstream for the ingress (launched before it was configured?)"
+            );
+            continue;
+        };
+        routes.push(dc_ingress::Route {
+            contract_id: c.id,
+            names: vec![format!("c{}.{}", c.id, sec.domain)],
+            tls_upstream,
+            http_upstream: upstream(sec.guest_http_port),
+            proxy_protocol: false,
+            max_connections: sec.max_connections_per_route,
+        });
+    }
+    routes
 }
 
 /// What is published with an active contract: the evidence hash (SHA-256
@@ -1730,6 +1904,71 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(vmm_processes_of(&run).is_empty());
+    }
+
+    #[test]
+    fn ingress_routes_follow_active_vms_of_live_contracts() {
+        let sec: crate::config::IngressSection = toml::from_str(
+            "domain = \"node1.example\"\nguest_tls_port = 443\nguest_http_port = 80\n",
+        )
+        .unwrap();
+        let fwd = |host_port, guest_port| PortForward {
+            host_addr: "127.0.0.1".parse().unwrap(),
+            host_port,
+            guest_port,
+        };
+        let mut vms = BTreeMap::new();
+        // 1: user mode with the ingress's forwards.
+        let mut user = record(1, VmRecordState::Active);
+        user.spec.network = Network::User {
+            forwards: vec![fwd(20000, 22), fwd(20001, 443), fwd(20002, 80)],
+        };
+        vms.insert(1, user);
+        // 2: bridged.
+        let mut bridged = record(2, VmRecordState::Active);
+        let vm_addr: std::net::Ipv4Addr = "10.88.0.7".parse().unwrap();
+        bridged.net = Some(VmNet {
+            tap: "dct0a580007".into(),
+            vm_addr,
+            forward: Forward {
+                host_addr: "192.0.2.1".parse().unwrap(),
+                host_port: 20003,
+                vm_addr,
+                guest_port: 22,
+            },
+        });
+        vms.insert(2, bridged);
+        // 3: still booting; 4: launched before the ingress (no forwards); 5: cancelled.
+        vms.insert(3, record(3, VmRecordState::Provisioning));
+        vms.insert(4, record(4, VmRecordState::Active));
+        vms.insert(5, record(5, VmRecordState::Active));
+        let contracts = vec![
+            contract(1, ContractState::Active, 1),
+            contract(2, ContractState::Active, 1),
+            contract(3, ContractState::Provisioning, 1),
+            contract(4, ContractState::Active, 1),
+            contract(5, ContractState::Cancelled, 1),
+        ];
+        let routes = ingress_routes(&sec, &vms, &contracts);
+        assert_eq!(routes.len(), 2, "{routes:?}");
+        assert_eq!(routes[0].contract_id, 1);
+        assert_eq!(routes[0].names, vec!["c1.node1.example".to_string()]);
+        assert_eq!(routes[0].tls_upstream, "127.0.0.1:20001".parse().unwrap());
+        assert_eq!(
+            routes[0].http_upstream,
+            Some("127.0.0.1:20002".parse().unwrap())
+        );
+        assert_eq!(routes[1].names, vec!["c2.node1.example".to_string()]);
+        assert_eq!(routes[1].tls_upstream, "10.88.0.7:443".parse().unwrap());
+        assert_eq!(
+            routes[1].http_upstream,
+            Some("10.88.0.7:80".parse().unwrap())
+        );
+        assert_eq!(routes[1].max_connections, sec.max_connections_per_route);
+        // The table takes them as one update.
+        let table = dc_ingress::RouteTable::new();
+        let u = table.replace(routes).unwrap();
+        assert_eq!(u.added, vec![1, 2]);
     }
 
     #[test]

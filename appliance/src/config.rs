@@ -42,6 +42,15 @@
 //! guest_port = 22                         # the guest port the endpoint forwards to
 //! uplink = "eth0"                         # bridge mode: VM egress only through it (default: any)
 //!
+//! [ingress]                               # absent: no ingress
+//! domain = "node1.provider.example"       # contracts answer as c<id>.<domain>
+//! tls_listen = "[::]:443"
+//! http_listen = "[::]:80"
+//! guest_tls_port = 443                    # where the VM's TLS server listens
+//! guest_http_port = 80
+//! max_connections_per_route = 4096
+//! [ingress.proxy]                         # dc-ingress limits, timeouts, ech = "refuse"
+//!
 //! [readiness]
 //! probe = "tcp"                           # tcp | http (GET / on the forwarded port) | serial
 //! serial_marker = "login:"                # serial probe: text in the serial log
@@ -63,6 +72,12 @@ pub mod defaults {
     pub const POLL_INTERVAL_MS: u64 = 5_000;
     /// `vm_log_max_mib`.
     pub const VM_LOG_MAX_MIB: u64 = 16;
+    /// `ingress.tls_listen`.
+    pub const INGRESS_TLS_LISTEN: &str = "[::]:443";
+    /// `ingress.http_listen`.
+    pub const INGRESS_HTTP_LISTEN: &str = "[::]:80";
+    /// `ingress.max_connections_per_route`.
+    pub const INGRESS_ROUTE_CONNECTIONS: u32 = 4096;
     /// `vm_boot_timeout_secs`.
     pub const VM_BOOT_TIMEOUT_SECS: u64 = 300;
     /// `delegation_valid_days`.
@@ -316,6 +331,59 @@ pub enum ProbeKind {
     Serial,
 }
 
+/// `[ingress]`: the SNI-passthrough ingress (absent: none). Every active
+/// contract is reachable as `c<contract id>.<domain>` plus the custom domains
+/// its developer registered on the ledger; TLS on `tls_listen` is routed on
+/// the ClientHello's server name and never terminated, plain HTTP on
+/// `http_listen` on the Host header (ACME HTTP-01 inside the VM).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressSection {
+    /// The node's DNS domain (a wildcard record `*.domain` points at the node).
+    pub domain: String,
+    #[serde(default = "default_tls_listen")]
+    pub tls_listen: std::net::SocketAddr,
+    /// Plain HTTP; absent: port 80 is not served.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// The VM's TLS port the ingress connects to.
+    #[serde(default = "default_guest_tls_port")]
+    pub guest_tls_port: u16,
+    /// The VM's HTTP port.
+    #[serde(default = "default_guest_http_port")]
+    pub guest_http_port: u16,
+    /// Most connections open to one VM at once.
+    #[serde(default = "default_route_connections")]
+    pub max_connections_per_route: u32,
+    /// Limits, timeouts and the ECH policy of `dc-ingress` (its defaults
+    /// when absent). Browsers send GREASE ECH: see the README before
+    /// choosing `ech = "route_outer_name"`.
+    #[serde(default)]
+    pub proxy: dc_ingress::IngressConfig,
+}
+
+fn default_tls_listen() -> std::net::SocketAddr {
+    defaults::INGRESS_TLS_LISTEN
+        .parse()
+        .expect("constant address")
+}
+fn default_http_listen() -> Option<std::net::SocketAddr> {
+    Some(
+        defaults::INGRESS_HTTP_LISTEN
+            .parse()
+            .expect("constant address"),
+    )
+}
+fn default_guest_tls_port() -> u16 {
+    443
+}
+fn default_guest_http_port() -> u16 {
+    80
+}
+fn default_route_connections() -> u32 {
+    defaults::INGRESS_ROUTE_CONNECTIONS
+}
+
 /// `[readiness]`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -375,6 +443,8 @@ pub struct Config {
     pub network: NetworkConfig,
     #[serde(default)]
     pub readiness: ReadinessConfig,
+    #[serde(default)]
+    pub ingress: Option<IngressSection>,
 }
 
 fn default_ledger_url() -> String {
@@ -529,6 +599,29 @@ impl Config {
                     ))
                 }
             }
+        }
+        if let Some(i) = &self.ingress {
+            dc_ingress::HostName::parse(&format!("c0.{}", i.domain)).map_err(|e| {
+                invalid(
+                    "ingress.domain",
+                    format!("expected a DNS name, found {:?}: {e}", i.domain),
+                )
+            })?;
+            if i.guest_tls_port == 0 || i.guest_http_port == 0 {
+                return Err(invalid(
+                    "ingress.guest_tls_port",
+                    "ports must be 1 to 65535",
+                ));
+            }
+            if i.max_connections_per_route == 0 {
+                return Err(invalid(
+                    "ingress.max_connections_per_route",
+                    "must be at least 1",
+                ));
+            }
+            i.proxy
+                .validate()
+                .map_err(|e| invalid("ingress.proxy", e.to_string()))?;
         }
         if self.readiness.probe == ProbeKind::Serial && self.readiness.serial_marker.is_empty() {
             return Err(invalid("readiness.serial_marker", "must not be empty"));

@@ -12,9 +12,13 @@
 //! - [`agent`]: the loop that turns ledger contracts into VMs through those
 //!   [`dc_vmm::Hypervisor`]s, one owner of all VM state.
 //!
-//! Not implemented yet (contracts needing them are rejected): confidential
-//! launches (SEV-SNP, TDX) and bridge networking; VMs run with user-mode
-//! networking and one host port forwarded to `network.guest_port`.
+//! - [`confidential`]: the contract binding, predicted launch measurement and
+//!   launch manifest of SEV-SNP and TDX launches;
+//! - [`vfio`]: GPUs bound to vfio-pci a whole IOMMU group at a time.
+//!
+//! Networking is user-mode (one forwarded host port) or bridge
+//! (`dc-tenant-net`); the SNI ingress (`dc-ingress`) routes tenants' TLS and
+//! HTTP to active VMs when `[ingress]` is configured.
 
 pub mod agent;
 pub mod backend;

@@ -397,6 +397,25 @@ fn add_offering(s: &Scenario, node: &str, name: &str, ram_gib: u32) -> String {
         .to_string()
 }
 
+/// `GET /` to `addr` with `Host: host`, the whole response (status line included).
+fn http_get_host(addr: &str, host: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
 fn http_get(endpoint: &str) -> Result<String, String> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -423,6 +442,10 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
     // The appliance: QEMU, TCG, 2 vCPUs for tenants, the test guest.
     let base = make_base_disk(&s);
     let port_min = 40_000 + (std::process::id() % 200) as u16 * 100;
+    // The SNI/Host ingress: below Linux's ephemeral port range (32768 and
+    // up), which outgoing connections (the ingress's own, to the VMs) use.
+    let ingress_tls = 30_000 + (std::process::id() % 1000) as u16 * 2;
+    let ingress_http = ingress_tls + 1;
     let config_text = |max_memory_mib: u64| {
         format!(
             "data_dir = \"{data}\"\nledger_url = \"{url}\"\nregion = \"eu-central\"\ncountry = \"DE\"\n\
@@ -431,7 +454,9 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
              [limits]\nmax_vcpus = 2\nmax_memory_mib = {max_memory_mib}\nmax_storage_gib = 10\n\
              [guest]\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\ncmdline = \"{cmdline}\"\nbase_disk = \"{base}\"\n\
              [network]\nport_min = {port_min}\nport_max = {port_max}\nguest_port = 80\n\
-             [readiness]\nprobe = \"http\"\n",
+             [readiness]\nprobe = \"http\"\n\
+             [ingress]\ndomain = \"node.test\"\ntls_listen = \"127.0.0.1:{ingress_tls}\"\n\
+             http_listen = \"127.0.0.1:{ingress_http}\"\n",
             data = s.data().display(),
             url = s.url(),
             kernel = guest.kernel.display(),
@@ -470,6 +495,22 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
     );
     assert!(endpoint.starts_with("127.0.0.1:"), "{endpoint}");
     let body = http_get(&endpoint).expect("GET the guest");
+    assert!(
+        body.contains(dc_test_guest::HTTP_BODY),
+        "guest said {body:?}"
+    );
+    // Through the ingress: port 80 routed on the Host header to A's VM; an
+    // unknown name is refused, never routed by guess.
+    let ingress = format!("127.0.0.1:{ingress_http}");
+    let name_a = format!("c{a}.node.test");
+    wait_until("A's ingress route", Duration::from_secs(30), || {
+        http_get_host(&ingress, &name_a).is_ok_and(|r| r.contains(dc_test_guest::HTTP_BODY))
+    });
+    let unknown = http_get_host(&ingress, "c999.node.test").unwrap_or_default();
+    assert!(
+        unknown.starts_with("HTTP/1.1 421") && !unknown.contains(dc_test_guest::HTTP_BODY),
+        "{unknown:?}"
+    );
     assert!(
         body.contains(dc_test_guest::HTTP_BODY),
         "guest said {body:?}"
@@ -644,6 +685,32 @@ fn rented_vm_serves_survives_an_agent_crash_and_is_wiped_on_cancel() {
     wait_until("A journaled released", Duration::from_secs(10), || {
         s.journal(a)["state"] == "released"
     });
+    // A's route went with its contract; B is still served through the ingress.
+    wait_until("A's ingress route to go", Duration::from_secs(30), || {
+        http_get_host(&ingress, &name_a).is_ok_and(|r| r.starts_with("HTTP/1.1 421"))
+    });
+    let via_ingress = http_get_host(&ingress, &format!("c{b}.node.test")).unwrap();
+    assert!(
+        via_ingress.contains(dc_test_guest::HTTP_BODY),
+        "{via_ingress:?}"
+    );
+    // Counted since the agent's restart, written after every pass.
+    let metrics = || -> Value {
+        std::fs::read(s.data().join("ingress-metrics.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    wait_until(
+        "the ingress metrics to count",
+        Duration::from_secs(30),
+        || {
+            let m = metrics();
+            m["http"]["refusals"]["unknown_name"].as_u64() >= Some(1)
+                && m["http"]["routed"].as_u64() >= Some(1)
+                && m["routes"][0]["bytes_upstream_to_client"].as_u64() > Some(0)
+        },
+    );
     s.appliance_still_running();
     eprintln!("scenario took {:?}", test_start.elapsed());
 }

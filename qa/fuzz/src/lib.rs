@@ -210,3 +210,13 @@ pub fn measure(data: &[u8]) {
 pub fn auxblob(data: &[u8]) {
     dc_guest::fuzz_cert_table(data);
 }
+
+/// A TLS ClientHello as the ingress reads it on port 443 (records, SNI, ALPN, ECH).
+pub fn client_hello(data: &[u8]) {
+    dc_ingress::fuzz_client_hello(data);
+}
+
+/// An HTTP request head as the ingress reads it on port 80 (the Host it routes on).
+pub fn http_host(data: &[u8]) {
+    dc_ingress::fuzz_http_host(data);
+}

@@ -84,6 +84,34 @@ proptest! {
     }
 
     #[test]
+    fn ingress_parsers_never_panic(data in prop::collection::vec(any::<u8>(), 0..2048), f in flips(), cut in any::<usize>()) {
+        dc_fuzz::client_hello(&data);
+        dc_fuzz::http_host(&data);
+        // A TLS handshake record holding a ClientHello with an SNI, mutated.
+        let name = b"c1.node.test";
+        let mut sni = vec![0, 0];
+        let list_len = (name.len() + 3) as u16;
+        sni.extend_from_slice(&(list_len + 2).to_be_bytes());
+        sni.extend_from_slice(&list_len.to_be_bytes());
+        sni.push(0);
+        sni.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        sni.extend_from_slice(name);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+        body.extend_from_slice(&sni);
+        let mut hs = vec![1, 0];
+        hs.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        hs.extend_from_slice(&body);
+        let mut record = vec![22, 3, 1];
+        record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        record.extend_from_slice(&hs);
+        dc_fuzz::client_hello(&mutate(record, &f, cut));
+        dc_fuzz::http_host(&mutate(b"GET / HTTP/1.1\r\nHost: c1.node.test\r\n\r\n".to_vec(), &f, cut));
+    }
+
+    #[test]
     fn auxblob_never_panics(data in prop::collection::vec(any::<u8>(), 0..2048), f in flips(), cut in any::<usize>()) {
         dc_fuzz::auxblob(&data);
         // A well-formed table (GUID, offset, length entries, zero-terminated) mutated.
