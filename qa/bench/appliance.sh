@@ -4,6 +4,14 @@
 # and the supervisor's overhead per VM operation beside raw QMP; writes
 # qa/BENCHMARKS-appliance.md. Installs QEMU if missing. Extra arguments go to
 # vm-bench (see --help), e.g. --rents 10 --ops 500 --poll-interval-ms 100.
+#
+# With CLOUD_HYPERVISOR_BIN naming a cloud-hypervisor binary (no package
+# registry ships one; /dev/kvm needed), vm-bench also times the same
+# operations on Cloud Hypervisor (a stub guest launched through dc-vmm-ch)
+# beside raw HTTP on its API socket; the variable reaches vm-bench through
+# the environment:
+#   CLOUD_HYPERVISOR_BIN=/path/to/cloud-hypervisor bash qa/bench/appliance.sh
+# Without it that part is skipped, and the output says so.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

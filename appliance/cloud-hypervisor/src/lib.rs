@@ -16,6 +16,7 @@
 pub mod api;
 mod config;
 pub mod igvm;
+pub mod stub;
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
