@@ -1592,8 +1592,9 @@ impl Agent {
 }
 
 /// The ingress routes of this node: every VM journaled active whose contract
-/// is not over answers as `c<contract id>.<ingress.domain>` (plus, later,
-/// the custom domains its developer registers on the ledger). Upstreams are
+/// is not over answers as `c<contract id>.<ingress.domain>` and the custom
+/// domains its developer registered on the ledger (none at or under the
+/// node's domain), with PROXY protocol v2 when it asked for it. Upstreams are
 /// the VM's private address in bridge mode, or the user-mode forwards of its
 /// TLS and HTTP ports; a VM with neither (launched before the ingress was
 /// configured) gets no route.
@@ -1626,12 +1627,26 @@ pub fn ingress_routes(
             );
             continue;
         };
+        let mut names = vec![format!("c{}.{}", c.id, sec.domain)];
+        // Custom domains from the ledger, except names at or under the
+        // node's own domain: those are the contracts' default names, and a
+        // tenant registering one early (c9.<domain> before contract 9 exists)
+        // would otherwise keep it and could pass HTTP-01 for it.
+        let own = format!(".{}", sec.domain);
+        for d in &c.ingress.domains {
+            let bare = d.trim_start_matches("*.");
+            if bare == sec.domain || bare.ends_with(&own) {
+                tracing::warn!(contract = c.id, domain = %d, "custom domain under the node's own domain not routed");
+                continue;
+            }
+            names.push(d.clone());
+        }
         routes.push(dc_ingress::Route {
             contract_id: c.id,
-            names: vec![format!("c{}.{}", c.id, sec.domain)],
+            names,
             tls_upstream,
             http_upstream: upstream(sec.guest_http_port),
-            proxy_protocol: false,
+            proxy_protocol: c.ingress.proxy_protocol,
             max_connections: sec.max_connections_per_route,
         });
     }
@@ -1718,6 +1733,7 @@ mod tests {
             endpoint: None,
             evidence_hash: None,
             launch_measurement: None,
+            ingress: Default::default(),
             history: vec![],
         }
     }
@@ -1942,9 +1958,17 @@ mod tests {
         vms.insert(3, record(3, VmRecordState::Provisioning));
         vms.insert(4, record(4, VmRecordState::Active));
         vms.insert(5, record(5, VmRecordState::Active));
+        let mut with_domains = contract(2, ContractState::Active, 1);
+        with_domains.ingress.domains = vec![
+            "api.example.com".into(),
+            "*.apps.example.com".into(),
+            "c7.node1.example".into(),
+            "x.c7.node1.example".into(),
+        ];
+        with_domains.ingress.proxy_protocol = true;
         let contracts = vec![
             contract(1, ContractState::Active, 1),
-            contract(2, ContractState::Active, 1),
+            with_domains,
             contract(3, ContractState::Provisioning, 1),
             contract(4, ContractState::Active, 1),
             contract(5, ContractState::Cancelled, 1),
@@ -1958,7 +1982,12 @@ mod tests {
             routes[0].http_upstream,
             Some("127.0.0.1:20002".parse().unwrap())
         );
-        assert_eq!(routes[1].names, vec!["c2.node1.example".to_string()]);
+        assert_eq!(
+            routes[1].names,
+            vec!["c2.node1.example", "api.example.com", "*.apps.example.com"],
+            "custom domains routed, none under the node's own domain"
+        );
+        assert!(routes[1].proxy_protocol && !routes[0].proxy_protocol);
         assert_eq!(routes[1].tls_upstream, "10.88.0.7:443".parse().unwrap());
         assert_eq!(
             routes[1].http_upstream,

@@ -907,6 +907,7 @@ mod tests {
             endpoint: Some("vm.example".into()),
             evidence_hash: Some(ByteBuf::from(vec![0; 32])),
             launch_measurement: measurement.map(ByteBuf::from),
+            ingress: Default::default(),
             history: vec![],
         }
     }

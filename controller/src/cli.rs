@@ -77,7 +77,7 @@ pub enum Command {
     Offers(OffersCmd),
     /// Rent an offering: pays price × hours into escrow.
     Rent(RentArgs),
-    /// Show and list contracts.
+    /// Show and list contracts; set a contract's custom domains.
     #[command(subcommand)]
     Contract(ContractCmd),
     /// Pay for more hours on a contract.
@@ -310,11 +310,28 @@ pub struct RentArgs {
 #[derive(Subcommand)]
 pub enum ContractCmd {
     /// State and money of a contract, the launch measurement a confidential
-    /// VM's node published, and the binding (SNP HOST_DATA, TDX MRCONFIGID)
-    /// the VM's attestation report must carry.
+    /// VM's node published, the binding (SNP HOST_DATA, TDX MRCONFIGID) the
+    /// VM's attestation report must carry, and its custom domains.
     Show {
         /// Contract id.
         id: u64,
+    },
+    /// Set the custom domains your VM answers to through its node's ingress,
+    /// and whether it wants a PROXY protocol v2 header.
+    #[command(after_help = INGRESS_AFTER_HELP)]
+    Ingress {
+        /// Contract id (yours, not final).
+        id: u64,
+        /// A custom domain, lowercase, no trailing dot: `api.example.com`,
+        /// or a single-label wildcard `*.apps.example.com`. Repeat for
+        /// several (at most 8). The list replaces the contract's; none
+        /// clears it.
+        #[arg(long = "domain", value_name = "NAME")]
+        domains: Vec<String>,
+        /// Send a PROXY protocol v2 header (the client's address) to the VM
+        /// before the client's bytes. Only if the VM's server expects it.
+        #[arg(long)]
+        proxy_protocol: bool,
     },
     /// Your contracts, as developer or provider, newest first.
     List {
@@ -326,6 +343,31 @@ pub enum ContractCmd {
         limit: u32,
     },
 }
+
+const INGRESS_AFTER_HELP: &str = "\
+What the names are for: the node's ingress routes each TLS connection to your
+VM by the server name in its ClientHello (SNI), and plain HTTP on port 80 by
+its Host header. It never terminates TLS: TLS stays end to end, with the
+certificate and its key inside your VM, and the provider relays bytes it
+cannot read. Your contract always answers to its default name under the
+node's domain; these are extra names.
+
+Point each name's DNS at the node (A/AAAA records to its public address).
+Traffic arrives only while the contract is active. Get certificates inside
+the VM, for example with ACME HTTP-01 (port 80 reaches the VM) or
+TLS-ALPN-01.
+
+First come, first served: a name held by another contract that is not
+finished is refused, and a name is freed when its contract ends. The ledger
+does not check DNS ownership. Register a name before you point DNS at the
+node, remove the record when the contract ends, and consider a CAA record
+with accounturi (RFC 8657) so that only your ACME account can get
+certificates for it. *.example.com does not reserve api.example.com.
+
+Examples:
+  dcctl contract ingress 7 --domain api.example.com --domain '*.apps.example.com'
+  dcctl contract ingress 7 --domain api.example.com --proxy-protocol --json
+  dcctl contract ingress 7            # clears the custom domains";
 
 /// `dcctl rate`
 #[derive(Args)]
@@ -382,6 +424,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }) => market::offers_search(&ctx, &filters, hours, limit, offset).await,
         Command::Rent(r) => market::rent(&ctx, r).await,
         Command::Contract(ContractCmd::Show { id }) => market::contract_show(&ctx, id).await,
+        Command::Contract(ContractCmd::Ingress {
+            id,
+            domains,
+            proxy_protocol,
+        }) => market::contract_ingress(&ctx, id, domains, proxy_protocol).await,
         Command::Contract(ContractCmd::List { party, limit }) => {
             market::contract_list(&ctx, party.as_deref(), limit).await
         }

@@ -338,6 +338,11 @@ fn cancel_contract(id: u64) -> LedgerResult<Contract> {
 }
 
 #[update]
+fn set_contract_ingress(args: SetIngressArgs) -> LedgerResult<Contract> {
+    write(|l| l.set_contract_ingress(caller(), now(), args))
+}
+
+#[update]
 fn rate(args: RateArgs) -> LedgerResult<RateResult> {
     write(|l| l.rate(caller(), now(), args))
 }

@@ -323,6 +323,22 @@ fn every_argument_round_trips_against_ledger_did() {
     );
     sample!("cancel_contract", 4u64);
     sample!(
+        "set_contract_ingress",
+        SetIngressArgs {
+            contract_id: 4,
+            domains: vec!["api.example.com".into(), "*.apps.example.com".into()],
+            proxy_protocol: true,
+        }
+    );
+    sample!(
+        "set_contract_ingress",
+        SetIngressArgs {
+            contract_id: 5,
+            domains: vec![],
+            proxy_protocol: false,
+        }
+    );
+    sample!(
         "rate",
         RateArgs {
             target: p(8),
@@ -432,4 +448,66 @@ fn readme_init_example_type_checks_against_ledger_did() {
     let decoded: InitArgs = candid::decode_one(&bytes).expect("decodes as InitArgs");
     assert_eq!(decoded.block_interval_secs, Some(600));
     assert_eq!(decoded.initial_balances.len(), 1);
+}
+
+/// A client built before `Contract.ingress` still reads contracts from an
+/// upgraded ledger: Candid skips record fields the reader does not know.
+/// (The other way round, a new client reading an old ledger, fails on the
+/// missing field: upgrade the ledger first.)
+#[test]
+fn contracts_with_ingress_decode_for_clients_built_before_it() {
+    #[derive(candid::CandidType, serde::Deserialize, Debug, PartialEq)]
+    struct ContractBeforeIngress {
+        id: u64,
+        state: ContractState,
+        endpoint: Option<String>,
+        launch_measurement: Option<ByteBuf>,
+        history: Vec<(u64, ContractState)>,
+    }
+    let (env, _, methods) = did();
+    let contract = Contract {
+        id: 7,
+        offering_id: 1,
+        developer: p(1),
+        provider: p(2),
+        node: p(3),
+        resources: Resources::default(),
+        gpu_model: None,
+        price_e9s_per_hour: 1,
+        hours: 2,
+        state: ContractState::Active,
+        created_at_ns: 1,
+        provisioning_deadline_ns: 2,
+        active_since_ns: Some(2),
+        ends_at_ns: Some(3),
+        paid_e9s: 2,
+        released_e9s: 0,
+        refunded_e9s: 0,
+        fees_e9s: 0,
+        endpoint: Some("c7.node.example".into()),
+        evidence_hash: None,
+        launch_measurement: None,
+        ingress: IngressSettings {
+            domains: vec!["api.example.com".into()],
+            proxy_protocol: true,
+        },
+        history: vec![(1, ContractState::Requested), (2, ContractState::Active)],
+    };
+    // The reply as the canister sends it, typed by ledger.did.
+    let reply: LedgerResult<Contract> = Ok(contract.clone());
+    let rets = &methods["set_contract_ingress"].rets;
+    round_trip(&env, rets, "set_contract_ingress reply", reply.clone());
+    let bytes = candid::encode_one(&reply).unwrap();
+    let old: Result<ContractBeforeIngress, LedgerError> =
+        candid::decode_one(&bytes).expect("an old reader decodes the new contract");
+    assert_eq!(
+        old.unwrap(),
+        ContractBeforeIngress {
+            id: 7,
+            state: ContractState::Active,
+            endpoint: Some("c7.node.example".into()),
+            launch_measurement: None,
+            history: contract.history.clone(),
+        }
+    );
 }

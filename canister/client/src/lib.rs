@@ -530,6 +530,27 @@ impl LedgerClient {
         flatten(self.update("cancel_contract", id).await?)
     }
 
+    /// Sets the custom domains of a contract's VM and whether the node's
+    /// ingress sends it a PROXY protocol v2 header, replacing what it had
+    /// (an empty list clears them). Only the contract's developer may, while
+    /// the contract is not final; a name another non-final contract holds is
+    /// refused (`LedgerError::AlreadyRegistered`). The node routes the names
+    /// by SNI without terminating TLS, once their DNS points at it; see
+    /// `dc_ledger_core::ingress` for the rules.
+    pub async fn set_contract_ingress(
+        &self,
+        contract_id: u64,
+        domains: Vec<String>,
+        proxy_protocol: bool,
+    ) -> ClientResult<Contract> {
+        let args = SetIngressArgs {
+            contract_id,
+            domains,
+            proxy_protocol,
+        };
+        flatten(self.update("set_contract_ingress", args).await?)
+    }
+
     // -------------------------------------------------------- reputation
 
     /// Reputation of a principal.

@@ -8,7 +8,10 @@
 //! ```
 //! Escrow is released to the provider pro rata from the moment the contract
 //! is active; each release pays the escrow fee to the treasury and raises both
-//! parties' reputation by a share of the amount released.
+//! parties' reputation by a share of the amount released. While a contract is
+//! not final its developer may register custom domains for the node's ingress
+//! (`set_contract_ingress`, rules in [`crate::ingress`]); the move to a final
+//! state frees them.
 
 use candid::Principal;
 use dc_identity::Permission;
@@ -185,6 +188,7 @@ impl Ledger {
             endpoint: None,
             evidence_hash: None,
             launch_measurement: None,
+            ingress: IngressSettings::default(),
             history: vec![(now, ContractState::Requested)],
         };
         for party in [caller, provider, node_p] {
@@ -522,6 +526,68 @@ impl Ledger {
         self.contract(id).cloned()
     }
 
+    /// The developer sets the custom domains of a contract's VM and whether
+    /// the node's ingress sends it a PROXY protocol v2 header, replacing what
+    /// the contract had (see [`crate::ingress`]). Allowed while the contract
+    /// is requested, accepted, provisioning or active, and neither past its
+    /// provisioning deadline nor at the end of its term. The names must be
+    /// valid ([`crate::ingress::validate_domains`]) and held by no other
+    /// non-final contract: the first contract to register a name keeps it
+    /// until it becomes final.
+    pub fn set_contract_ingress(
+        &mut self,
+        caller: Principal,
+        now: u64,
+        args: SetIngressArgs,
+    ) -> LedgerResult<Contract> {
+        let id = args.contract_id;
+        let now = self.time_ns.max(now);
+        let c = self.contract(id)?;
+        if c.developer != caller {
+            return Err(LedgerError::unauthorized(
+                caller,
+                "set the ingress of a contract it did not rent",
+            ));
+        }
+        if c.state.is_final() {
+            return Err(Self::illegal(c, "set its ingress"));
+        }
+        if c.ends_at_ns.is_some_and(|e| e <= now) {
+            return Err(LedgerError::IllegalTransition {
+                contract_id: id,
+                state: "at the end of its term".into(),
+                action: "set its ingress".into(),
+            });
+        }
+        Self::check_before_deadline(c, now, "set its ingress")?;
+        crate::ingress::validate_domains(&args.domains)?;
+        for name in &args.domains {
+            match self.domain_holders.holder(name) {
+                Some(holder) if holder != id => {
+                    return Err(LedgerError::AlreadyRegistered(format!(
+                        "domain {name} (held by contract {holder} until that contract ends)"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let settings = IngressSettings {
+            domains: args.domains,
+            proxy_protocol: args.proxy_protocol,
+        };
+        let c = self
+            .market
+            .contracts
+            .get_mut(&id)
+            .ok_or_else(|| LedgerError::not_found("contract", id))?;
+        let previous = std::mem::replace(&mut c.ingress, settings);
+        let updated = c.clone();
+        self.time_ns = now;
+        self.domain_holders.release(id, &previous.domains);
+        self.domain_holders.claim(id, &updated.ingress.domains);
+        Ok(updated)
+    }
+
     /// A contract by id.
     pub fn contract_info(&self, id: u64) -> Option<Contract> {
         self.market.contracts.get(&id).cloned()
@@ -637,6 +703,10 @@ impl Ledger {
         }
         self.market.timeline.remove(&(timeline_key, id));
         self.market.active.remove(&id);
+        // A final contract holds no names: they are free for others.
+        if let Some(c) = self.market.contracts.get(&id) {
+            self.domain_holders.release(id, &c.ingress.domains);
+        }
         if let Some(n) = self.market.nodes.get_mut(&node) {
             n.reserved.vcpus -= res.vcpus;
             n.reserved.ram_gib -= res.ram_gib;

@@ -294,6 +294,7 @@ ledger_methods! {
         fn report_active(args: ReportActiveArgs) -> LedgerResult<Contract> { l.report_active(caller, now, args) }
         fn extend_contract(args: ExtendArgs) -> LedgerResult<Contract> { l.extend_contract(caller, now, args) }
         fn cancel_contract(id: u64) -> LedgerResult<Contract> { l.cancel_contract(caller, now, id) }
+        fn set_contract_ingress(args: SetIngressArgs) -> LedgerResult<Contract> { l.set_contract_ingress(caller, now, args) }
         fn rate(args: RateArgs) -> LedgerResult<RateResult> { l.rate(caller, now, args) }
         fn check_in(args: CheckInArgs) -> LedgerResult<u64> { l.check_in(caller, now, args) }
     }

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::blocks::{block_value, StoredBlock, Tx};
 use crate::error::{LedgerError, LedgerResult};
+use crate::ingress::DomainIndex;
 use crate::market::{Market, SearchIndex};
 use crate::rewards::RewardState;
 use crate::types::*;
@@ -61,6 +62,12 @@ pub struct Ledger {
     /// Derived from `market`, rebuilt after deserialization.
     #[serde(skip)]
     pub(crate) index: SearchIndex,
+    /// Which non-final contract holds each custom domain; derived from
+    /// `market`, rebuilt after deserialization. Compared by `==` like any
+    /// field, so a ledger equals its own snapshot only if the index that was
+    /// kept up to date equals the one rebuilt.
+    #[serde(skip)]
+    pub(crate) domain_holders: DomainIndex,
 }
 
 /// Which of the ICRC-1 error shapes a failed token movement is reported in.
@@ -255,6 +262,7 @@ impl Ledger {
             ratings: Vec::new(),
             market: Market::default(),
             index: SearchIndex::default(),
+            domain_holders: DomainIndex::default(),
         };
         for (account, amount) in genesis.balances {
             let account = account.normalized();
@@ -284,6 +292,13 @@ impl Ledger {
     /// Rebuilds derived indexes; call after deserializing a ledger.
     pub fn rebuild_indexes(&mut self) {
         self.index = SearchIndex::build(&self.market);
+        self.domain_holders = DomainIndex::build(&self.market);
+    }
+
+    /// The contract holding custom domain `name` (exact string), if a
+    /// non-final contract registered it.
+    pub fn domain_holder(&self, name: &str) -> Option<u64> {
+        self.domain_holders.holder(name)
     }
 
     /// The install-time parameters.

@@ -533,8 +533,34 @@ pub struct Contract {
     /// images; with the contract binding (SNP HOST_DATA, TDX MRCONFIGID) it
     /// ties a report to this contract. Absent on a non-confidential contract.
     pub launch_measurement: Option<ByteBuf>,
+    /// The custom domains its developer registered for the node's SNI
+    /// ingress, and whether the VM wants a PROXY protocol v2 header (see
+    /// [`crate::ingress`]). Empty and off until `set_contract_ingress`. On a
+    /// final contract this is what it last had; the names are no longer held.
+    pub ingress: IngressSettings,
     /// (time, state) for every transition, in order.
     pub history: Vec<(u64, ContractState)>,
+}
+
+/// How a node's ingress reaches a contract's VM beyond its default name.
+///
+/// The ingress routes a TLS connection by the server name in its ClientHello
+/// (port 80: the Host header) to the VM of an active contract and passes the
+/// bytes through without terminating TLS: the VM holds its own certificate,
+/// the provider reads nothing. Every contract answers to a default name under
+/// its node's domain; these are the extra names. DNS of each name must point
+/// at the node for traffic to arrive. See [`crate::ingress`] for the rules
+/// and what registering a name does and does not prove.
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressSettings {
+    /// Lowercase DNS names (`api.example.com`) or single-label wildcards
+    /// (`*.apps.example.com`), at most [`crate::ingress::MAX_INGRESS_DOMAINS`],
+    /// each held by this contract alone while it is not final.
+    pub domains: Vec<String>,
+    /// Write a PROXY protocol v2 header (the client's address) before the
+    /// client's bytes on every connection to the VM. The VM's server must
+    /// expect it: one that does not reads the header as garbage.
+    pub proxy_protocol: bool,
 }
 
 impl NodeInfo {
@@ -589,6 +615,17 @@ pub struct ReportActiveArgs {
     /// required (48 bytes: SEV-SNP MEASUREMENT, TDX MRTD) when the contract's
     /// offering is confidential, refused otherwise.
     pub launch_measurement: Option<ByteBuf>,
+}
+
+/// `set_contract_ingress` argument: the contract's whole ingress settings,
+/// replacing what it had (no domains clears them).
+#[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SetIngressArgs {
+    pub contract_id: u64,
+    /// See [`IngressSettings::domains`].
+    pub domains: Vec<String>,
+    /// See [`IngressSettings::proxy_protocol`].
+    pub proxy_protocol: bool,
 }
 
 /// `extend_contract` argument.

@@ -4,6 +4,8 @@
 //! - minted rewards never exceed the schedule for the blocks closed;
 //! - each contract's escrow = paid − released − refunded, final contracts hold none;
 //! - balances and reputation never go below zero (u64, checked arithmetic);
+//! - no custom domain is held by two non-final contracts, and the holder index
+//!   kept up to date equals the one rebuilt from the contracts;
 //! - an operation the ledger refuses leaves the serialized state byte-identical.
 
 mod common;
@@ -79,10 +81,27 @@ enum Op {
         provider: usize,
         offering: usize,
     },
+    SetIngress {
+        dev: usize,
+        contract: u64,
+        /// Indexes into [`DOMAIN_POOL`]; repeats and invalid names included.
+        names: Vec<usize>,
+        proxy_protocol: bool,
+    },
     Advance {
         minutes: u32,
     },
 }
+
+/// Names the property test registers: few, so that contracts contend for
+/// them; one invalid.
+const DOMAIN_POOL: [&str; 5] = [
+    "a.example",
+    "b.example",
+    "*.c.example",
+    "d.c.example",
+    "Invalid.example",
+];
 
 /// Actors: 0-1 developers, 2-3 providers, 4-5 nodes, 6 treasury, 7 anonymous.
 const ACTORS: usize = 8;
@@ -113,6 +132,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (a.clone(), prop::bool::weighted(0.2)).prop_map(|(node, tamper)| Op::CheckIn { node, tamper }),
         1 => (a.clone(), 0usize..2, 0u32..20, 0u64..(3 * TOKEN)).prop_map(|(provider, node, vcpus, price)| Op::AddOffering { provider, node, vcpus, price }),
         1 => (a.clone(), 0usize..6).prop_map(|(provider, offering)| Op::RemoveOffering { provider, offering }),
+        3 => (a.clone(), 0u64..8, prop::collection::vec(0..DOMAIN_POOL.len(), 0..4), any::<bool>())
+            .prop_map(|(dev, contract, names, proxy_protocol)| Op::SetIngress { dev, contract, names, proxy_protocol }),
         4 => prop_oneof![0u32..5, 0u32..120, 0u32..3_000].prop_map(|minutes| Op::Advance { minutes }),
     ]
 }
@@ -304,6 +325,20 @@ impl Runner {
                 let id = self.w.offerings.get(offering).copied().unwrap_or(999);
                 self.call(provider, "remove_offering", id)
             }
+            Op::SetIngress {
+                dev,
+                contract,
+                names,
+                proxy_protocol,
+            } => self.call(
+                dev,
+                "set_contract_ingress",
+                SetIngressArgs {
+                    contract_id: contract,
+                    domains: names.iter().map(|&i| DOMAIN_POOL[i].to_string()).collect(),
+                    proxy_protocol,
+                },
+            ),
             Op::Advance { minutes } => {
                 self.w.now += minutes as u64 * 60_000_000_000;
                 self.w.ledger.tick(self.w.now)

@@ -59,7 +59,7 @@ proptest! {
 
     #[test]
     fn snapshot_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
-        for magic in [&b"DCLEDG02"[..], b"DCLEDG03"] {
+        for magic in [&b"DCLEDG02"[..], b"DCLEDG03", b"DCLEDG04"] {
             let mut prefixed = magic.to_vec();
             prefixed.extend(&data);
             dc_fuzz::snapshot(&prefixed);

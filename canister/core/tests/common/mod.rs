@@ -227,6 +227,24 @@ impl World {
             l.escrow_total(),
             "escrow = sum of contracts' escrow"
         );
+        // Custom domains: one non-final holder per name, and the index kept
+        // up to date is the one a snapshot would rebuild (`==` compares it).
+        let mut held = std::collections::BTreeMap::new();
+        for cid in 0..stats.contracts {
+            let c = l.contract_info(cid).expect("contract");
+            if c.state.is_final() {
+                continue;
+            }
+            for name in &c.ingress.domains {
+                if let Some(other) = held.insert(name.clone(), cid) {
+                    panic!("{name} held by contracts {other} and {cid}");
+                }
+                assert_eq!(l.domain_holder(name), Some(cid), "holder of {name}");
+            }
+        }
+        let mut rebuilt = l.clone();
+        rebuilt.rebuild_indexes();
+        assert!(rebuilt == *l, "the domain holder index is out of step");
     }
 
     pub fn sign_check_in(&self, node: &Identity) -> CheckInArgs {
