@@ -1,0 +1,2153 @@
+//! `ingress-bench`: the SNI-passthrough ingress (`dc-ingress`) beside HAProxy
+//! (`mode tcp`, `req_ssl_sni`) and nginx (`stream`, `ssl_preread`), and beside
+//! no proxy at all, on the same workload in the same run (issue 6).
+//!
+//! Layout, chosen so that the four paths get the same machine:
+//! - two TLS backends (rustls, TLS 1.3, ECDSA P-256 leaves of one test CA,
+//!   no session tickets) for `a.bench.test` and `b.bench.test`, in a child
+//!   process of this binary; a client asks for `n` bytes with an 8-byte
+//!   request, the backend sends them (the first byte names the backend, so
+//!   every connection checks its routing) and closes;
+//! - the proxies, each a separate process so that its CPU time can be read
+//!   from `/proc`: `dc-ingress` is this binary again in its ingress role
+//!   (tokio, `--proxy-threads` workers, one `SO_REUSEPORT` listener each),
+//!   HAProxy with `nbthread` and nginx with `worker_processes` set to the same;
+//! - the client, in this process: rustls with full certificate verification
+//!   and no resumption, so every connection is a full handshake.
+//!
+//! With two or more CPUs the proxy runs alone on the second and the client and
+//! backends share the first (`--no-pin` turns this off): the endpoints then
+//! get the same CPU whichever path is measured, and a proxy's cost shows in
+//! its own CPU time (read per connection and per GB) instead of in the
+//! endpoints' speed. Paths are measured in turn within each run, runs are
+//! repeated, and the median of each number is reported, so that background
+//! load falls on all paths alike.
+//!
+//! Three measurements per path and run:
+//! 1. **connection rate**: `--concurrency` connections in flight, each a new
+//!    TCP connection, a full TLS handshake and a 256-byte response, names
+//!    alternating; connections completed per second, latency from `connect`
+//!    to the first response byte, and the proxy's CPU time per connection;
+//! 2. **latency**: one connection at a time, the same exchange; p50 and p99,
+//!    and what the proxy adds to the direct path's;
+//! 3. **throughput**: `--streams` connections in parallel, each receiving
+//!    `--transfer-mib` MiB and starting over, for a fixed time; MB/s received.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use dc_ingress::{bind_reuseport, Ingress, IngressConfig, MetricsSnapshot, Route, RouteTable};
+use dc_qa::machine::{utc_now, Machine};
+use dc_qa::report::{targets_markdown, targets_text, Target};
+use dc_qa::stats::{ms, thousands, Latencies};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// Command line of `ingress-bench`.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ingress-bench",
+    about = "SNI-routed TLS through dc-ingress, HAProxy and nginx, and straight to the backend, side by side in one run"
+)]
+struct Args {
+    /// Seconds of each connection-rate measurement (after its warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Seconds of each one-at-a-time latency measurement.
+    #[arg(long, default_value_t = 1.5)]
+    latency_seconds: f64,
+    /// Seconds of each throughput measurement (after its warm-up).
+    #[arg(long, default_value_t = 2.0)]
+    throughput_seconds: f64,
+    /// Seconds of warm-up before each measurement, not counted.
+    #[arg(long, default_value_t = 0.5)]
+    warmup_seconds: f64,
+    /// Runs over all paths; each number reported is the median of the runs.
+    #[arg(long, default_value_t = 5)]
+    runs: u32,
+    /// Connections in flight in the connection-rate measurement.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Parallel connections in the throughput measurement.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// MiB each throughput connection receives before starting over.
+    #[arg(long, default_value_t = 64)]
+    transfer_mib: u64,
+    /// Worker threads of dc-ingress, HAProxy's nbthread, nginx's worker_processes.
+    #[arg(long, default_value_t = 1)]
+    proxy_threads: usize,
+    /// Do not pin the proxy to its own CPU and the client and backends to another.
+    #[arg(long)]
+    no_pin: bool,
+    /// Let HAProxy splice (`option splice-auto`); off is the packaged default.
+    #[arg(long)]
+    haproxy_splice: bool,
+    /// The HAProxy binary.
+    #[arg(long, default_value = "haproxy")]
+    haproxy: PathBuf,
+    /// The nginx binary.
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
+    /// Print the results as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the results as markdown to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// One short run of each available path (HAProxy and nginx are skipped,
+    /// with a message, when not installed); fails if a path moved nothing or
+    /// had errors. For tests.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// The child processes of this binary read their role from here.
+const ROLE_ENV: &str = "DC_INGRESS_BENCH_ROLE";
+const DIR_ENV: &str = "DC_INGRESS_BENCH_DIR";
+const THREADS_ENV: &str = "DC_INGRESS_BENCH_THREADS";
+const UPSTREAMS_ENV: &str = "DC_INGRESS_BENCH_UPSTREAMS";
+
+/// The two routed names; connection `k` uses `NAMES[k % 2]`.
+const NAMES: [&str; 2] = ["a.bench.test", "b.bench.test"];
+/// First byte of every response from the backend for `NAMES[i]`.
+const TAGS: [u8; 2] = [b'a', b'b'];
+/// Response size in the connection-rate and latency measurements.
+const SMALL_RESPONSE_BYTES: u64 = 256;
+/// Most bytes a backend sends for one request.
+const MAX_RESPONSE_BYTES: u64 = 1 << 40;
+/// One connection of the rate or latency measurement that takes longer than
+/// this is counted as an error.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ready timeout of a proxy or backend process.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn main() -> ExitCode {
+    let role = std::env::var(ROLE_ENV).ok();
+    let outcome = match role.as_deref() {
+        Some("backend") => backend_role(),
+        Some("ingress") => ingress_role(),
+        Some(other) => Err(anyhow!("unknown {ROLE_ENV}={other}")),
+        None => run(Args::parse()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ingress-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Certificates and TLS settings
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A test CA and one ECDSA P-256 leaf per name, written as DER into `dir`:
+/// `ca.der`, `a.bench.test.der` and `a.bench.test.key`, and so on.
+fn write_pki(dir: &Path) -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+    std::fs::write(dir.join("ca.der"), ca.der())?;
+    for name in NAMES {
+        let key = KeyPair::generate()?;
+        let cert = CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &ca)?;
+        std::fs::write(dir.join(format!("{name}.der")), cert.der())?;
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_der())?;
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The backend's TLS: 1.3 only, no tickets (every client handshake is full).
+fn server_config(dir: &Path, name: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let cert = CertificateDer::from(read_file(&dir.join(format!("{name}.der")))?);
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read_file(
+        &dir.join(format!("{name}.key")),
+    )?));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)?;
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// The client's TLS: 1.3 only, the test CA as the only root, no resumption.
+fn client_config(dir: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(read_file(&dir.join("ca.der"))?))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// Bytes of the client's first flight (the ClientHello the proxies parse).
+fn client_hello_len(config: &Arc<rustls::ClientConfig>) -> anyhow::Result<usize> {
+    let name = ServerName::try_from(NAMES[0])?;
+    let mut conn = rustls::ClientConnection::new(config.clone(), name)?;
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out)?;
+    }
+    Ok(out.len())
+}
+
+// ---------------------------------------------------------------------------
+// The roles of the child processes
+
+fn env_var(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).with_context(|| format!("{name} not set"))
+}
+
+/// Blocks until stdin closes: the parent is done (or gone).
+fn wait_for_stdin_eof() {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// The two backends, on one thread: prints `LISTEN <a> <b>`, serves until
+/// stdin closes.
+fn backend_role() -> anyhow::Result<()> {
+    let dir = PathBuf::from(env_var(DIR_ENV)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut addrs = Vec::new();
+        for (name, tag) in NAMES.iter().zip(TAGS) {
+            let acceptor = TlsAcceptor::from(server_config(&dir, name)?);
+            let listener = listen("127.0.0.1:0".parse()?)?;
+            addrs.push(listener.local_addr()?);
+            tokio::spawn(serve_backend(listener, acceptor, tag));
+        }
+        println!("LISTEN {} {}", addrs[0], addrs[1]);
+        std::io::stdout().flush()?;
+        tokio::task::spawn_blocking(wait_for_stdin_eof).await?;
+        Ok(())
+    })
+}
+
+async fn serve_backend(listener: tokio::net::TcpListener, acceptor: TlsAcceptor, tag: u8) {
+    // The body: the tag byte, then a fixed pattern; every chunk written is this.
+    let mut body = vec![0u8; 256 * 1024];
+    for (i, b) in body.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0];
+    }
+    body[0] = tag;
+    let body: Arc<[u8]> = body.into();
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(_) => {
+                // Descriptors exhausted: wait for some to close.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let body = body.clone();
+        tokio::spawn(async move {
+            let _ = serve_request(acceptor, tcp, &body).await;
+        });
+    }
+}
+
+/// One connection: handshake, an 8-byte big-endian length, that many bytes,
+/// close_notify and FIN; then waits for the client's FIN so that neither side
+/// resets the other.
+async fn serve_request(acceptor: TlsAcceptor, tcp: TcpStream, body: &[u8]) -> std::io::Result<()> {
+    let mut tls = acceptor.accept(tcp).await?;
+    let mut request = [0u8; 8];
+    tls.read_exact(&mut request).await?;
+    let mut left = u64::from_be_bytes(request).min(MAX_RESPONSE_BYTES);
+    while left > 0 {
+        let n = left.min(body.len() as u64) as usize;
+        tls.write_all(&body[..n]).await?;
+        left -= n as u64;
+    }
+    tls.shutdown().await?;
+    let (mut tcp, _) = tls.into_inner();
+    let mut sink = [0u8; 512];
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok(())
+}
+
+/// dc-ingress with its default settings and the two routes: prints
+/// `LISTEN <addr>`, serves until stdin closes, then prints `METRICS <json>`.
+fn ingress_role() -> anyhow::Result<()> {
+    let threads: usize = env_var(THREADS_ENV)?.parse()?;
+    let upstreams: Vec<SocketAddr> = env_var(UPSTREAMS_ENV)?
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    if upstreams.len() != NAMES.len() {
+        bail!("{UPSTREAMS_ENV}: expected {} addresses", NAMES.len());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let routes = Arc::new(RouteTable::new());
+        let table = NAMES
+            .iter()
+            .zip(&upstreams)
+            .enumerate()
+            .map(|(i, (name, upstream))| Route {
+                contract_id: i as u64 + 1,
+                names: vec![name.to_string()],
+                tls_upstream: *upstream,
+                http_upstream: None,
+                proxy_protocol: false,
+                max_connections: dc_ingress::routes::DEFAULT_ROUTE_MAX_CONNECTIONS,
+            })
+            .collect();
+        routes.replace(table)?;
+        let ingress = Ingress::new(IngressConfig::default(), routes)?;
+        let listeners = bind_reuseport("127.0.0.1:0".parse()?, threads.max(1))?;
+        let addr = listeners[0].local_addr()?;
+        for listener in listeners {
+            let ingress = ingress.clone();
+            tokio::spawn(async move { ingress.serve_tls(listener).await });
+        }
+        println!("LISTEN {addr}");
+        std::io::stdout().flush()?;
+        tokio::task::spawn_blocking(wait_for_stdin_eof).await?;
+        println!("METRICS {}", serde_json::to_string(&ingress.metrics())?);
+        std::io::stdout().flush()?;
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Processes: starting, pinning, CPU time, stopping
+
+/// The CPUs each side runs on, when pinned.
+#[derive(Clone, Debug)]
+struct Pinning {
+    endpoints: usize,
+    proxy: usize,
+}
+
+impl Pinning {
+    /// The first two CPUs this process may run on, unless there is only one.
+    fn plan(no_pin: bool) -> Option<Pinning> {
+        if no_pin {
+            return None;
+        }
+        let cpus = allowed_cpus();
+        (cpus.len() >= 2).then(|| Pinning {
+            endpoints: cpus[0],
+            proxy: cpus[1],
+        })
+    }
+}
+
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: as in `allowed_cpus`; CPU_SET stays inside the set for cpu < CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// Pins the calling thread (and the threads it starts later) to `cpu`.
+fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    let set = cpu_set(cpu);
+    // SAFETY: a valid set of the size passed.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs the child on `cpu` (if any) and sends it SIGTERM should this process die.
+fn prepare(cmd: &mut Command, cpu: Option<usize>) {
+    use std::os::unix::process::CommandExt;
+    let set = cpu.map(cpu_set);
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(set) = &set {
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// How a child process is told to stop.
+enum Stop {
+    /// Our own roles exit when their stdin closes.
+    CloseStdin,
+    /// HAProxy and nginx stop on SIGTERM.
+    Terminate,
+}
+
+/// A child process, stopped when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<BufReader<ChildStdout>>,
+    stop: Stop,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The rest of the first line starting with `prefix`.
+    fn expect_line(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let stdout = self
+            .stdout
+            .as_mut()
+            .ok_or_else(|| anyhow!("{}: no stdout", self.name))?;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdout.read_line(&mut line)? == 0 {
+                bail!("{} exited before printing {prefix}", self.name);
+            }
+            if let Some(rest) = line.trim_end().strip_prefix(prefix) {
+                return Ok(rest.trim().to_string());
+            }
+        }
+    }
+
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status})", self.name);
+        }
+        Ok(())
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn stop(&mut self) {
+        match self.stop {
+            Stop::CloseStdin => drop(self.stdin.take()),
+            Stop::Terminate => {
+                // SAFETY: signalling our own child, which has not been reaped
+                // (try_wait has not reported it), so the pid is still its.
+                if matches!(self.child.try_wait(), Ok(None)) {
+                    unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+                }
+            }
+        }
+        if !self.wait_exit(Duration::from_secs(5)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One of this binary's roles as a child process.
+fn spawn_role(role: &str, env: &[(&str, String)], cpu: Option<usize>) -> anyhow::Result<Proc> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.env(ROLE_ENV, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    prepare(&mut cmd, cpu);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting the {role}"))?;
+    Ok(Proc {
+        name: role.to_string(),
+        stdin: child.stdin.take(),
+        stdout: child.stdout.take().map(BufReader::new),
+        child,
+        stop: Stop::CloseStdin,
+    })
+}
+
+/// What a process tree has used so far, all threads together.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    /// CPU time, kernel included.
+    cpu: Duration,
+    /// Times a thread blocked and had to be woken again: each is a sleep in
+    /// `epoll_wait` and a wake-up that the waking side (here often the other
+    /// CPU, by an inter-processor interrupt) pays for too.
+    wakeups: u64,
+}
+
+impl Usage {
+    fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            wakeups: self.wakeups.saturating_sub(earlier.wakeups),
+        }
+    }
+}
+
+/// Usage of `root` and its descendants, from `/proc/PID/task/TID/schedstat`
+/// (CPU in nanoseconds, unlike the tick-grained `stat`) and `status`
+/// (`voluntary_ctxt_switches`).
+fn tree_usage(root: u32) -> Usage {
+    let mut usage = Usage::default();
+    for pid in descendants(root) {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(task.path().join("schedstat")) {
+                let ns = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                usage.cpu += Duration::from_nanos(ns);
+            }
+            if let Ok(s) = std::fs::read_to_string(task.path().join("status")) {
+                usage.wakeups += s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    usage
+}
+
+/// `root` and every process below it (nginx's workers under its master).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut tree = BTreeSet::from([root]);
+    loop {
+        let before = tree.len();
+        for &(pid, ppid) in &parent_of {
+            if tree.contains(&ppid) {
+                tree.insert(pid);
+            }
+        }
+        if tree.len() == before {
+            return tree.into_iter().collect();
+        }
+    }
+}
+
+/// A free port on 127.0.0.1 for HAProxy or nginx to listen on.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(StdTcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Waits until `addr` accepts a connection (the probe sends nothing).
+fn wait_listening(proc: &mut Proc, addr: SocketAddr, log: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Err(e) = proc.check_running() {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("{e}: {}", log.trim());
+        }
+        if StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not listening on {addr} after {START_TIMEOUT:?}",
+                proc.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The first line a binary prints for `flag` (on stdout or stderr), or None
+/// if it cannot be run.
+fn version_line(bin: &Path, flag: &str) -> Option<String> {
+    let out = Command::new(bin).arg(flag).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = [out.stdout, out.stderr].concat();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
+fn start_haproxy(
+    args: &Args,
+    dir: &Path,
+    backends: [SocketAddr; 2],
+    cpu: Option<usize>,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let port = free_port()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let splice = if args.haproxy_splice {
+        "    option splice-auto\n"
+    } else {
+        ""
+    };
+    let config = format!(
+        "global\n\
+         \x20   nbthread {threads}\n\
+         \x20   maxconn 6000\n\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   timeout connect 3s\n\
+         \x20   timeout client 300s\n\
+         \x20   timeout server 300s\n\
+         {splice}\
+         frontend sni\n\
+         \x20   bind {addr}\n\
+         \x20   tcp-request inspect-delay 5s\n\
+         \x20   tcp-request content accept if {{ req_ssl_hello_type 1 }}\n\
+         \x20   use_backend a if {{ req_ssl_sni -i {a_name} }}\n\
+         \x20   use_backend b if {{ req_ssl_sni -i {b_name} }}\n\
+         backend a\n\
+         \x20   server a {a}\n\
+         backend b\n\
+         \x20   server b {b}\n",
+        threads = args.proxy_threads.max(1),
+        a_name = NAMES[0],
+        b_name = NAMES[1],
+        a = backends[0],
+        b = backends[1],
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, config)?;
+    let log = dir.join("haproxy.log");
+    let mut cmd = Command::new(&args.haproxy);
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?);
+    prepare(&mut cmd, cpu);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", args.haproxy.display()))?;
+    let mut proc = Proc {
+        name: "haproxy".into(),
+        child,
+        stdin: None,
+        stdout: None,
+        stop: Stop::Terminate,
+    };
+    wait_listening(&mut proc, addr, &log)?;
+    Ok((proc, addr))
+}
+
+/// The `load_module` line nginx needs for `stream`: none when built in, the
+/// module's path when it is dynamic (Debian: package `libnginx-mod-stream`).
+fn nginx_stream_module(nginx: &Path) -> anyhow::Result<String> {
+    let out = Command::new(nginx)
+        .arg("-V")
+        .output()
+        .with_context(|| format!("running {} -V", nginx.display()))?;
+    let build = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).to_string();
+    let flags: Vec<&str> = build.split_whitespace().collect();
+    if flags.contains(&"--with-stream") {
+        return Ok(String::new());
+    }
+    if !flags.contains(&"--with-stream=dynamic") {
+        bail!("{} is built without the stream module", nginx.display());
+    }
+    let modules = flags
+        .iter()
+        .find_map(|f| f.strip_prefix("--modules-path="))
+        .unwrap_or("/usr/lib/nginx/modules");
+    let module = Path::new(modules).join("ngx_stream_module.so");
+    if !module.exists() {
+        bail!(
+            "{} is missing: nginx's stream module is a separate package (Debian: libnginx-mod-stream)",
+            module.display()
+        );
+    }
+    Ok(format!("load_module {};\n", module.display()))
+}
+
+fn start_nginx(
+    args: &Args,
+    dir: &Path,
+    backends: [SocketAddr; 2],
+    cpu: Option<usize>,
+) -> anyhow::Result<(Proc, SocketAddr)> {
+    let load_module = nginx_stream_module(&args.nginx)?;
+    let port = free_port()?;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let threads = args.proxy_threads.max(1);
+    let reuseport = if threads > 1 { " reuseport" } else { "" };
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(&prefix)?;
+    let log = dir.join("nginx-error.log");
+    let config = format!(
+        "{load_module}\
+         daemon off;\n\
+         master_process on;\n\
+         worker_processes {threads};\n\
+         worker_rlimit_nofile 20000;\n\
+         pid {pid};\n\
+         error_log {log} warn;\n\
+         events {{ worker_connections 8000; }}\n\
+         stream {{\n\
+         \x20   map $ssl_preread_server_name $sni_upstream {{\n\
+         \x20       {a_name} {a};\n\
+         \x20       {b_name} {b};\n\
+         \x20   }}\n\
+         \x20   server {{\n\
+         \x20       listen {addr}{reuseport};\n\
+         \x20       ssl_preread on;\n\
+         \x20       preread_timeout 5s;\n\
+         \x20       proxy_connect_timeout 3s;\n\
+         \x20       proxy_timeout 300s;\n\
+         \x20       proxy_pass $sni_upstream;\n\
+         \x20   }}\n\
+         }}\n",
+        pid = prefix.join("nginx.pid").display(),
+        log = log.display(),
+        a_name = NAMES[0],
+        b_name = NAMES[1],
+        a = backends[0],
+        b = backends[1],
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, config)?;
+    let mut cmd = Command::new(&args.nginx);
+    cmd.arg("-p")
+        .arg(&prefix)
+        .arg("-e")
+        .arg(&log)
+        .arg("-c")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("nginx.stderr"))?);
+    prepare(&mut cmd, cpu);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", args.nginx.display()))?;
+    let mut proc = Proc {
+        name: "nginx".into(),
+        child,
+        stdin: None,
+        stdout: None,
+        stop: Stop::Terminate,
+    };
+    wait_listening(&mut proc, addr, &log)?;
+    Ok((proc, addr))
+}
+
+// ---------------------------------------------------------------------------
+// The client
+
+/// Why one connection of the workload failed.
+#[derive(Debug)]
+enum ConnError {
+    Io(std::io::Error),
+    Timeout,
+    /// The response came from the other backend: misrouted.
+    WrongBackend {
+        expected: u8,
+        got: u8,
+    },
+    ShortResponse {
+        expected: u64,
+        got: u64,
+    },
+    /// The throughput window ended mid-transfer (not an error).
+    WindowOver,
+}
+
+impl From<std::io::Error> for ConnError {
+    fn from(e: std::io::Error) -> Self {
+        ConnError::Io(e)
+    }
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Io(e) => write!(f, "{e}"),
+            ConnError::Timeout => write!(f, "no answer in {CONNECTION_TIMEOUT:?}"),
+            ConnError::WrongBackend { expected, got } => write!(
+                f,
+                "misrouted: expected backend {:?}, answered by {:?}",
+                *expected as char, *got as char
+            ),
+            ConnError::ShortResponse { expected, got } => {
+                write!(f, "response of {got} bytes, expected {expected}")
+            }
+            ConnError::WindowOver => write!(f, "measurement window over"),
+        }
+    }
+}
+
+/// Where the client connects for each name: the backends themselves, or a proxy.
+#[derive(Clone)]
+struct Client {
+    connector: TlsConnector,
+    targets: [SocketAddr; 2],
+    names: [ServerName<'static>; 2],
+}
+
+impl Client {
+    /// One connection for `NAMES[which]`: TCP connect, handshake, request
+    /// `len` bytes, read them to the end. Returns the time from connect to
+    /// the first response byte. Received bytes are added to `received`;
+    /// with `until`, reading stops when that instant is past.
+    async fn exchange(
+        &self,
+        which: usize,
+        len: u64,
+        buf: &mut [u8],
+        received: Option<&AtomicU64>,
+        until: Option<Instant>,
+    ) -> Result<Duration, ConnError> {
+        let start = Instant::now();
+        let tcp = TcpStream::connect(self.targets[which]).await?;
+        tcp.set_nodelay(true)?;
+        let mut tls = self
+            .connector
+            .connect(self.names[which].clone(), tcp)
+            .await?;
+        tls.write_all(&len.to_be_bytes()).await?;
+        tls.flush().await?;
+        let mut first_byte = None;
+        let mut got = 0u64;
+        loop {
+            let n = tls.read(buf).await?;
+            if n == 0 {
+                break;
+            }
+            if first_byte.is_none() {
+                first_byte = Some(start.elapsed());
+                if buf[0] != TAGS[which] {
+                    return Err(ConnError::WrongBackend {
+                        expected: TAGS[which],
+                        got: buf[0],
+                    });
+                }
+            }
+            got += n as u64;
+            if let Some(received) = received {
+                received.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            if until.is_some_and(|t| Instant::now() >= t) {
+                return Err(ConnError::WindowOver);
+            }
+        }
+        match first_byte {
+            Some(t) if got == len => Ok(t),
+            _ => Err(ConnError::ShortResponse { expected: len, got }),
+        }
+    }
+
+    /// A small exchange under [`CONNECTION_TIMEOUT`].
+    async fn small(&self, which: usize, buf: &mut [u8]) -> Result<Duration, ConnError> {
+        match tokio::time::timeout(
+            CONNECTION_TIMEOUT,
+            self.exchange(which, SMALL_RESPONSE_BYTES, buf, None, None),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ConnError::Timeout),
+        }
+    }
+}
+
+/// Errors of one measurement: how many, and the first one's message.
+#[derive(Debug, Default, Clone)]
+struct Errors {
+    count: u64,
+    first: Option<String>,
+}
+
+impl Errors {
+    fn add(&mut self, e: &ConnError) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(e.to_string());
+        }
+    }
+
+    fn merge(&mut self, other: Errors) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
+/// What the proxy under test has used so far, if there is one.
+fn proxy_usage(proxy: Option<u32>) -> Option<Usage> {
+    proxy.map(tree_usage)
+}
+
+struct ConnRateRun {
+    per_s: f64,
+    latency: Latencies,
+    proxy_cpu_per_conn: Option<Duration>,
+    proxy_wakeups_per_conn: Option<f64>,
+    errors: Errors,
+}
+
+/// `concurrency` loops of small exchanges; counts those completed inside the
+/// measurement window (after the warm-up).
+async fn conn_rate(
+    client: &Client,
+    concurrency: usize,
+    warmup: Duration,
+    window: Duration,
+    proxy: Option<u32>,
+) -> ConnRateRun {
+    let begin = Instant::now();
+    let end = begin + warmup + window;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for t in 0..concurrency {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = Vec::new();
+            let mut errors = Errors::default();
+            let mut buf = vec![0u8; 4096];
+            let mut k = t;
+            while Instant::now() < end {
+                match client.small(k % 2, &mut buf).await {
+                    Ok(first_byte) => done.push((Instant::now(), first_byte)),
+                    Err(e) => errors.add(&e),
+                }
+                k += 1;
+            }
+            (done, errors)
+        }));
+    }
+    tokio::time::sleep_until((begin + warmup).into()).await;
+    let (t0, usage0) = (Instant::now(), proxy_usage(proxy));
+    tokio::time::sleep_until(end.into()).await;
+    let (t1, usage1) = (Instant::now(), proxy_usage(proxy));
+    let mut samples = Vec::new();
+    let mut errors = Errors::default();
+    for task in tasks {
+        match task.await {
+            Ok((done, e)) => {
+                samples.extend(
+                    done.into_iter()
+                        .filter(|(at, _)| *at >= t0 && *at <= t1)
+                        .map(|(_, latency)| latency),
+                );
+                errors.merge(e);
+            }
+            Err(e) => errors.add(&ConnError::Io(std::io::Error::other(e))),
+        }
+    }
+    let completed = samples.len() as u64;
+    let used = match (usage0, usage1) {
+        (Some(a), Some(b)) if completed > 0 => Some(b.since(a)),
+        _ => None,
+    };
+    ConnRateRun {
+        per_s: completed as f64 / (t1 - t0).as_secs_f64(),
+        latency: Latencies::new(samples),
+        proxy_cpu_per_conn: used.map(|u| u.cpu / completed as u32),
+        proxy_wakeups_per_conn: used.map(|u| u.wakeups as f64 / completed as f64),
+        errors,
+    }
+}
+
+/// One exchange at a time: warm-up, then latencies for `window`.
+async fn serial_latency(
+    client: &Client,
+    warmup: Duration,
+    window: Duration,
+) -> (Latencies, Errors) {
+    let mut buf = vec![0u8; 4096];
+    let mut errors = Errors::default();
+    let warm_end = Instant::now() + warmup;
+    let mut k = 0;
+    while Instant::now() < warm_end {
+        if let Err(e) = client.small(k % 2, &mut buf).await {
+            errors.add(&e);
+        }
+        k += 1;
+    }
+    let end = Instant::now() + window;
+    let mut samples = Vec::new();
+    while Instant::now() < end {
+        match client.small(k % 2, &mut buf).await {
+            Ok(t) => samples.push(t),
+            Err(e) => errors.add(&e),
+        }
+        k += 1;
+    }
+    (Latencies::new(samples), errors)
+}
+
+struct ThroughputRun {
+    mb_per_s: f64,
+    proxy_cpu_per_gb: Option<Duration>,
+    errors: Errors,
+}
+
+/// `streams` connections, each receiving `transfer` bytes and starting over,
+/// until the window ends; bytes received inside the window.
+async fn throughput(
+    client: &Client,
+    streams: usize,
+    transfer: u64,
+    warmup: Duration,
+    window: Duration,
+    proxy: Option<u32>,
+) -> ThroughputRun {
+    let begin = Instant::now();
+    let end = begin + warmup + window;
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(streams);
+    for s in 0..streams {
+        let client = client.clone();
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut errors = Errors::default();
+            let mut buf = vec![0u8; 256 * 1024];
+            while Instant::now() < end {
+                // Generous: a whole transfer at 10 MB/s.
+                let limit = Duration::from_secs(10 + transfer / 10_000_000);
+                let exchange =
+                    client.exchange(s % 2, transfer, &mut buf, Some(&received), Some(end));
+                match tokio::time::timeout(limit, exchange).await {
+                    Ok(Ok(_)) | Ok(Err(ConnError::WindowOver)) => {}
+                    Ok(Err(e)) => errors.add(&e),
+                    Err(_) => errors.add(&ConnError::Timeout),
+                }
+            }
+            errors
+        }));
+    }
+    tokio::time::sleep_until((begin + warmup).into()).await;
+    let (t0, b0, cpu0) = (
+        Instant::now(),
+        received.load(Ordering::Relaxed),
+        proxy_usage(proxy),
+    );
+    tokio::time::sleep_until(end.into()).await;
+    let (t1, b1, cpu1) = (
+        Instant::now(),
+        received.load(Ordering::Relaxed),
+        proxy_usage(proxy),
+    );
+    let mut errors = Errors::default();
+    for task in tasks {
+        match task.await {
+            Ok(e) => errors.merge(e),
+            Err(e) => errors.add(&ConnError::Io(std::io::Error::other(e))),
+        }
+    }
+    let bytes = b1.saturating_sub(b0);
+    let proxy_cpu_per_gb = match (cpu0, cpu1) {
+        (Some(a), Some(b)) if bytes > 0 => Some(Duration::from_secs_f64(
+            b.since(a).cpu.as_secs_f64() / (bytes as f64 / 1e9),
+        )),
+        _ => None,
+    };
+    ThroughputRun {
+        mb_per_s: bytes as f64 / 1e6 / (t1 - t0).as_secs_f64(),
+        proxy_cpu_per_gb,
+        errors,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Direct,
+    Ingress,
+    Haproxy,
+    Nginx,
+}
+
+impl Kind {
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Ingress => "dc-ingress",
+            Kind::Haproxy => "haproxy",
+            Kind::Nginx => "nginx",
+        }
+    }
+}
+
+/// A path under test.
+struct PathUnderTest {
+    kind: Kind,
+    /// Column header, with the version for the peers.
+    label: String,
+    client: Client,
+    proxy_pid: Option<u32>,
+}
+
+/// One run of one path.
+#[derive(Clone, Debug)]
+struct RunResult {
+    conn_per_s: f64,
+    load_p50: Duration,
+    load_p99: Duration,
+    proxy_cpu_per_conn: Option<Duration>,
+    proxy_wakeups_per_conn: Option<f64>,
+    serial_p50: Duration,
+    serial_p99: Duration,
+    serial_samples: usize,
+    mb_per_s: f64,
+    proxy_cpu_per_gb: Option<Duration>,
+    errors: Errors,
+}
+
+/// The medians over the runs of one path.
+#[derive(Clone, Debug)]
+struct Summary {
+    conn_per_s: f64,
+    load_p50: Duration,
+    load_p99: Duration,
+    proxy_cpu_per_conn: Option<Duration>,
+    proxy_wakeups_per_conn: Option<f64>,
+    serial_p50: Duration,
+    serial_p99: Duration,
+    mb_per_s: f64,
+    proxy_cpu_per_gb: Option<Duration>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Summary {
+    /// Connections one proxy CPU-second handles, from the CPU per connection.
+    fn conn_per_proxy_cpu_s(&self) -> Option<f64> {
+        self.proxy_cpu_per_conn
+            .filter(|d| !d.is_zero())
+            .map(|d| 1.0 / d.as_secs_f64())
+    }
+}
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+fn median_duration(v: Vec<Duration>) -> Duration {
+    Duration::from_secs_f64(median_f64(v.iter().map(Duration::as_secs_f64).collect()))
+}
+
+fn summarize(runs: &[RunResult]) -> Summary {
+    let dur = |f: fn(&RunResult) -> Duration| median_duration(runs.iter().map(f).collect());
+    let opt = |f: fn(&RunResult) -> Option<Duration>| {
+        let v: Vec<Duration> = runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median_duration(v))
+    };
+    Summary {
+        conn_per_s: median_f64(runs.iter().map(|r| r.conn_per_s).collect()),
+        load_p50: dur(|r| r.load_p50),
+        load_p99: dur(|r| r.load_p99),
+        proxy_cpu_per_conn: opt(|r| r.proxy_cpu_per_conn),
+        proxy_wakeups_per_conn: {
+            let v: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.proxy_wakeups_per_conn)
+                .collect();
+            (!v.is_empty()).then(|| median_f64(v))
+        },
+        serial_p50: dur(|r| r.serial_p50),
+        serial_p99: dur(|r| r.serial_p99),
+        mb_per_s: median_f64(runs.iter().map(|r| r.mb_per_s).collect()),
+        proxy_cpu_per_gb: opt(|r| r.proxy_cpu_per_gb),
+        errors: runs.iter().map(|r| r.errors.count).sum(),
+        first_error: runs.iter().find_map(|r| r.errors.first.clone()),
+    }
+}
+
+/// Settings of one invocation, after `--smoke` is applied.
+#[derive(Clone, Debug)]
+struct Plan {
+    runs: u32,
+    warmup: Duration,
+    conn_window: Duration,
+    latency_window: Duration,
+    throughput_window: Duration,
+    concurrency: usize,
+    streams: usize,
+    transfer_bytes: u64,
+}
+
+impl Plan {
+    fn from_args(args: &Args) -> anyhow::Result<Plan> {
+        let secs = |name: &str, v: f64| -> anyhow::Result<Duration> {
+            if !(0.0..=3600.0).contains(&v) {
+                bail!("--{name} {v}: expected 0 to 3600 seconds");
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        if args.smoke {
+            return Ok(Plan {
+                runs: 1,
+                warmup: Duration::from_millis(200),
+                conn_window: Duration::from_secs(1),
+                latency_window: Duration::from_millis(500),
+                throughput_window: Duration::from_secs(1),
+                concurrency: args.concurrency.clamp(1, 16),
+                streams: args.streams.clamp(1, 2),
+                transfer_bytes: 8 << 20,
+            });
+        }
+        if args.runs == 0 || args.concurrency == 0 || args.streams == 0 || args.transfer_mib == 0 {
+            bail!("--runs, --concurrency, --streams and --transfer-mib must be at least 1");
+        }
+        if args.concurrency > 4000 {
+            bail!("--concurrency {}: at most 4000 (each connection costs descriptors in every process)", args.concurrency);
+        }
+        Ok(Plan {
+            runs: args.runs,
+            warmup: secs("warmup-seconds", args.warmup_seconds)?,
+            conn_window: secs("seconds", args.seconds)?.max(Duration::from_millis(100)),
+            latency_window: secs("latency-seconds", args.latency_seconds)?
+                .max(Duration::from_millis(100)),
+            throughput_window: secs("throughput-seconds", args.throughput_seconds)?
+                .max(Duration::from_millis(100)),
+            concurrency: args.concurrency,
+            streams: args.streams,
+            transfer_bytes: args
+                .transfer_mib
+                .saturating_mul(1 << 20)
+                .min(MAX_RESPONSE_BYTES),
+        })
+    }
+}
+
+async fn measure_path(path: &PathUnderTest, plan: &Plan) -> RunResult {
+    let rate = conn_rate(
+        &path.client,
+        plan.concurrency,
+        plan.warmup,
+        plan.conn_window,
+        path.proxy_pid,
+    )
+    .await;
+    let (serial, serial_errors) = serial_latency(
+        &path.client,
+        plan.warmup.min(Duration::from_millis(200)),
+        plan.latency_window,
+    )
+    .await;
+    let tput = throughput(
+        &path.client,
+        plan.streams,
+        plan.transfer_bytes,
+        plan.warmup,
+        plan.throughput_window,
+        path.proxy_pid,
+    )
+    .await;
+    let mut errors = rate.errors;
+    errors.merge(serial_errors);
+    errors.merge(tput.errors);
+    RunResult {
+        conn_per_s: rate.per_s,
+        load_p50: rate.latency.p50(),
+        load_p99: rate.latency.p99(),
+        proxy_cpu_per_conn: rate.proxy_cpu_per_conn,
+        proxy_wakeups_per_conn: rate.proxy_wakeups_per_conn,
+        serial_p50: serial.p50(),
+        serial_p99: serial.p99(),
+        serial_samples: serial.len(),
+        mb_per_s: tput.mb_per_s,
+        proxy_cpu_per_gb: tput.proxy_cpu_per_gb,
+        errors,
+    }
+}
+
+/// Everything a run found, for the table, JSON and markdown.
+struct Report {
+    machine: Machine,
+    pinning: Option<Pinning>,
+    plan: Plan,
+    proxy_threads: usize,
+    haproxy_splice: bool,
+    hello_bytes: usize,
+    /// The group of the client's key share.
+    key_share: String,
+    labels: Vec<(Kind, String)>,
+    /// Full versions of the peers, packaging included.
+    peer_versions: Vec<String>,
+    skipped: Vec<String>,
+    runs: Vec<Vec<RunResult>>,
+    summaries: Vec<Summary>,
+    ingress_metrics: Option<MetricsSnapshot>,
+    started: String,
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let plan = Plan::from_args(&args)?;
+    let started = utc_now();
+    let scratch = tempfile::Builder::new()
+        .prefix("ingress-bench-")
+        .tempdir()?;
+    let dir = scratch.path();
+    let machine = Machine::detect(dir);
+    let pinning = Pinning::plan(args.no_pin);
+    let (endpoint_cpu, proxy_cpu_id) = match &pinning {
+        Some(p) => (Some(p.endpoints), Some(p.proxy)),
+        None => (None, None),
+    };
+    write_pki(dir)?;
+    let tls = client_config(dir)?;
+    let hello_bytes = client_hello_len(&tls)?;
+    let key_share = tls
+        .crypto_provider()
+        .kx_groups
+        .first()
+        .map(|g| format!("{:?}", g.name()))
+        .unwrap_or_else(|| "?".into());
+
+    // The backends, then the proxies in front of them.
+    let dir_env = dir.display().to_string();
+    let mut backend = spawn_role("backend", &[(DIR_ENV, dir_env)], endpoint_cpu)?;
+    let listen = backend.expect_line("LISTEN")?;
+    let backends: Vec<SocketAddr> = listen
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("backend printed {listen:?}"))?;
+    let backends: [SocketAddr; 2] = backends
+        .try_into()
+        .map_err(|_| anyhow!("backend printed {listen:?}"))?;
+
+    let threads = args.proxy_threads.max(1);
+    let mut ingress = spawn_role(
+        "ingress",
+        &[
+            (THREADS_ENV, threads.to_string()),
+            (UPSTREAMS_ENV, format!("{},{}", backends[0], backends[1])),
+        ],
+        proxy_cpu_id,
+    )?;
+    let ingress_addr: SocketAddr = ingress.expect_line("LISTEN")?.parse()?;
+
+    let mut skipped = Vec::new();
+    let mut peer_versions = Vec::new();
+    let haproxy_version = version_line(&args.haproxy, "-v");
+    let nginx_version = version_line(&args.nginx, "-v");
+    let mut peers: Vec<(Kind, String, Proc, SocketAddr)> = Vec::new();
+    match haproxy_version {
+        Some(v) => {
+            let (proc, addr) = start_haproxy(&args, dir, backends, proxy_cpu_id)?;
+            // "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
+            let version = v.split_whitespace().nth(2).unwrap_or("?");
+            let upstream_version = version.split('-').next().unwrap_or(version);
+            peer_versions.push(format!("HAProxy {version}"));
+            peers.push((
+                Kind::Haproxy,
+                format!("HAProxy {upstream_version}"),
+                proc,
+                addr,
+            ));
+        }
+        None if args.smoke => {
+            let msg = format!("HAProxy skipped: {} not installed", args.haproxy.display());
+            eprintln!("{msg}");
+            skipped.push(msg);
+        }
+        None => bail!(
+            "{} not found: install HAProxy (qa/bench/ingress.sh installs the Debian package) or pass --haproxy",
+            args.haproxy.display()
+        ),
+    }
+    match nginx_version {
+        Some(v) => {
+            let (proc, addr) = start_nginx(&args, dir, backends, proxy_cpu_id)?;
+            let version = v.rsplit('/').next().unwrap_or("?").trim().to_string();
+            peer_versions.push(format!("nginx {version}"));
+            peers.push((Kind::Nginx, format!("nginx {version}"), proc, addr));
+        }
+        None if args.smoke => {
+            let msg = format!("nginx skipped: {} not installed", args.nginx.display());
+            eprintln!("{msg}");
+            skipped.push(msg);
+        }
+        None => bail!(
+            "{} not found: install nginx and libnginx-mod-stream (qa/bench/ingress.sh does) or pass --nginx",
+            args.nginx.display()
+        ),
+    }
+
+    let names = NAMES.map(|n| ServerName::try_from(n).expect("a valid DNS name"));
+    let connector = TlsConnector::from(tls);
+    let client = |targets: [SocketAddr; 2]| Client {
+        connector: connector.clone(),
+        targets,
+        names: names.clone(),
+    };
+    let mut paths = vec![
+        PathUnderTest {
+            kind: Kind::Direct,
+            label: "direct".into(),
+            client: client(backends),
+            proxy_pid: None,
+        },
+        PathUnderTest {
+            kind: Kind::Ingress,
+            label: "dc-ingress".into(),
+            client: client([ingress_addr; 2]),
+            proxy_pid: Some(ingress.pid()),
+        },
+    ];
+    for (kind, label, proc, addr) in &peers {
+        paths.push(PathUnderTest {
+            kind: *kind,
+            label: label.clone(),
+            client: client([*addr; 2]),
+            proxy_pid: Some(proc.pid()),
+        });
+    }
+
+    // The client runs here, beside the backends.
+    if let Some(cpu) = endpoint_cpu {
+        pin_current_thread(cpu).context("pinning the client")?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); paths.len()];
+    rt.block_on(async {
+        // Every path must route both names before anything is timed.
+        let mut buf = vec![0u8; 4096];
+        for path in &paths {
+            for (which, name) in NAMES.iter().enumerate() {
+                path.client
+                    .small(which, &mut buf)
+                    .await
+                    .map_err(|e| anyhow!("{} does not serve {name}: {e}", path.label))?;
+            }
+        }
+        for run in 1..=plan.runs {
+            for (i, path) in paths.iter().enumerate() {
+                eprintln!("run {run}/{}: {} ...", plan.runs, path.label);
+                let result = measure_path(path, &plan).await;
+                eprintln!(
+                    "  {:.0} conn/s, {} MB/s, latency p50 {} ms, {} errors",
+                    result.conn_per_s,
+                    result.mb_per_s.round(),
+                    ms(result.serial_p50),
+                    result.errors.count
+                );
+                runs[i].push(result);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+
+    for (_, _, proc, _) in &mut peers {
+        proc.check_running()?;
+    }
+    drop(peers);
+    drop(ingress.stdin.take());
+    let ingress_metrics = ingress
+        .expect_line("METRICS")
+        .ok()
+        .and_then(|json| serde_json::from_str::<MetricsSnapshot>(&json).ok());
+    drop(ingress);
+    drop(backend);
+
+    let summaries: Vec<Summary> = runs.iter().map(|r| summarize(r)).collect();
+    let report = Report {
+        machine,
+        pinning,
+        plan,
+        proxy_threads: threads,
+        haproxy_splice: args.haproxy_splice,
+        hello_bytes,
+        key_share,
+        labels: paths.iter().map(|p| (p.kind, p.label.clone())).collect(),
+        peer_versions,
+        skipped,
+        runs,
+        summaries,
+        ingress_metrics,
+        started,
+    };
+    let targets = report.targets();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.json(&targets))?);
+    } else {
+        println!("{}\n{}", report.table().text(), targets_text(&targets));
+        if let Some(note) = report.ingress_note() {
+            println!("{note}");
+        }
+    }
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, report.markdown(&targets))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.smoke {
+        for (s, (_, label)) in report.summaries.iter().zip(&report.labels) {
+            if s.conn_per_s <= 0.0 || s.mb_per_s <= 0.0 || s.errors > 0 {
+                bail!(
+                    "smoke: {label} completed {:.0} connections/s and {:.1} MB/s with {} errors{}",
+                    s.conn_per_s,
+                    s.mb_per_s,
+                    s.errors,
+                    s.first_error
+                        .as_deref()
+                        .map(|e| format!(" (first: {e})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        eprintln!("smoke: every path moved data without errors");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Presentation
+
+/// A table with one column per path.
+struct Grid {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Grid {
+    fn text(&self) -> String {
+        let all: Vec<&Vec<String>> = std::iter::once(&self.header).chain(&self.rows).collect();
+        let cols = self.header.len();
+        let mut widths = vec![0usize; cols];
+        for row in &all {
+            for (w, c) in widths.iter_mut().zip(row.iter()) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in all {
+            let mut line = String::new();
+            for (i, (c, w)) in row.iter().zip(&widths).enumerate() {
+                let pad = " ".repeat(w - c.chars().count());
+                if i == 0 {
+                    line.push_str(c);
+                    line.push_str(&pad);
+                } else {
+                    line.push_str("   ");
+                    line.push_str(&pad);
+                    line.push_str(c);
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let esc = |s: &str| s.replace('|', "\\|");
+        let label = |s: &str| match s.strip_prefix("  ") {
+            Some(rest) => format!("&nbsp;&nbsp;{}", esc(rest)),
+            None => esc(s),
+        };
+        let mut out = format!(
+            "| {} |\n|---|{}\n",
+            self.header
+                .iter()
+                .map(|h| esc(h))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---:|".repeat(self.header.len() - 1)
+        );
+        for row in &self.rows {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if i == 0 { label(c) } else { esc(c) })
+                .collect();
+            out.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        out
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+/// A signed difference in microseconds: `+41`, `-3`.
+fn signed_us(a: Duration, b: Duration) -> String {
+    format!("{:+.0}", (a.as_secs_f64() - b.as_secs_f64()) * 1e6)
+}
+
+fn added_s(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() - b.as_secs_f64()
+}
+
+impl Report {
+    fn index(&self, kind: Kind) -> Option<usize> {
+        self.labels.iter().position(|(k, _)| *k == kind)
+    }
+
+    fn summary(&self, kind: Kind) -> Option<&Summary> {
+        self.index(kind).map(|i| &self.summaries[i])
+    }
+
+    fn table(&self) -> Grid {
+        let direct = self.summary(Kind::Direct).cloned();
+        let mut header = vec!["median of runs".to_string()];
+        header.extend(self.labels.iter().map(|(_, l)| l.clone()));
+        let row = |label: String, f: &dyn Fn(&Summary) -> String| {
+            let mut r = vec![label];
+            r.extend(self.summaries.iter().map(f));
+            r
+        };
+        let proxy_only = |s: &Summary, f: &dyn Fn(&Summary) -> Option<String>| {
+            f(s).unwrap_or_else(|| "-".into())
+        };
+        let p = &self.plan;
+        let rows = vec![
+            row(
+                format!("new TLS connections/s, {} in flight", p.concurrency),
+                &|s| thousands(s.conn_per_s.round() as u64),
+            ),
+            row("  latency under load p50 / p99 (ms)".into(), &|s| {
+                format!("{} / {}", ms(s.load_p50), ms(s.load_p99))
+            }),
+            row("  proxy CPU per connection (µs)".into(), &|s| {
+                proxy_only(s, &|s| s.proxy_cpu_per_conn.map(us))
+            }),
+            row("  proxy wake-ups per connection".into(), &|s| {
+                proxy_only(s, &|s| s.proxy_wakeups_per_conn.map(|w| format!("{w:.2}")))
+            }),
+            row("  connections per proxy CPU-second".into(), &|s| {
+                proxy_only(s, &|s| {
+                    s.conn_per_proxy_cpu_s()
+                        .map(|r| thousands(r.round() as u64))
+                })
+            }),
+            row("latency, 1 in flight, p50 / p99 (ms)".into(), &|s| {
+                format!("{} / {}", ms(s.serial_p50), ms(s.serial_p99))
+            }),
+            row(
+                "  added over direct, p50 / p99 (µs)".into(),
+                &|s| match &direct {
+                    Some(d) => format!(
+                        "{} / {}",
+                        signed_us(s.serial_p50, d.serial_p50),
+                        signed_us(s.serial_p99, d.serial_p99)
+                    ),
+                    None => "-".into(),
+                },
+            ),
+            row(
+                format!(
+                    "throughput, {} streams of {} MiB (MB/s)",
+                    p.streams,
+                    p.transfer_bytes >> 20
+                ),
+                &|s| thousands(s.mb_per_s.round() as u64),
+            ),
+            row("  proxy CPU per GB (ms)".into(), &|s| {
+                proxy_only(s, &|s| {
+                    s.proxy_cpu_per_gb
+                        .map(|d| format!("{:.0}", d.as_secs_f64() * 1e3))
+                })
+            }),
+            row("failed connections, all runs".into(), &|s| {
+                s.errors.to_string()
+            }),
+        ];
+        Grid { header, rows }
+    }
+
+    /// The issue's targets against HAProxy; empty when HAProxy was not run.
+    fn targets(&self) -> Vec<Target> {
+        let (Some(ours), Some(ha), Some(direct)) = (
+            self.summary(Kind::Ingress),
+            self.summary(Kind::Haproxy),
+            self.summary(Kind::Direct),
+        ) else {
+            return Vec::new();
+        };
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let conn = ratio(ours.conn_per_s, ha.conn_per_s);
+        let mut targets = vec![Target {
+            name: "new TLS connections/s ≥ 1.2× HAProxy's (end to end)".into(),
+            measured: format!(
+                "{} vs {}/s = {:.2}×",
+                thousands(ours.conn_per_s.round() as u64),
+                thousands(ha.conn_per_s.round() as u64),
+                conn
+            ),
+            met: conn >= 1.2,
+        }];
+        if let (Some(a), Some(b)) = (ours.conn_per_proxy_cpu_s(), ha.conn_per_proxy_cpu_s()) {
+            let r = ratio(a, b);
+            targets.push(Target {
+                name: "connections per proxy CPU-second ≥ 1.2× HAProxy's".into(),
+                measured: format!(
+                    "{} vs {} = {:.2}×",
+                    thousands(a.round() as u64),
+                    thousands(b.round() as u64),
+                    r
+                ),
+                met: r >= 1.2,
+            });
+        }
+        let tput = ratio(ours.mb_per_s, ha.mb_per_s);
+        targets.push(Target {
+            name: "throughput ≥ HAProxy's".into(),
+            measured: format!(
+                "{} vs {} MB/s = {:.2}×",
+                thousands(ours.mb_per_s.round() as u64),
+                thousands(ha.mb_per_s.round() as u64),
+                tput
+            ),
+            met: tput >= 1.0,
+        });
+        let (ours_p99, ha_p99) = (
+            added_s(ours.serial_p99, direct.serial_p99),
+            added_s(ha.serial_p99, direct.serial_p99),
+        );
+        targets.push(Target {
+            name: "added p99 latency ≤ HAProxy's (1 in flight)".into(),
+            measured: format!("{:+.0} vs {:+.0} µs", ours_p99 * 1e6, ha_p99 * 1e6),
+            met: ours_p99 <= ha_p99,
+        });
+        targets
+    }
+
+    /// What the ingress itself counted: every connection routed, none refused.
+    fn ingress_note(&self) -> Option<String> {
+        let m = self.ingress_metrics.as_ref()?;
+        Some(format!(
+            "dc-ingress counted {} accepted, {} routed, {} refused ({} closed before a whole hello), {} accept errors",
+            thousands(m.tls.accepted),
+            thousands(m.tls.routed),
+            m.tls.refusals.total(),
+            m.tls.refusals.closed_early,
+            m.tls.accept_errors
+        ))
+    }
+
+    fn json(&self, targets: &[Target]) -> serde_json::Value {
+        let direct = self.summary(Kind::Direct).cloned();
+        let d_us = |d: Duration| d.as_secs_f64() * 1e6;
+        let paths: serde_json::Map<String, serde_json::Value> = self
+            .labels
+            .iter()
+            .zip(&self.summaries)
+            .zip(&self.runs)
+            .map(|(((kind, label), s), runs)| {
+                let added = direct.as_ref().map(|d| {
+                    serde_json::json!({
+                        "p50_us": added_s(s.serial_p50, d.serial_p50) * 1e6,
+                        "p99_us": added_s(s.serial_p99, d.serial_p99) * 1e6,
+                    })
+                });
+                let runs: Vec<serde_json::Value> = runs
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({
+                            "connections_per_s": r.conn_per_s,
+                            "load_latency_p50_us": d_us(r.load_p50),
+                            "load_latency_p99_us": d_us(r.load_p99),
+                            "proxy_cpu_per_connection_us": r.proxy_cpu_per_conn.map(d_us),
+                            "proxy_wakeups_per_connection": r.proxy_wakeups_per_conn,
+                            "latency_p50_us": d_us(r.serial_p50),
+                            "latency_p99_us": d_us(r.serial_p99),
+                            "latency_samples": r.serial_samples,
+                            "throughput_mb_per_s": r.mb_per_s,
+                            "proxy_cpu_per_gb_ms": r.proxy_cpu_per_gb.map(|d| d.as_secs_f64() * 1e3),
+                            "errors": r.errors.count,
+                        })
+                    })
+                    .collect();
+                let value = serde_json::json!({
+                    "label": label,
+                    "connections_per_s": s.conn_per_s,
+                    "load_latency_p50_us": d_us(s.load_p50),
+                    "load_latency_p99_us": d_us(s.load_p99),
+                    "proxy_cpu_per_connection_us": s.proxy_cpu_per_conn.map(d_us),
+                    "proxy_wakeups_per_connection": s.proxy_wakeups_per_conn,
+                    "connections_per_proxy_cpu_s": s.conn_per_proxy_cpu_s(),
+                    "latency_p50_us": d_us(s.serial_p50),
+                    "latency_p99_us": d_us(s.serial_p99),
+                    "added_latency": added,
+                    "throughput_mb_per_s": s.mb_per_s,
+                    "proxy_cpu_per_gb_ms": s.proxy_cpu_per_gb.map(|d| d.as_secs_f64() * 1e3),
+                    "errors": s.errors,
+                    "first_error": s.first_error,
+                    "runs": runs,
+                });
+                (kind.key().to_string(), value)
+            })
+            .collect();
+        serde_json::json!({
+            "started": self.started,
+            "machine": {
+                "cpu": self.machine.cpu_model,
+                "cores": self.machine.cores,
+                "memory_gib": self.machine.memory_gib,
+                "kernel": self.machine.kernel,
+                "load_at_start": self.machine.load_at_start,
+            },
+            "settings": {
+                "runs": self.plan.runs,
+                "warmup_s": self.plan.warmup.as_secs_f64(),
+                "connection_window_s": self.plan.conn_window.as_secs_f64(),
+                "latency_window_s": self.plan.latency_window.as_secs_f64(),
+                "throughput_window_s": self.plan.throughput_window.as_secs_f64(),
+                "concurrency": self.plan.concurrency,
+                "streams": self.plan.streams,
+                "transfer_bytes": self.plan.transfer_bytes,
+                "proxy_threads": self.proxy_threads,
+                "haproxy_splice": self.haproxy_splice,
+                "pinned": self.pinning.as_ref().map(|p| serde_json::json!({
+                    "client_and_backends_cpu": p.endpoints,
+                    "proxy_cpu": p.proxy,
+                })),
+                "client_hello_bytes": self.hello_bytes,
+                "client_key_share": self.key_share,
+            },
+            "skipped": self.skipped,
+            "paths": paths,
+            "targets": targets.iter().map(|t| serde_json::json!({
+                "name": t.name,
+                "measured": t.measured,
+                "met": t.met,
+            })).collect::<Vec<_>>(),
+            "ingress_metrics": self.ingress_metrics,
+        })
+    }
+
+    fn per_run_markdown(&self) -> String {
+        let mut out = String::from(
+            "| path | run | connections/s | under load p50 / p99 (ms) | proxy µs per connection | 1 in flight p50 / p99 (ms) | MB/s | errors |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for ((_, label), runs) in self.labels.iter().zip(&self.runs) {
+            for (i, r) in runs.iter().enumerate() {
+                out.push_str(&format!(
+                    "| {label} | {} | {} | {} / {} | {} | {} / {} | {} | {} |\n",
+                    i + 1,
+                    thousands(r.conn_per_s.round() as u64),
+                    ms(r.load_p50),
+                    ms(r.load_p99),
+                    r.proxy_cpu_per_conn.map(us).unwrap_or_else(|| "-".into()),
+                    ms(r.serial_p50),
+                    ms(r.serial_p99),
+                    thousands(r.mb_per_s.round() as u64),
+                    r.errors.count
+                ));
+            }
+        }
+        out
+    }
+
+    fn markdown(&self, targets: &[Target]) -> String {
+        let p = &self.plan;
+        let m = &self.machine;
+        let pinning = match &self.pinning {
+            Some(pin) => format!(
+                "the proxy under test alone on CPU {}, the client and both backends on CPU {} (each on one thread)",
+                pin.proxy, pin.endpoints
+            ),
+            None => "not pinned (all processes share all CPUs)".into(),
+        };
+        let peers: Vec<&str> = self.peer_versions.iter().map(String::as_str).collect();
+        let skipped = if self.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("- skipped: {}\n", self.skipped.join("; "))
+        };
+        let ingress = self
+            .ingress_note()
+            .map(|n| format!("\n{n}.\n"))
+            .unwrap_or_default();
+        format!(
+            "# Ingress benchmarks\n\n\
+             Generated by `ingress-bench` (crate `dc-qa`) on {started}. Do not edit by hand: run `bash qa/bench/ingress.sh` again \
+             (it installs HAProxy and nginx from Debian's packages if missing, builds in release and writes this file).\n\n\
+             ## Machine\n\n\
+             - CPU: {cpu}, {cores} cores\n\
+             - memory: {mem:.1} GiB\n\
+             - kernel: {kernel}\n\
+             - load average when the run started (1/5/15 min): {load}\n\
+             - peers: {peers} (Debian packages), same machine, same run\n\
+             {skipped}\n\
+             ## What is measured\n\n\
+             Four paths for the same SNI-routed workload: straight to the backends (`direct`), through `dc-ingress`, through HAProxy \
+             (`mode tcp`, `tcp-request inspect-delay`, `req_ssl_sni` → `use_backend`{splice}) and through nginx (`stream`, `ssl_preread on`, \
+             `map $ssl_preread_server_name`). Each proxy is its own process with {threads} worker thread(s) (`dc-ingress`: tokio workers and \
+             `SO_REUSEPORT` listeners; HAProxy: `nbthread`; nginx: `worker_processes`), default settings otherwise; `dc-ingress` is \
+             `ingress-bench` itself in its ingress role, with `IngressConfig::default()`.\n\n\
+             - **backends**: two rustls servers for `a.bench.test` and `b.bench.test`, TLS 1.3 only, ECDSA P-256 leaves of one test CA, \
+             no session tickets. A client sends an 8-byte length and the backend answers that many bytes (the first byte says which backend \
+             answered, so every connection checks its routing), then closes.\n\
+             - **client**: rustls with full certificate verification and no resumption: every connection is a new TCP connection and a full \
+             handshake. Its ClientHello is {hello} bytes with one {key_share} key share. Names alternate between \
+             the two backends.\n\
+             - **CPU**: {pinning}. The endpoints thus get the same CPU whichever path is measured; a proxy's cost shows in its own CPU time, \
+             read from `/proc/PID/task/*/schedstat` (nginx: master and workers) over each measurement window.\n\
+             - **connection rate**: {conc} connections in flight for {conn_s} s after {warm} s of warm-up, each connect → handshake → \
+             {small}-byte response → close; connections completed per second, latency from `connect` to the first response byte, and the \
+             proxy's CPU time per connection (its inverse: connections per proxy CPU-second, what one proxy core would sustain once the \
+             proxy is the bottleneck) and its wake-ups per connection (voluntary context switches: each is a sleep in the event loop and \
+             a wake-up that the waking side pays for as well, across CPUs an inter-processor interrupt).\n\
+             - **latency, 1 in flight**: the same exchange one connection at a time for {lat_s} s; \"added\" is the path's percentile \
+             minus the direct path's.\n\
+             - **throughput**: {streams} connections in parallel for {tput_s} s after warm-up, each receiving {mib} MiB and starting \
+             over; MB/s (10^6 bytes) of TLS payload received, and the proxy's CPU time per GB.\n\
+             - **repetition**: {runs} runs; within a run the paths are measured one after another, so background load falls on all of \
+             them; every number below is the median of the runs.\n\n\
+             ## Results\n\n{table}{ingress}\n## Targets (issue 6, against HAProxy)\n\n{targets}{missed}\n\
+             ## Reading the results\n\n{reading}\n\
+             ## Per run\n\n{per_run}\n\
+             ## Reproduce\n\n\
+             ```sh\nbash qa/bench/ingress.sh              # default run, writes this file\n\
+             target/release/ingress-bench --help   # durations, concurrency, streams, --proxy-threads, --no-pin, --haproxy-splice, --json\n\
+             target/release/ingress-bench --smoke  # one short run of each available path\n```\n",
+            started = self.started,
+            cpu = m.cpu_model,
+            cores = m.cores,
+            mem = m.memory_gib,
+            kernel = m.kernel,
+            load = m.load_at_start,
+            peers = if peers.is_empty() { "none".into() } else { peers.join(", ") },
+            splice = if self.haproxy_splice { ", `option splice-auto`" } else { "" },
+            threads = self.proxy_threads,
+            hello = self.hello_bytes,
+            key_share = self.key_share,
+            conc = p.concurrency,
+            conn_s = p.conn_window.as_secs_f64(),
+            warm = p.warmup.as_secs_f64(),
+            small = SMALL_RESPONSE_BYTES,
+            lat_s = p.latency_window.as_secs_f64(),
+            streams = p.streams,
+            tput_s = p.throughput_window.as_secs_f64(),
+            mib = p.transfer_bytes >> 20,
+            runs = p.runs,
+            table = self.table().markdown(),
+            targets = if targets.is_empty() {
+                "HAProxy was not run: no verdict.\n".to_string()
+            } else {
+                targets_markdown(targets)
+            },
+            per_run = self.per_run_markdown(),
+            missed = {
+                let missed: Vec<&str> = targets
+                    .iter()
+                    .filter(|t| !t.met)
+                    .map(|t| t.name.as_str())
+                    .collect();
+                if missed.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n**Missed in this run:** {}.\n", missed.join("; "))
+                }
+            },
+            reading = self.reading(),
+        )
+    }
+
+    /// What the numbers say, in sentences computed from them.
+    fn reading(&self) -> String {
+        let mut out = Vec::new();
+        let direct = self.summary(Kind::Direct);
+        let ours = self.summary(Kind::Ingress);
+        let ha = self.summary(Kind::Haproxy);
+        if let Some(d) = direct {
+            let rates: Vec<String> = self
+                .labels
+                .iter()
+                .zip(&self.summaries)
+                .filter(|((kind, _), _)| *kind != Kind::Direct)
+                .map(|((_, label), s)| {
+                    format!(
+                        "{label} {:.0}%",
+                        100.0 * s.conn_per_s / d.conn_per_s.max(f64::MIN_POSITIVE)
+                    )
+                })
+                .collect();
+            let mut line = format!(
+                "- A full TLS 1.3 handshake costs the client and the backend far more CPU than a passthrough proxy spends on the \
+                 connection, so the end-to-end connection rate is bound by the endpoints ({} connections/s direct) and by whatever \
+                 else runs on the shared cores; through the proxies it reached {} of the direct rate.",
+                thousands(d.conn_per_s.round() as u64),
+                rates.join(", ")
+            );
+            if let Some(h) = ha.filter(|h| h.conn_per_s > 0.0) {
+                let ceiling = d.conn_per_s / h.conn_per_s;
+                if ceiling < 1.2 {
+                    line.push_str(&format!(
+                        " A proxy costing nothing would reach the direct rate, {ceiling:.2}× HAProxy's: the end-to-end \
+                         1.2× target cannot be met on this setup whatever the proxy does, which is why the proxy's own \
+                         CPU per connection is compared as well."
+                    ));
+                }
+            }
+            out.push(line);
+        }
+        let cpu: Vec<String> = self
+            .labels
+            .iter()
+            .zip(&self.summaries)
+            .filter_map(|((_, label), s)| {
+                Some(format!(
+                    "{label} {} µs and {:.2} wake-ups per connection, {:.0} ms per GB",
+                    us(s.proxy_cpu_per_conn?),
+                    s.proxy_wakeups_per_conn?,
+                    s.proxy_cpu_per_gb?.as_secs_f64() * 1e3
+                ))
+            })
+            .collect();
+        if !cpu.is_empty() {
+            out.push(format!(
+                "- Proxy CPU time, kernel included (accept, connect, the loopback TCP work of its own sends, sleeping and waking): \
+                 {}. Per GB, `dc-ingress` moves the bytes with `splice(2)` and never copies them into user space; HAProxy and nginx \
+                 (as packaged, no splicing) copy them through their buffers.",
+                cpu.join("; ")
+            ));
+        }
+        if let (Some(d), Some(o), Some(h)) = (direct, ours, ha) {
+            let (oi, hi) = (self.index(Kind::Ingress), self.index(Kind::Haproxy));
+            let range = |i: Option<usize>| {
+                let v: Vec<Duration> = i
+                    .map(|i| self.runs[i].iter().map(|r| r.serial_p99).collect())
+                    .unwrap_or_default();
+                (
+                    v.iter().min().copied().unwrap_or_default(),
+                    v.iter().max().copied().unwrap_or_default(),
+                )
+            };
+            let ((o_lo, o_hi), (h_lo, h_hi)) = (range(oi), range(hi));
+            let diff = added_s(o.serial_p99, h.serial_p99).abs();
+            let spread = (o_hi - o_lo).max(h_hi - h_lo).as_secs_f64();
+            let verdict = if diff < spread {
+                "smaller than the run-to-run spread, so this run cannot tell them apart at p99"
+            } else {
+                "larger than the run-to-run spread"
+            };
+            out.push(format!(
+                "- One connection in flight: the proxies add {} (dc-ingress) and {} µs (HAProxy) at p50, {} and {} µs at p99, \
+                 against a direct p99 of {} ms. The p99 difference between dc-ingress and HAProxy, {:.0} µs, is {verdict} \
+                 (p99 per run: dc-ingress {}–{} ms, HAProxy {}–{} ms). A tail of milliseconds over a p50 of a fraction of one, \
+                 alike for every proxy, belongs to the setup rather than to one proxy: each exchange wakes the proxy on the \
+                 other CPU of a 2-core machine that other work shares.",
+                signed_us(o.serial_p50, d.serial_p50),
+                signed_us(h.serial_p50, d.serial_p50),
+                signed_us(o.serial_p99, d.serial_p99),
+                signed_us(h.serial_p99, d.serial_p99),
+                ms(d.serial_p99),
+                diff * 1e6,
+                ms(o_lo),
+                ms(o_hi),
+                ms(h_lo),
+                ms(h_hi),
+            ));
+        }
+        out.join("\n") + "\n"
+    }
+}
