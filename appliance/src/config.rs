@@ -768,6 +768,46 @@ base_disk = "/d.qcow2"
     }
 
     #[test]
+    fn the_ingress_section_has_defaults_and_is_validated() {
+        let c = parse(&format!("{MINIMAL}[ingress]\ndomain = \"node1.example\"\n")).unwrap();
+        let i = c.ingress.expect("an ingress");
+        assert_eq!(i.tls_listen, "[::]:443".parse().unwrap());
+        assert_eq!(i.http_listen, Some("[::]:80".parse().unwrap()));
+        assert_eq!((i.guest_tls_port, i.guest_http_port), (443, 80));
+        assert_eq!(i.proxy, dc_ingress::IngressConfig::default());
+        assert!(
+            parse(MINIMAL).unwrap().ingress.is_none(),
+            "absent: no ingress"
+        );
+        let c = parse(&format!(
+            "{MINIMAL}[ingress]\ndomain = \"n.example\"\n[ingress.proxy]\nech = \"route_outer_name\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.ingress.unwrap().proxy.ech,
+            dc_ingress::EchPolicy::RouteOuterName
+        );
+        for (extra, field) in [
+            ("domain = \"not a name\"\n", "ingress.domain"),
+            ("domain = \"10.0.0.1\"\n", "ingress.domain"),
+            (
+                "domain = \"n.example\"\nguest_tls_port = 0\n",
+                "ingress.guest_tls_port",
+            ),
+            (
+                "domain = \"n.example\"\nmax_connections_per_route = 0\n",
+                "ingress.max_connections_per_route",
+            ),
+            ("domain = \"n.example\"\ncolour = 1\n", "colour"),
+        ] {
+            let e = parse(&format!("{MINIMAL}[ingress]\n{extra}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{e:?} should name {field}");
+        }
+    }
+
+    #[test]
     fn the_endpoint_host_is_validated_and_ipv6_bracketed() {
         let with = |extra: &str| parse(&format!("{MINIMAL}[network]\n{extra}\n"));
         for bad in [
