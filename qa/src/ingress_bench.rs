@@ -714,18 +714,30 @@ fn start_haproxy(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?);
+    start_peer("haproxy", cmd, cpu, addr, &log)
+}
+
+/// Spawns a peer proxy (pinned like ours), stopped with SIGTERM, and waits
+/// until it listens on `addr` (its log in the error otherwise).
+fn start_peer(
+    name: &str,
+    mut cmd: Command,
+    cpu: Option<usize>,
+    addr: SocketAddr,
+    log: &Path,
+) -> anyhow::Result<(Proc, SocketAddr)> {
     prepare(&mut cmd, cpu);
     let child = cmd
         .spawn()
-        .with_context(|| format!("starting {}", args.haproxy.display()))?;
+        .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
     let mut proc = Proc {
-        name: "haproxy".into(),
+        name: name.into(),
         child,
         stdin: None,
         stdout: None,
         stop: Stop::Terminate,
     };
-    wait_listening(&mut proc, addr, &log)?;
+    wait_listening(&mut proc, addr, log)?;
     Ok((proc, addr))
 }
 
@@ -814,19 +826,7 @@ fn start_nginx(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("nginx.stderr"))?);
-    prepare(&mut cmd, cpu);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}", args.nginx.display()))?;
-    let mut proc = Proc {
-        name: "nginx".into(),
-        child,
-        stdin: None,
-        stdout: None,
-        stop: Stop::Terminate,
-    };
-    wait_listening(&mut proc, addr, &log)?;
-    Ok((proc, addr))
+    start_peer("nginx", cmd, cpu, addr, &log)
 }
 
 // ---------------------------------------------------------------------------

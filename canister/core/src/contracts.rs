@@ -216,6 +216,33 @@ impl Ledger {
         Ok(())
     }
 
+    /// Common checks of the developer's steps on a contract: its developer
+    /// asks, it is not final and not at the end of its term.
+    fn developer_step(
+        &self,
+        caller: Principal,
+        now: u64,
+        id: u64,
+        unauthorized: &str,
+        action: &str,
+    ) -> LedgerResult<&Contract> {
+        let c = self.contract(id)?;
+        if c.developer != caller {
+            return Err(LedgerError::unauthorized(caller, unauthorized));
+        }
+        if c.state.is_final() {
+            return Err(Self::illegal(c, action));
+        }
+        if c.ends_at_ns.is_some_and(|e| e <= now) {
+            return Err(LedgerError::IllegalTransition {
+                contract_id: id,
+                state: "at the end of its term".into(),
+                action: action.into(),
+            });
+        }
+        Ok(c)
+    }
+
     /// Common checks of the provider-side steps: who, from which state, in time.
     fn provider_step(
         &self,
@@ -496,23 +523,13 @@ impl Ledger {
         id: u64,
     ) -> LedgerResult<Contract> {
         let now = self.time_ns.max(now);
-        let c = self.contract(id)?;
-        if c.developer != caller {
-            return Err(LedgerError::unauthorized(
-                caller,
-                "cancel a contract it did not rent",
-            ));
-        }
-        if c.state.is_final() {
-            return Err(Self::illegal(c, "cancel"));
-        }
-        if c.ends_at_ns.is_some_and(|e| e <= now) {
-            return Err(LedgerError::IllegalTransition {
-                contract_id: id,
-                state: "at the end of its term".into(),
-                action: "cancel".into(),
-            });
-        }
+        let c = self.developer_step(
+            caller,
+            now,
+            id,
+            "cancel a contract it did not rent",
+            "cancel",
+        )?;
         let deadline_missed = c.active_since_ns.is_none() && c.provisioning_deadline_ns <= now;
         self.time_ns = now;
         if deadline_missed {
@@ -542,23 +559,13 @@ impl Ledger {
     ) -> LedgerResult<Contract> {
         let id = args.contract_id;
         let now = self.time_ns.max(now);
-        let c = self.contract(id)?;
-        if c.developer != caller {
-            return Err(LedgerError::unauthorized(
-                caller,
-                "set the ingress of a contract it did not rent",
-            ));
-        }
-        if c.state.is_final() {
-            return Err(Self::illegal(c, "set its ingress"));
-        }
-        if c.ends_at_ns.is_some_and(|e| e <= now) {
-            return Err(LedgerError::IllegalTransition {
-                contract_id: id,
-                state: "at the end of its term".into(),
-                action: "set its ingress".into(),
-            });
-        }
+        let c = self.developer_step(
+            caller,
+            now,
+            id,
+            "set the ingress of a contract it did not rent",
+            "set its ingress",
+        )?;
         Self::check_before_deadline(c, now, "set its ingress")?;
         crate::ingress::validate_domains(&args.domains)?;
         for name in &args.domains {
