@@ -830,46 +830,38 @@ impl Agent {
         self.ingress.as_ref().map(|(i, _)| i.metrics())
     }
 
-    /// Binds the ingress's listeners (TLS: one per core with SO_REUSEPORT;
-    /// HTTP: one) and serves them on this runtime. Their addresses.
-    pub fn serve_ingress(&self) -> Result<Vec<SocketAddr>, AgentError> {
+    /// Binds the ingress's listeners and serves them on threads of their
+    /// own, one per core, each with its own `SO_REUSEPORT` listener per port
+    /// ([`dc_ingress::Ingress::spawn_workers`]). They serve until the returned
+    /// workers are dropped; `None` without an `[ingress]` section.
+    pub fn serve_ingress(&self) -> Result<Option<dc_ingress::Workers>, AgentError> {
         let (Some(sec), Some((ingress, _))) = (&self.config.ingress, &self.ingress) else {
-            return Ok(vec![]);
+            return Ok(None);
         };
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut bound = Vec::new();
-        let listen = |addr: SocketAddr, n: usize| {
-            dc_ingress::bind_reuseport(addr, n)
-                .map_err(|e| AgentError::Other(format!("ingress: cannot listen on {addr}: {e}")))
-        };
-        for l in listen(sec.tls_listen, cores)? {
-            bound.push(
-                l.local_addr()
-                    .map_err(|e| AgentError::Other(e.to_string()))?,
-            );
-            let i = ingress.clone();
-            tokio::spawn(async move {
-                if let Err(e) = i.serve_tls(l).await {
-                    tracing::error!(error = %e, "ingress TLS listener stopped");
-                }
-            });
-        }
-        if let Some(addr) = sec.http_listen {
-            for l in listen(addr, 1)? {
-                bound.push(
-                    l.local_addr()
-                        .map_err(|e| AgentError::Other(e.to_string()))?,
-                );
-                let i = ingress.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = i.serve_http(l).await {
-                        tracing::error!(error = %e, "ingress HTTP listener stopped");
-                    }
-                });
-            }
-        }
-        tracing::info!(listening = ?bound, domain = %sec.domain, "ingress serving");
-        Ok(bound)
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = ingress
+            .spawn_workers(dc_ingress::Listen {
+                tls: Some(sec.tls_listen),
+                http: sec.http_listen,
+                threads,
+            })
+            .map_err(|e| {
+                AgentError::Other(format!(
+                    "ingress: cannot listen on {}{}: {e}",
+                    sec.tls_listen,
+                    sec.http_listen
+                        .map(|a| format!(" and {a}"))
+                        .unwrap_or_default()
+                ))
+            })?;
+        tracing::info!(
+            tls = ?workers.tls_addr(),
+            http = ?workers.http_addr(),
+            threads,
+            domain = %sec.domain,
+            "ingress serving"
+        );
+        Ok(Some(workers))
     }
 
     /// The node's principal.
@@ -968,7 +960,8 @@ impl Agent {
                 Duration::from_nanos((params.block_interval_ns / 2).max(1_000_000_000))
             }
         };
-        self.serve_ingress()?;
+        // Serves until this function returns.
+        let _ingress = self.serve_ingress()?;
         tracing::info!(node = %self.node(), check_in_interval_s = interval.as_secs(), "agent running");
         tokio::pin!(shutdown);
         loop {

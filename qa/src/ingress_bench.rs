@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use dc_ingress::{bind_reuseport, Ingress, IngressConfig, MetricsSnapshot, Route, RouteTable};
+use dc_ingress::{Ingress, IngressConfig, Listen, MetricsSnapshot, Route, RouteTable};
 use dc_qa::machine::{utc_now, Machine};
 use dc_qa::report::{targets_markdown, targets_text, Target};
 use dc_qa::stats::{ms, thousands, Latencies};
@@ -317,40 +317,35 @@ fn ingress_role() -> anyhow::Result<()> {
     if upstreams.len() != NAMES.len() {
         bail!("{UPSTREAMS_ENV}: expected {} addresses", NAMES.len());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let routes = Arc::new(RouteTable::new());
-        let table = NAMES
-            .iter()
-            .zip(&upstreams)
-            .enumerate()
-            .map(|(i, (name, upstream))| Route {
-                contract_id: i as u64 + 1,
-                names: vec![name.to_string()],
-                tls_upstream: *upstream,
-                http_upstream: None,
-                proxy_protocol: false,
-                max_connections: dc_ingress::routes::DEFAULT_ROUTE_MAX_CONNECTIONS,
-            })
-            .collect();
-        routes.replace(table)?;
-        let ingress = Ingress::new(IngressConfig::default(), routes)?;
-        let listeners = bind_reuseport("127.0.0.1:0".parse()?, threads.max(1))?;
-        let addr = listeners[0].local_addr()?;
-        for listener in listeners {
-            let ingress = ingress.clone();
-            tokio::spawn(async move { ingress.serve_tls(listener).await });
-        }
-        println!("LISTEN {addr}");
-        std::io::stdout().flush()?;
-        tokio::task::spawn_blocking(wait_for_stdin_eof).await?;
-        println!("METRICS {}", serde_json::to_string(&ingress.metrics())?);
-        std::io::stdout().flush()?;
-        Ok(())
-    })
+    let routes = Arc::new(RouteTable::new());
+    let table = NAMES
+        .iter()
+        .zip(&upstreams)
+        .enumerate()
+        .map(|(i, (name, upstream))| Route {
+            contract_id: i as u64 + 1,
+            names: vec![name.to_string()],
+            tls_upstream: *upstream,
+            http_upstream: None,
+            proxy_protocol: false,
+            max_connections: dc_ingress::routes::DEFAULT_ROUTE_MAX_CONNECTIONS,
+        })
+        .collect();
+    routes.replace(table)?;
+    // The appliance's way: worker threads with their own runtimes.
+    let ingress = Ingress::new(IngressConfig::default(), routes)?;
+    let workers = ingress.spawn_workers(Listen {
+        tls: Some("127.0.0.1:0".parse()?),
+        http: None,
+        threads: threads.max(1),
+    })?;
+    let addr = workers.tls_addr().context("no TLS listener")?;
+    println!("LISTEN {addr}");
+    std::io::stdout().flush()?;
+    wait_for_stdin_eof();
+    println!("METRICS {}", serde_json::to_string(&ingress.metrics())?);
+    std::io::stdout().flush()?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

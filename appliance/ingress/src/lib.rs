@@ -71,6 +71,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 mod relay;
 pub mod routes;
+mod workers;
 
 pub use clienthello::{fuzz_client_hello, parse_client_hello, ClientHello, HelloError};
 pub use config::{ConfigError, EchPolicy, IngressConfig};
@@ -80,3 +81,4 @@ pub use name::{HostName, NameError};
 pub use proxy::{bind_reuseport, Ingress};
 pub use proxy_protocol::{proxy_v2_header, ProxyV2Header};
 pub use routes::{Route, RouteError, RouteMetrics, RouteTable, RouteUpdate};
+pub use workers::{Listen, Workers};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::clienthello::{parse_client_hello_with_limit, HelloError};
@@ -135,6 +135,10 @@ impl Ingress {
     async fn serve(&self, listener: TcpListener, protocol: Protocol) -> io::Result<()> {
         let shared = &self.shared;
         let port = shared.port(protocol);
+        // Accepted sockets inherit TCP_NODELAY from their listener (Linux),
+        // which saves a system call per connection: the replayed and relayed
+        // bursts must not wait for Nagle.
+        socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -183,7 +187,6 @@ impl Shared {
         protocol: Protocol,
         admitted: Admitted,
     ) {
-        let _ = client.set_nodelay(true);
         let initial = match protocol {
             Protocol::Tls => INITIAL_TLS_BUFFER,
             Protocol::Http => INITIAL_HTTP_BUFFER,
@@ -241,10 +244,19 @@ impl Shared {
             Refusal::UpstreamUnreachable
         };
 
-        let connect_timeout = self.config.connect_timeout();
-        let mut upstream = match tokio::time::timeout(
-            connect_timeout,
-            TcpStream::connect(upstream_addr),
+        let start = if proxy_protocol {
+            let local = client.local_addr().map_err(|_| Refusal::ClosedEarly)?;
+            let header = proxy_v2_header(peer, local);
+            let header = header.as_bytes();
+            let start = PROXY_V2_MAX_LEN - header.len();
+            buf[start..PROXY_V2_MAX_LEN].copy_from_slice(header);
+            start
+        } else {
+            PROXY_V2_MAX_LEN
+        };
+        let upstream = match tokio::time::timeout(
+            self.config.connect_timeout(),
+            connect_with(upstream_addr, &buf[start..]),
         )
         .await
         {
@@ -258,21 +270,6 @@ impl Shared {
                 return Err(unreachable());
             }
         };
-        let _ = upstream.set_nodelay(true);
-        let start = if proxy_protocol {
-            let local = client.local_addr().map_err(|_| Refusal::ClosedEarly)?;
-            let header = proxy_v2_header(peer, local);
-            let header = header.as_bytes();
-            let start = PROXY_V2_MAX_LEN - header.len();
-            buf[start..PROXY_V2_MAX_LEN].copy_from_slice(header);
-            start
-        } else {
-            PROXY_V2_MAX_LEN
-        };
-        match tokio::time::timeout(connect_timeout, upstream.write_all(&buf[start..])).await {
-            Ok(Ok(())) => {}
-            _ => return Err(unreachable()),
-        }
         let replayed = (buf.len() - PROXY_V2_MAX_LEN) as u64;
         route
             .bytes_client_to_upstream
@@ -432,6 +429,55 @@ fn http_response(reason: Refusal) -> Option<&'static str> {
     })
 }
 
+/// Connects to `addr` and sends `first` (the PROXY header and the replayed
+/// hello or head, never empty), with `TCP_NODELAY` set before connecting. To
+/// a VM on this host the handshake has usually completed by the time
+/// `connect` returns, so `first` leaves at once, before the socket joins the
+/// event loop; otherwise it is sent when the connection is up. Either way a
+/// refused or failed connection shows as the send's error.
+async fn connect_with(addr: SocketAddr, first: &[u8]) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    debug_assert!(!first.is_empty(), "the first bytes prove the connection");
+    #[cfg(target_os = "linux")]
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    #[cfg(not(target_os = "linux"))]
+    let socket = {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if connect_in_progress(&e) => {}
+        Err(e) => return Err(e),
+    }
+    // Still connecting, the send fails with `WouldBlock`; socket2 sends with
+    // MSG_NOSIGNAL.
+    let sent = match socket.send(first) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    let mut stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    if sent < first.len() {
+        stream.write_all(&first[sent..]).await?;
+    }
+    Ok(stream)
+}
+
+fn connect_in_progress(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
 /// Errors after which the listener cannot accept again.
 fn is_fatal_accept_error(e: &io::Error) -> bool {
     #[cfg(unix)]
@@ -450,23 +496,35 @@ fn is_fatal_accept_error(e: &io::Error) -> bool {
 
 /// Binds `count` listening sockets to `addr` with `SO_REUSEPORT`, so that the
 /// kernel spreads new connections over them: give each to its own
-/// `serve_*` task on a multi-threaded runtime (one per core) and accepts
-/// scale with cores. With port 0, all join the port the first one got.
-/// Must be called inside a tokio runtime.
+/// `serve_*` task and accepts scale with cores ([`Ingress::spawn_workers`]
+/// does this with one thread per listener). With port 0, all join the port
+/// the first one got. Must be called inside a tokio runtime.
 pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListener>> {
+    bind_std_reuseport(addr, count)?
+        .into_iter()
+        .map(TcpListener::from_std)
+        .collect()
+}
+
+/// [`bind_reuseport`] without a runtime: non-blocking std listeners, with
+/// TCP_NODELAY set for their accepted sockets to inherit.
+pub(crate) fn bind_std_reuseport(
+    addr: SocketAddr,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let mut listeners = Vec::with_capacity(count.max(1));
     let mut bound = addr;
     for _ in 0..count.max(1) {
-        let socket = if bound.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
+        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
         #[cfg(unix)]
-        socket.set_reuseport(true)?;
-        socket.bind(bound)?;
-        let listener = socket.listen(LISTEN_BACKLOG)?;
+        socket.set_reuse_port(true)?;
+        socket.set_tcp_nodelay(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(LISTEN_BACKLOG as i32)?;
+        let listener = std::net::TcpListener::from(socket);
         bound = listener.local_addr()?;
         listeners.push(listener);
     }
@@ -476,6 +534,37 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<TcpListe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `serve` sets TCP_NODELAY on the listener only, counting on Linux to
+    /// copy it into every accepted socket.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        socket2::SockRef::from(&listener)
+            .set_tcp_nodelay(true)
+            .unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn connect_with_sends_the_first_bytes_or_fails() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = connect_with(addr, b"hello").await.unwrap();
+        assert!(stream.nodelay().unwrap());
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut got = [0u8; 5];
+        accepted.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        drop(listener);
+        // Nothing listens there now: the connection is refused.
+        let e = connect_with(addr, b"hello").await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}");
+    }
 
     #[test]
     fn http_refusals_get_a_status_line() {

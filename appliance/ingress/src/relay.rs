@@ -1,30 +1,45 @@
 //! Moving bytes both ways between a client and its VM once routed.
 //!
-//! On Linux each direction moves data with `splice(2)` through a pipe:
-//! socket → pipe → socket, in the kernel, without copying into user space.
-//! A pipe pair is taken from a pool when data arrives and given back as soon
-//! as the direction is idle with its pipe empty, so ten thousand idle
+//! Each direction copies small bursts through a stack buffer (`recv` then
+//! `send`: for a handshake's few kilobytes that is cheaper than going through
+//! a pipe) and switches to `splice(2)` on Linux once a read fills the buffer,
+//! that is for bulk transfers: socket → pipe → socket, in the kernel, without
+//! copying into user space. It goes back to copying when a read comes back
+//! short. A pipe pair is taken from a pool for a bulk burst and given back as
+//! soon as the burst ends with the pipe empty, so ten thousand idle
 //! connections hold no pipes. Where splice cannot be used (another OS, a
-//! socket type splice refuses, no descriptors for a pipe) a direction falls
-//! back to a plain read/write copy.
+//! socket type splice refuses, no descriptors for a pipe) the direction keeps
+//! copying.
+//!
+//! A short read or write says the socket's queue is drained (or full), so
+//! the socket's readiness is cleared right there instead of by a failing
+//! call: most bursts cost one `recv` and one `send`.
 //!
 //! EOF on one side is passed on as a half-close (`shutdown(SHUT_WR)`) of the
-//! other, and the connection ends when both directions have, when either
-//! fails (a reset is not turned into a clean close, the other side is simply
-//! closed), when nothing moves for the idle timeout, or when the route closes.
+//! other while the other direction is still open; when both have ended the
+//! connection is simply closed, which sends the last FIN. The connection also
+//! ends when either direction fails (a reset is not turned into a clean
+//! close, the other side is simply closed), when nothing moves for the idle
+//! timeout, or when the route closes.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::routes::RouteState;
 
-/// Buffer of the copy fallback, and most bytes spliced per call (the default
-/// pipe capacity on Linux).
+/// Most bytes spliced per call (the default pipe capacity on Linux).
+#[cfg(target_os = "linux")]
 const CHUNK: usize = 64 * 1024;
+
+/// The copy buffer. A read that fills it starts a bulk transfer, moved by
+/// splice until a read comes back short.
+const COPY_BUF: usize = 16 * 1024;
 
 /// How a relayed connection ended.
 #[derive(Debug)]
@@ -68,13 +83,29 @@ pub(crate) async fn relay(
     tokio::pin!(to_upstream, to_client, idle, closed);
     let (mut up_done, mut down_done) = (false, false);
     loop {
+        // EOF from one side becomes a half-close of the other only while the
+        // other direction still runs; otherwise closing both says it all.
         tokio::select! {
             r = &mut to_upstream, if !up_done => match r {
-                Ok(()) => up_done = true,
+                Ok(()) => {
+                    up_done = true;
+                    if !down_done {
+                        if let Err(e) = shutdown_write(upstream) {
+                            return RelayEnd::Failed(e);
+                        }
+                    }
+                }
                 Err(e) => return RelayEnd::Failed(e),
             },
             r = &mut to_client, if !down_done => match r {
-                Ok(()) => down_done = true,
+                Ok(()) => {
+                    down_done = true;
+                    if !up_done {
+                        if let Err(e) = shutdown_write(client) {
+                            return RelayEnd::Failed(e);
+                        }
+                    }
+                }
                 Err(e) => return RelayEnd::Failed(e),
             },
             () = &mut idle => return RelayEnd::Idle,
@@ -118,7 +149,8 @@ impl Activity {
     }
 }
 
-/// Moves `src` → `dst` until EOF (then half-closes `dst`) or an error.
+/// Moves `src` → `dst` until EOF from `src` (returns `Ok`, the caller passes
+/// the EOF on) or an error.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
@@ -127,45 +159,186 @@ async fn pump(
     activity: &Activity,
 ) -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        match linux::pump_splice(src, dst, pipes, counter, activity).await {
-            Err(linux::SpliceUnavailable) => {}
-            Ok(result) => return result,
-        }
-    }
+    let mut splicer = linux::Splicer::new(pipes);
     #[cfg(not(target_os = "linux"))]
     let _ = pipes;
-    pump_copy(src, dst, counter, activity).await
+    let mut bulk = false;
+    loop {
+        src.readable().await?;
+        #[cfg(target_os = "linux")]
+        if bulk && splicer.usable() {
+            match splicer.step(src, dst, counter, activity).await? {
+                linux::Spliced::Nothing => continue,
+                linux::Spliced::Eof => return Ok(()),
+                linux::Spliced::Moved(n) => {
+                    bulk = n >= COPY_BUF;
+                    continue;
+                }
+                // No pipe now, or splice refused: copy this burst.
+                linux::Spliced::Unavailable => {}
+            }
+        }
+        match copy_burst(src, dst, counter, activity)? {
+            Copied::Nothing => {}
+            Copied::Eof => return Ok(()),
+            Copied::All(n) => bulk = n == COPY_BUF,
+            Copied::Part(rest) => {
+                bulk = false;
+                write_rest(dst, &rest).await?;
+            }
+        }
+    }
 }
 
-/// The user-space fallback: read into a buffer, write it out.
-async fn pump_copy(
+/// What one copy burst did.
+enum Copied {
+    /// `src` had nothing after all.
+    Nothing,
+    /// `src` sent EOF.
+    Eof,
+    /// Read this many bytes and sent them all.
+    All(usize),
+    /// `dst` could not take everything: these bytes are still to send.
+    Part(Vec<u8>),
+}
+
+/// One `recv` into a stack buffer and as many `send`s as `dst` takes now;
+/// only bytes `dst` cannot take yet are copied to the heap.
+fn copy_burst(
     src: &TcpStream,
     dst: &TcpStream,
     counter: &AtomicU64,
     activity: &Activity,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        src.readable().await?;
-        let n = match src.try_read(&mut buf) {
-            Ok(0) => return shutdown_write(dst),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        activity.touch();
-        let mut sent = 0;
-        while sent < n {
-            dst.writable().await?;
-            match dst.try_write(&buf[sent..n]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(m) => sent += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+) -> io::Result<Copied> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); COPY_BUF];
+    let n = match drained_io(src, Interest::READABLE, COPY_BUF, || sys::recv(src, &mut buf)) {
+        Ok(0) => return Ok(Copied::Eof),
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Nothing),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: recv initialised the first `n` bytes.
+    let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
+    counter.fetch_add(n as u64, Ordering::Relaxed);
+    activity.touch();
+    let mut sent = 0;
+    while sent < n {
+        let left = &data[sent..];
+        match drained_io(dst, Interest::WRITABLE, left.len(), || sys::send(dst, left)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(m) => sent += m,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Copied::Part(left.to_vec()))
             }
+            Err(e) => return Err(e),
         }
+    }
+    Ok(Copied::All(n))
+}
+
+/// Sends what `dst` could not take during a burst, waiting as it drains.
+async fn write_rest(dst: &TcpStream, mut rest: &[u8]) -> io::Result<()> {
+    while !rest.is_empty() {
+        dst.writable().await?;
+        match drained_io(dst, Interest::WRITABLE, rest.len(), || sys::send(dst, rest)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(m) => rest = &rest[m..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `op`, a `recv` or `send` of at most `len` bytes on a stream socket,
+/// if `stream` is ready for `interest`. A short result means the receive
+/// queue is empty (or the send buffer full) right now, so the readiness is
+/// cleared as a `WouldBlock` would clear it, and the next attempt waits for
+/// the next event instead of failing a system call. Readiness that arrived
+/// meanwhile is kept (tokio compares event ticks), and EOF and errors stay
+/// visible (tokio never clears its closed bits).
+fn drained_io(
+    stream: &TcpStream,
+    interest: Interest,
+    len: usize,
+    op: impl FnOnce() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut short = None;
+    let result = stream.try_io(interest, || {
+        let n = op()?;
+        if n > 0 && n < len {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (result, short) {
+        (Err(_), Some(n)) => Ok(n),
+        (result, _) => result,
+    }
+}
+
+/// Plain `recv`/`send` on the socket's descriptor: inside `try_io`, which
+/// owns the readiness bookkeeping.
+#[cfg(unix)]
+mod sys {
+    use std::io;
+    use std::mem::MaybeUninit;
+    use std::os::fd::AsRawFd;
+
+    use tokio::net::TcpStream;
+
+    pub(super) fn recv(stream: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        // SAFETY: `buf` is writable for its length; recv writes at most that.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let flags = libc::MSG_NOSIGNAL;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let flags = 0;
+        // SAFETY: `buf` is readable for its length.
+        let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// Elsewhere, through tokio's own calls (readiness cleared by `WouldBlock` only).
+#[cfg(not(unix))]
+mod sys {
+    use std::io;
+    use std::mem::MaybeUninit;
+
+    use tokio::net::TcpStream;
+
+    pub(super) fn recv(stream: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        for b in buf.iter_mut() {
+            b.write(0);
+        }
+        // SAFETY: every byte was just initialised.
+        let buf = unsafe { &mut *(buf as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        stream.try_read(buf)
+    }
+
+    pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+        stream.try_write(buf)
     }
 }
 
@@ -221,7 +394,7 @@ mod linux {
     use tokio::io::Interest;
     use tokio::net::TcpStream;
 
-    use super::{shutdown_write, Activity, CHUNK};
+    use super::{Activity, CHUNK, COPY_BUF};
 
     /// A pipe: what splice moves data through.
     #[derive(Debug)]
@@ -304,77 +477,114 @@ mod linux {
         }
     }
 
-    /// Splice cannot serve this direction; nothing was moved yet.
-    pub(super) struct SpliceUnavailable;
+    /// What one splice burst did.
+    pub(super) enum Spliced {
+        /// `src` had nothing after all.
+        Nothing,
+        /// `src` sent EOF.
+        Eof,
+        /// Moved this many bytes, all sent.
+        Moved(usize),
+        /// Nothing moved: no pipe to be had, or splice refuses these sockets.
+        Unavailable,
+    }
 
-    /// Moves `src` → `dst` by splice. The pipe is only ever filled when it is
-    /// empty, with at most its capacity, so `EAGAIN` on the way in always
-    /// means the socket has nothing to read, and on the way out that the
-    /// socket cannot take more: tokio's readiness stays truthful.
-    pub(super) async fn pump_splice(
-        src: &TcpStream,
-        dst: &TcpStream,
-        pool: &PipePool,
-        counter: &AtomicU64,
-        activity: &Activity,
-    ) -> Result<io::Result<()>, SpliceUnavailable> {
-        let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
-        let mut pipe: Option<Pipe> = None;
-        let mut moved_any = false;
-        loop {
-            if let Err(e) = src.readable().await {
-                return Ok(Err(e));
+    /// One direction's splicing: the pipe it holds during a bulk transfer,
+    /// and whether splice works for these sockets at all.
+    pub(super) struct Splicer<'a> {
+        pool: &'a PipePool,
+        pipe: Option<Pipe>,
+        refused: bool,
+    }
+
+    impl<'a> Splicer<'a> {
+        pub(super) fn new(pool: &'a PipePool) -> Self {
+            Splicer {
+                pool,
+                pipe: None,
+                refused: false,
             }
-            let p = match pipe.take() {
+        }
+
+        /// False once splice refused these sockets: copy from then on.
+        pub(super) fn usable(&self) -> bool {
+            !self.refused
+        }
+
+        /// Moves one burst `src` → pipe → `dst`. The pipe is only ever filled
+        /// when it is empty, with at most its capacity, so `EAGAIN` on the way
+        /// in always means the socket has nothing to read, and on the way out
+        /// that the socket cannot take more: tokio's readiness stays truthful.
+        /// (A short splice in proves nothing: the pipe may have run out of
+        /// slots before the socket ran out of data.)
+        pub(super) async fn step(
+            &mut self,
+            src: &TcpStream,
+            dst: &TcpStream,
+            counter: &AtomicU64,
+            activity: &Activity,
+        ) -> io::Result<Spliced> {
+            let p = match self.pipe.take() {
                 Some(p) => p,
-                None => match pool.take() {
+                None => match self.pool.take() {
                     Ok(p) => p,
-                    Err(_) if !moved_any => return Err(SpliceUnavailable),
-                    Err(e) => return Ok(Err(e)),
+                    Err(_) => return Ok(Spliced::Unavailable),
                 },
             };
+            let src_fd = src.as_raw_fd();
             let n = match src.try_io(Interest::READABLE, || {
                 splice(src_fd, p.write.as_raw_fd(), CHUNK)
             }) {
                 Ok(0) => {
-                    pool.put(p);
-                    return Ok(shutdown_write(dst));
+                    self.pool.put(p);
+                    return Ok(Spliced::Eof);
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Idle with an empty pipe: give it back until data comes.
-                    pool.put(p);
-                    continue;
+                    self.pool.put(p);
+                    return Ok(Spliced::Nothing);
                 }
-                Err(e)
-                    if !moved_any
-                        && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) =>
-                {
-                    pool.put(p);
-                    return Err(SpliceUnavailable);
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                    self.pool.put(p);
+                    self.refused = true;
+                    return Ok(Spliced::Unavailable);
                 }
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Err(e),
             };
-            moved_any = true;
             counter.fetch_add(n as u64, Ordering::Relaxed);
             activity.touch();
+            let dst_fd = dst.as_raw_fd();
             let mut left = n;
             while left > 0 {
-                if let Err(e) = dst.writable().await {
-                    return Ok(Err(e));
-                }
+                dst.writable().await?;
                 match dst.try_io(Interest::WRITABLE, || {
                     splice(p.read.as_raw_fd(), dst_fd, left)
                 }) {
-                    Ok(0) => return Ok(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(m) => left -= m.min(left),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     // The pipe may still hold data: dropped, not parked.
-                    Err(e) => return Ok(Err(e)),
+                    Err(e) => return Err(e),
                 }
             }
-            // Keep the pipe while data keeps coming; parked on the next idle read.
-            pipe = Some(p);
+            if n >= COPY_BUF {
+                // Still bulk: keep the pipe for the next burst.
+                self.pipe = Some(p);
+            } else {
+                self.pool.put(p);
+            }
+            Ok(Spliced::Moved(n))
+        }
+    }
+
+    impl Drop for Splicer<'_> {
+        fn drop(&mut self) {
+            // A held pipe is empty (every burst is sent whole before the
+            // next), so it can be parked.
+            if let Some(p) = self.pipe.take() {
+                self.pool.put(p);
+            }
         }
     }
 }
