@@ -17,7 +17,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -39,6 +40,10 @@ const INITIAL_TLS_BUFFER: usize = 2048;
 const INITIAL_HTTP_BUFFER: usize = 1024;
 /// Most bytes read and discarded in a lingering close.
 const LINGER_DRAIN_BYTES: usize = 64 * 1024;
+/// `TCP_DEFER_ACCEPT`: how long the kernel holds a connection that has sent
+/// nothing before handing it over anyway (then the handshake deadline runs).
+#[cfg(target_os = "linux")]
+const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
 /// Pause after a failed accept (descriptors or memory exhausted) so that the
 /// loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -139,8 +144,17 @@ impl Ingress {
         // which saves a system call per connection: the replayed and relayed
         // bursts must not wait for Nagle.
         socket2::SockRef::from(&listener).set_tcp_nodelay(true)?;
+        // Accepted sockets join the event loop only once their first bytes
+        // are read (see `handle`), so accepting goes around tokio's listener.
+        // SAFETY: the std listener owns its descriptor, which is neither
+        // replaced nor closed while the AsyncFd holds it.
+        let listener =
+            unsafe { AsyncFd::register_with_interest(listener.into_std()?, Interest::READABLE) }?;
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = listener
+                .async_io(Interest::READABLE, |l| accept_nonblocking(l))
+                .await;
+            let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
                 Err(e) if is_fatal_accept_error(&e) => return Err(e),
                 Err(e) => {
@@ -182,7 +196,7 @@ impl Shared {
 
     async fn handle(
         &self,
-        mut client: TcpStream,
+        client: std::net::TcpStream,
         peer: SocketAddr,
         protocol: Protocol,
         admitted: Admitted,
@@ -195,6 +209,34 @@ impl Shared {
         // go to the VM in one write from one buffer.
         let mut buf = Vec::with_capacity(PROXY_V2_MAX_LEN + initial);
         buf.resize(PROXY_V2_MAX_LEN, 0);
+        // The hello or head is usually here already (the listener defers
+        // accepting until data arrives): read it before the socket joins the
+        // event loop, which then reports nothing for it until the client
+        // sends more, instead of an event for bytes already read.
+        match recv_early(&client, &mut buf) {
+            Ok(0) => {
+                self.port(protocol).refuse(Refusal::ClosedEarly);
+                drop(admitted);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                self.port(protocol).refuse(Refusal::ClosedEarly);
+                drop(admitted);
+                return;
+            }
+        }
+        let mut client = match TcpStream::from_std(client) {
+            Ok(client) => client,
+            Err(e) => {
+                // The event loop is out of room (registration failed).
+                self.port(protocol).accept_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, error = %e, "ingress cannot watch a connection");
+                drop(admitted);
+                return;
+            }
+        };
         if let Err(reason) = self
             .connect_and_relay(&mut client, &mut buf, peer, protocol)
             .await
@@ -429,6 +471,95 @@ fn http_response(reason: Refusal) -> Option<&'static str> {
     })
 }
 
+#[cfg(target_os = "linux")]
+fn set_defer_accept(socket: &socket2::Socket, seconds: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor and a correctly sized int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&seconds as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Accepts one connection, non-blocking from the start (one system call on
+/// Linux: `accept4` with `SOCK_NONBLOCK`).
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: accept4 writes at most `len` bytes of address into the
+        // storage try_init provides, and sets `len` to what it wrote.
+        let (fd, addr) = unsafe {
+            socket2::SockAddr::try_init(|storage, len| {
+                let fd = libc::accept4(
+                    listener.as_raw_fd(),
+                    storage.cast(),
+                    len,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                );
+                if fd < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(fd)
+                }
+            })
+        }?;
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+        let peer = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("accepted a connection without an IP address"))?;
+        Ok((stream, peer))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (stream, peer) = listener.accept()?;
+        stream.set_nonblocking(true)?;
+        Ok((stream, peer))
+    }
+}
+
+/// One `recv` into `buf`'s spare room, before the socket is registered.
+fn recv_early(stream: &std::net::TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `spare` is writable for its length; recv writes at most that.
+        let n = unsafe {
+            libc::recv(
+                stream.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                0,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: recv initialised the first `n` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (stream, buf);
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+}
+
 /// Connects to `addr` and sends `first` (the PROXY header and the replayed
 /// hello or head, never empty), with `TCP_NODELAY` set before connecting. To
 /// a VM on this host the handshake has usually completed by the time
@@ -521,6 +652,11 @@ pub(crate) fn bind_std_reuseport(
         #[cfg(unix)]
         socket.set_reuse_port(true)?;
         socket.set_tcp_nodelay(true)?;
+        // Accept only once the client has sent something (or after about a
+        // second): the hello is then read at once, and clients that connect
+        // and say nothing wait in the kernel, holding no descriptor.
+        #[cfg(target_os = "linux")]
+        set_defer_accept(&socket, DEFER_ACCEPT_SECONDS)?;
         socket.set_nonblocking(true)?;
         socket.bind(&bound.into())?;
         socket.listen(LISTEN_BACKLOG as i32)?;
