@@ -3,27 +3,29 @@
 //!
 //! Port 443 reads the TLS ClientHello ([`clienthello`]), routes on its server
 //! name through the [`RouteTable`], connects to the VM, replays the bytes it
-//! read and then splices both ways (`relay`); TLS is never terminated. Port
-//! 80 does the same on the Host header of plain HTTP ([`http`]), so ACME
+//! read and then relays both ways (`relay`: small bursts copied, bulk ones
+//! spliced); TLS is never terminated. Port 80 does the same on the Host header of plain HTTP ([`http`]), so ACME
 //! HTTP-01 works inside the VM. The node agent owns the [`RouteTable`]:
 //! it adds a route when a contract's VM is active and removes it when the
 //! contract ends; [`Ingress`] serves listeners from it.
 //!
 //! ```no_run
-//! # async fn run(routes: std::sync::Arc<dc_ingress::RouteTable>) -> std::io::Result<()> {
-//! use dc_ingress::{bind_reuseport, Ingress, IngressConfig};
+//! # fn run(routes: std::sync::Arc<dc_ingress::RouteTable>) -> std::io::Result<()> {
+//! use dc_ingress::{Ingress, IngressConfig, Listen};
 //! let ingress = Ingress::new(IngressConfig::default(), routes).expect("valid config");
-//! let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-//! for listener in bind_reuseport("[::]:443".parse().unwrap(), cores)? {
-//!     let ingress = ingress.clone();
-//!     tokio::spawn(async move { ingress.serve_tls(listener).await });
-//! }
-//! for listener in bind_reuseport("[::]:80".parse().unwrap(), 1)? {
-//!     let ingress = ingress.clone();
-//!     tokio::spawn(async move { ingress.serve_http(listener).await });
-//! }
-//! # Ok(()) }
+//! // One thread per core, each with its own runtime and listeners.
+//! let workers = ingress.spawn_workers(Listen {
+//!     tls: Some("[::]:443".parse().unwrap()),
+//!     http: Some("[::]:80".parse().unwrap()),
+//!     threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+//! })?;
+//! // ... serves until `workers` is dropped or stopped.
+//! # drop(workers); Ok(()) }
 //! ```
+//!
+//! [`Ingress::serve_tls`] and [`Ingress::serve_http`] serve one listener on
+//! the caller's runtime instead ([`bind_reuseport`] makes several for one
+//! port).
 //!
 //! Decisions:
 //! - **Never route by guess.** No SNI, no Host, an unknown name, a malformed,
@@ -49,12 +51,21 @@
 //!   atomically swapped snapshot; a contract that leaves the table has its
 //!   live connections closed (its access ended with the contract), others are
 //!   untouched. Contested names stay with their holder ([`routes`]).
-//! - **Cheap accept path**: the runtime is the caller's (multi-threaded
-//!   tokio), listeners can be one per core on one port with `SO_REUSEPORT`
-//!   ([`bind_reuseport`]); admission is decided before any task or buffer
-//!   exists; a connection costs one task and one buffer that is freed once
-//!   the hello is replayed; pipes for splice come from a pool and are only
-//!   held while data moves.
+//! - **Few system calls per connection** (what a passthrough proxy costs is
+//!   mostly the kernel's TCP work, so every call counts): one thread per
+//!   core with a current-thread runtime and its own `SO_REUSEPORT` listener
+//!   ([`Ingress::spawn_workers`]); `TCP_DEFER_ACCEPT` and `accept4` with
+//!   `SOCK_NONBLOCK`, then the hello is read before the socket joins the
+//!   event loop; `TCP_NODELAY` inherited from the listener; the VM's socket
+//!   gets the replayed bytes right after `connect`; short reads and writes
+//!   clear readiness instead of a failing call; EOF is taken from readiness
+//!   when it can be; one `shutdown` per connection. Admission is decided
+//!   before any task or buffer exists; a connection costs one task and one
+//!   buffer that is freed once the hello is replayed.
+//! - **Bulk data is spliced**: a direction copies small bursts through a
+//!   stack buffer (cheaper than a pipe for a handshake's few kilobytes) and
+//!   switches to `splice(2)` once a read fills that buffer; pipes come from
+//!   a pool and are only held during a bulk burst.
 //! - **PROXY protocol v2** ([`proxy_protocol`]) is written before the
 //!   replayed bytes, in the same write, when the route asks for it.
 //! - **Metrics** ([`MetricsSnapshot`], serde) count per port (accepted,

@@ -152,7 +152,7 @@ impl Ingress {
             unsafe { AsyncFd::register_with_interest(listener.into_std()?, Interest::READABLE) }?;
         loop {
             let accepted = listener
-                .async_io(Interest::READABLE, |l| accept_nonblocking(l))
+                .async_io(Interest::READABLE, accept_nonblocking)
                 .await;
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
@@ -231,7 +231,9 @@ impl Shared {
             Ok(client) => client,
             Err(e) => {
                 // The event loop is out of room (registration failed).
-                self.port(protocol).accept_errors.fetch_add(1, Ordering::Relaxed);
+                self.port(protocol)
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, error = %e, "ingress cannot watch a connection");
                 drop(admitted);
                 return;
@@ -647,7 +649,11 @@ pub(crate) fn bind_std_reuseport(
     let mut listeners = Vec::with_capacity(count.max(1));
     let mut bound = addr;
     for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(bound), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         #[cfg(unix)]
         socket.set_reuse_port(true)?;

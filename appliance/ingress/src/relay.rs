@@ -218,7 +218,9 @@ fn copy_burst(
     activity: &Activity,
 ) -> io::Result<Copied> {
     let mut buf = [MaybeUninit::<u8>::uninit(); COPY_BUF];
-    let n = match drained_io(src, Interest::READABLE, COPY_BUF, || sys::recv(src, &mut buf)) {
+    let n = match drained_io(src, Interest::READABLE, COPY_BUF, || {
+        sys::recv(src, &mut buf)
+    }) {
         Ok(0) => return Ok(Copied::Eof),
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Nothing),
@@ -297,14 +299,7 @@ mod sys {
 
     pub(super) fn recv(stream: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         // SAFETY: `buf` is writable for its length; recv writes at most that.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                0,
-            )
-        };
+        let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
@@ -700,7 +695,11 @@ mod tests {
             drop(upstream);
             let mut got = Vec::new();
             client.read_to_end(&mut got).await.unwrap();
-            assert!(got == payload, "round {round}: {} of {len} bytes", got.len());
+            assert!(
+                got == payload,
+                "round {round}: {} of {len} bytes",
+                got.len()
+            );
             drop(client);
             let end = tokio::time::timeout(Duration::from_secs(5), relay)
                 .await
