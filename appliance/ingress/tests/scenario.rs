@@ -531,3 +531,45 @@ async fn a_contract_ending_closes_its_connections_only() {
     assert!(read_to_close(&mut c, WAIT).await.unwrap().is_empty());
     assert_eq!(run.ingress.metrics().tls.refusals.unknown_name, 1);
 }
+
+/// The listeners defer accepting until a client sends something: a client
+/// that connects and says nothing is held by the kernel for about a second,
+/// then accepted and cut by the handshake deadline like any slow sender,
+/// while a client that speaks at once is routed without waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_accepted_late_and_cut_by_the_deadline() {
+    let echo = echo_upstream("127.0.0.1").await;
+    let routes = Arc::new(RouteTable::new());
+    routes
+        .replace(vec![route(1, &["a.example"], echo, None)])
+        .unwrap();
+    let config = IngressConfig {
+        handshake_timeout_ms: 500,
+        handshake_grace_ms: 500,
+        ..IngressConfig::default()
+    };
+    let run = start_ingress(config, routes).await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(run.tls).await.unwrap();
+    // Meanwhile a client that speaks at once is served.
+    let mut talker = TcpStream::connect(run.tls).await.unwrap();
+    talker
+        .write_all(&rustls_hello("a.example", &HelloSpec::default()))
+        .await
+        .unwrap();
+    let mut first = [0u8; 5];
+    talker.read_exact(&mut first).await.unwrap();
+    assert_eq!(first[0], 0x16, "the echo upstream returns the hello");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let rest = read_to_close(&mut silent, WAIT).await;
+    assert!(matches!(rest, Ok(ref got) if got.is_empty()), "{rest:?}");
+    let took = started.elapsed();
+    // Deferred (about 1 s, one SYN-ACK retransmission), then 500 ms.
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(8),
+        "silent client closed after {took:?}"
+    );
+    let m = run.ingress.metrics();
+    assert_eq!(m.tls.refusals.too_slow, 1, "{m:?}");
+    assert_eq!(m.tls.routed, 1);
+}
