@@ -69,8 +69,9 @@ struct Args {
     /// Seconds of each connection-rate measurement (after its warm-up).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
-    /// Seconds of each one-at-a-time latency measurement.
-    #[arg(long, default_value_t = 1.5)]
+    /// Seconds of each one-at-a-time latency measurement (its p99 needs a
+    /// few thousand exchanges).
+    #[arg(long, default_value_t = 3.0)]
     latency_seconds: f64,
     /// Seconds of each throughput measurement (after its warm-up).
     #[arg(long, default_value_t = 2.0)]

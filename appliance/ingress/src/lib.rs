@@ -54,9 +54,9 @@
 //! - **Few system calls per connection** (what a passthrough proxy costs is
 //!   mostly the kernel's TCP work, so every call counts): one thread per
 //!   core with a current-thread runtime and its own `SO_REUSEPORT` listener
-//!   ([`Ingress::spawn_workers`]); `TCP_DEFER_ACCEPT` and `accept4` with
-//!   `SOCK_NONBLOCK`, then the hello is read before the socket joins the
-//!   event loop; `TCP_NODELAY` inherited from the listener; the VM's socket
+//!   ([`Ingress::spawn_workers`]); `accept4` with `SOCK_NONBLOCK`, and a
+//!   hello that is already there is read before the socket joins the event
+//!   loop; `TCP_NODELAY` inherited from the listener; the VM's socket
 //!   gets the replayed bytes right after `connect`; short reads and writes
 //!   clear readiness instead of a failing call; EOF is taken from readiness
 //!   when it can be; one `shutdown` per connection. Admission is decided

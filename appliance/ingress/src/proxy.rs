@@ -40,10 +40,6 @@ const INITIAL_TLS_BUFFER: usize = 2048;
 const INITIAL_HTTP_BUFFER: usize = 1024;
 /// Most bytes read and discarded in a lingering close.
 const LINGER_DRAIN_BYTES: usize = 64 * 1024;
-/// `TCP_DEFER_ACCEPT`: how long the kernel holds a connection that has sent
-/// nothing before handing it over anyway (then the handshake deadline runs).
-#[cfg(target_os = "linux")]
-const DEFER_ACCEPT_SECONDS: libc::c_int = 1;
 /// Pause after a failed accept (descriptors or memory exhausted) so that the
 /// loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -209,10 +205,14 @@ impl Shared {
         // go to the VM in one write from one buffer.
         let mut buf = Vec::with_capacity(PROXY_V2_MAX_LEN + initial);
         buf.resize(PROXY_V2_MAX_LEN, 0);
-        // The hello or head is usually here already (the listener defers
-        // accepting until data arrives): read it before the socket joins the
+        // Under load the hello or head is usually here already by the time
+        // the connection is accepted: read it before the socket joins the
         // event loop, which then reports nothing for it until the client
-        // sends more, instead of an event for bytes already read.
+        // sends more, instead of an event for bytes already read. (Not
+        // `TCP_DEFER_ACCEPT`, which would make this certain: it saves a
+        // wake-up per connection but measurably lengthened the latency tail
+        // of a lone connection, whose accept no longer overlaps the client
+        // writing its hello.)
         match recv_early(&client, &mut buf) {
             Ok(0) => {
                 self.port(protocol).refuse(Refusal::ClosedEarly);
@@ -473,25 +473,6 @@ fn http_response(reason: Refusal) -> Option<&'static str> {
     })
 }
 
-#[cfg(target_os = "linux")]
-fn set_defer_accept(socket: &socket2::Socket, seconds: libc::c_int) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid descriptor and a correctly sized int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&seconds as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Accepts one connection, non-blocking from the start (one system call on
 /// Linux: `accept4` with `SOCK_NONBLOCK`).
 fn accept_nonblocking(
@@ -658,11 +639,6 @@ pub(crate) fn bind_std_reuseport(
         #[cfg(unix)]
         socket.set_reuse_port(true)?;
         socket.set_tcp_nodelay(true)?;
-        // Accept only once the client has sent something (or after about a
-        // second): the hello is then read at once, and clients that connect
-        // and say nothing wait in the kernel, holding no descriptor.
-        #[cfg(target_os = "linux")]
-        set_defer_accept(&socket, DEFER_ACCEPT_SECONDS)?;
         socket.set_nonblocking(true)?;
         socket.bind(&bound.into())?;
         socket.listen(LISTEN_BACKLOG as i32)?;

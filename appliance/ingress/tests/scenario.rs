@@ -532,10 +532,10 @@ async fn a_contract_ending_closes_its_connections_only() {
     assert_eq!(run.ingress.metrics().tls.refusals.unknown_name, 1);
 }
 
-/// The listeners defer accepting until a client sends something: a client
-/// that connects and says nothing is held by the kernel for about a second,
-/// then accepted and cut by the handshake deadline like any slow sender,
-/// while a client that speaks at once is routed without waiting.
+/// A client that connects and says nothing is cut by the handshake deadline
+/// like any slow sender (the first read finds nothing, and the connection
+/// waits in the event loop), while a client that speaks at once is routed
+/// without waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_clients_are_accepted_late_and_cut_by_the_deadline() {
     let echo = echo_upstream("127.0.0.1").await;
@@ -564,9 +564,8 @@ async fn silent_clients_are_accepted_late_and_cut_by_the_deadline() {
     let rest = read_to_close(&mut silent, WAIT).await;
     assert!(matches!(rest, Ok(ref got) if got.is_empty()), "{rest:?}");
     let took = started.elapsed();
-    // Deferred (about 1 s, one SYN-ACK retransmission), then 500 ms.
     assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(8),
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
         "silent client closed after {took:?}"
     );
     let m = run.ingress.metrics();
