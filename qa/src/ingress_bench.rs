@@ -1779,6 +1779,20 @@ impl Grid {
     }
 }
 
+/// A target met when ours is at least `at_least` times theirs.
+fn ratio_target(name: &str, (ours, theirs): (f64, f64), unit: &str, at_least: f64) -> Target {
+    let ratio = if theirs > 0.0 { ours / theirs } else { 0.0 };
+    Target {
+        name: name.into(),
+        measured: format!(
+            "{} vs {}{unit} = {ratio:.2}×",
+            thousands(ours.round() as u64),
+            thousands(theirs.round() as u64),
+        ),
+        met: ratio >= at_least,
+    }
+}
+
 fn us(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e6)
 }
@@ -1889,58 +1903,37 @@ impl Report {
         ) else {
             return Vec::new();
         };
-        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        let conn = ratio(ours.conn_per_s, ha.conn_per_s);
-        let mut targets = vec![Target {
-            name: "new TLS connections/s ≥ 1.2× HAProxy's (end to end)".into(),
-            measured: format!(
-                "{} vs {}/s = {:.2}×",
-                thousands(ours.conn_per_s.round() as u64),
-                thousands(ha.conn_per_s.round() as u64),
-                conn
-            ),
-            met: conn >= 1.2,
-        }];
+        let mut targets = vec![ratio_target(
+            "new TLS connections/s ≥ 1.2× HAProxy's (end to end)",
+            (ours.conn_per_s, ha.conn_per_s),
+            "/s",
+            1.2,
+        )];
         if let (Some(a), Some(b)) = (ours.conn_per_proxy_cpu_s(), ha.conn_per_proxy_cpu_s()) {
-            let r = ratio(a, b);
-            targets.push(Target {
-                name: "connections per proxy CPU-second ≥ 1.2× HAProxy's".into(),
-                measured: format!(
-                    "{} vs {} = {:.2}×",
-                    thousands(a.round() as u64),
-                    thousands(b.round() as u64),
-                    r
-                ),
-                met: r >= 1.2,
-            });
+            targets.push(ratio_target(
+                "connections per proxy CPU-second ≥ 1.2× HAProxy's",
+                (a, b),
+                "",
+                1.2,
+            ));
         }
-        let tput = ratio(ours.mb_per_s, ha.mb_per_s);
-        targets.push(Target {
-            name: if self.pinning.is_some() {
-                "throughput ≥ HAProxy's (pinned apart)".into()
+        targets.push(ratio_target(
+            if self.pinning.is_some() {
+                "throughput ≥ HAProxy's (pinned apart)"
             } else {
-                "throughput ≥ HAProxy's".into()
+                "throughput ≥ HAProxy's"
             },
-            measured: format!(
-                "{} vs {} MB/s = {:.2}×",
-                thousands(ours.mb_per_s.round() as u64),
-                thousands(ha.mb_per_s.round() as u64),
-                tput
-            ),
-            met: tput >= 1.0,
-        });
+            (ours.mb_per_s, ha.mb_per_s),
+            " MB/s",
+            1.0,
+        ));
         if let (Some(a), Some(b)) = (ours.shared_mb_per_s, ha.shared_mb_per_s) {
-            let r = ratio(a, b);
-            targets.push(Target {
-                name: "throughput ≥ HAProxy's (nothing pinned)".into(),
-                measured: format!(
-                    "{} vs {} MB/s = {:.2}×",
-                    thousands(a.round() as u64),
-                    thousands(b.round() as u64),
-                    r
-                ),
-                met: r >= 1.0,
-            });
+            targets.push(ratio_target(
+                "throughput ≥ HAProxy's (nothing pinned)",
+                (a, b),
+                " MB/s",
+                1.0,
+            ));
         }
         let (ours_p99, ha_p99) = (
             added_s(ours.serial_p99, direct.serial_p99),

@@ -599,7 +599,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    use crate::routes::{Route, RouteTable};
+    use crate::routes::{test_route, RouteTable};
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -610,15 +610,7 @@ mod tests {
 
     fn table() -> (Arc<RouteTable>, Arc<RouteState>) {
         let t = Arc::new(RouteTable::new());
-        t.replace(vec![Route {
-            contract_id: 1,
-            names: vec!["a.example".into()],
-            tls_upstream: "127.0.0.1:1".parse().unwrap(),
-            http_upstream: None,
-            proxy_protocol: false,
-            max_connections: 10,
-        }])
-        .unwrap();
+        t.replace(vec![test_route(1, &["a.example"])]).unwrap();
         let state = t.get(1).unwrap().state.clone();
         (t, state)
     }

@@ -504,20 +504,24 @@ impl RouteTable {
     }
 }
 
+/// A route for the crate's unit tests: contract `id` served by 10.0.0.`id`
+/// (ports 443 and 80), two connections at most.
+#[cfg(test)]
+pub(crate) fn test_route(id: u64, names: &[&str]) -> Route {
+    Route {
+        contract_id: id,
+        names: names.iter().map(|s| s.to_string()).collect(),
+        tls_upstream: SocketAddr::from(([10, 0, 0, id as u8], 443)),
+        http_upstream: Some(SocketAddr::from(([10, 0, 0, id as u8], 80))),
+        proxy_protocol: false,
+        max_connections: 2,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_route as route;
     use super::*;
-
-    fn route(id: u64, names: &[&str]) -> Route {
-        Route {
-            contract_id: id,
-            names: names.iter().map(|s| s.to_string()).collect(),
-            tls_upstream: SocketAddr::from(([10, 0, 0, id as u8], 443)),
-            http_upstream: Some(SocketAddr::from(([10, 0, 0, id as u8], 80))),
-            proxy_protocol: false,
-            max_connections: 2,
-        }
-    }
 
     fn who(table: &RouteTable, name: &str) -> Option<u64> {
         table

@@ -153,20 +153,13 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    use crate::{IngressConfig, Route, RouteTable};
+    use crate::{IngressConfig, RouteTable};
 
     #[test]
     fn workers_share_one_port_and_stop() {
         let routes = Arc::new(RouteTable::new());
         routes
-            .replace(vec![Route {
-                contract_id: 1,
-                names: vec!["a.example".into()],
-                tls_upstream: "127.0.0.1:1".parse().unwrap(),
-                http_upstream: None,
-                proxy_protocol: false,
-                max_connections: 10,
-            }])
+            .replace(vec![crate::routes::test_route(1, &["a.example"])])
             .unwrap();
         let ingress = Ingress::new(IngressConfig::default(), routes).unwrap();
         let workers = ingress
