@@ -1409,30 +1409,24 @@ async fn measure_path(
         plan.latency_window,
     )
     .await;
-    let tput = throughput(
-        &path.client,
-        plan.streams,
-        plan.transfer_bytes,
-        plan.warmup,
-        plan.throughput_window,
-        path.proxy_pid,
-    )
-    .await;
+    let transfers = || {
+        throughput(
+            &path.client,
+            plan.streams,
+            plan.transfer_bytes,
+            plan.warmup,
+            plan.throughput_window,
+            path.proxy_pid,
+        )
+    };
+    let tput = transfers().await;
     // The same transfers with nothing pinned: the proxy's work then competes
     // with the endpoints' for both CPUs, as on a host whose cores also run
     // the VMs, instead of the endpoints' one CPU being the bottleneck.
     let shared = match placement {
         Some(placement) => {
             placement.release(path.proxy_pid);
-            let run = throughput(
-                &path.client,
-                plan.streams,
-                plan.transfer_bytes,
-                plan.warmup,
-                plan.throughput_window,
-                path.proxy_pid,
-            )
-            .await;
+            let run = transfers().await;
             placement.pin(path.proxy_pid);
             Some(run)
         }

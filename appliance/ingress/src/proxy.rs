@@ -517,21 +517,7 @@ fn accept_nonblocking(
 fn recv_early(stream: &std::net::TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     #[cfg(unix)]
     {
-        use std::os::fd::AsRawFd;
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: `spare` is writable for its length; recv writes at most that.
-        let n = unsafe {
-            libc::recv(
-                stream.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                0,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
+        let n = crate::relay::sys::recv(stream, buf.spare_capacity_mut())?;
         // SAFETY: recv initialised the first `n` spare bytes.
         unsafe { buf.set_len(buf.len() + n) };
         Ok(n)

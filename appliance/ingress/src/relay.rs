@@ -290,14 +290,14 @@ fn drained_io(
 /// Plain `recv`/`send` on the socket's descriptor: inside `try_io`, which
 /// owns the readiness bookkeeping.
 #[cfg(unix)]
-mod sys {
+pub(crate) mod sys {
     use std::io;
     use std::mem::MaybeUninit;
     use std::os::fd::AsRawFd;
 
     use tokio::net::TcpStream;
 
-    pub(super) fn recv(stream: &TcpStream, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    pub(crate) fn recv(stream: &impl AsRawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         // SAFETY: `buf` is writable for its length; recv writes at most that.
         let n = unsafe { libc::recv(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
