@@ -112,6 +112,11 @@ struct Args {
     /// Also write the results as markdown to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Measure only these paths (repeatable: direct, dc-ingress, haproxy,
+    /// nginx), e.g. to profile one of them; targets that need a path left out
+    /// are not judged.
+    #[arg(long, value_name = "PATH", value_parser = ["direct", "dc-ingress", "haproxy", "nginx"])]
+    only: Vec<String>,
     /// One short run of each available path (HAProxy and nginx are skipped,
     /// with a message, when not installed); fails if a path moved nothing or
     /// had errors. For tests.
@@ -1603,6 +1608,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
+    if !args.only.is_empty() {
+        paths.retain(|p| args.only.iter().any(|k| k == p.kind.key()));
+    }
     let placement = pinning.clone().map(|pinning| Placement {
         pinning,
         all: allowed_cpus(),
@@ -2140,7 +2148,7 @@ impl Report {
              ## Per run\n\n{per_run}\n\
              ## Reproduce\n\n\
              ```sh\nbash qa/bench/ingress.sh              # default run, writes this file\n\
-             target/release/ingress-bench --help   # durations, concurrency, streams, --proxy-threads, --no-pin, --haproxy-splice, --json\n\
+             target/release/ingress-bench --help   # durations, concurrency, streams, --proxy-threads, --no-pin, --haproxy-splice, --only, --json\n\
              target/release/ingress-bench --smoke  # one short run of each available path\n```\n",
             started = self.started,
             cpu = m.cpu_model,

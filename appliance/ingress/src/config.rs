@@ -64,6 +64,13 @@ pub struct IngressConfig {
     pub ech: EchPolicy,
     /// Splice pipe pairs kept for reuse between connections. Default 1024.
     pub max_idle_pipes: usize,
+    /// Once a direction carries bulk data, at most this many bytes wait
+    /// unsent in the receiving socket (`TCP_NOTSENT_LOWAT`): the kernel holds
+    /// less of each stream, and what the ingress passes on is still warm in
+    /// cache when it is read. Bytes already sent and not yet acknowledged
+    /// are not counted, so a long path keeps its whole window. 0 leaves the
+    /// kernel's setting. Default 65536.
+    pub notsent_lowat_bytes: u32,
     /// After an HTTP error response, how long to read and discard what the
     /// client still sends, so that closing does not reset the connection
     /// before the client reads the response. Default 1000 ms.
@@ -84,6 +91,7 @@ impl Default for IngressConfig {
             max_connections_per_source: 512,
             ech: EchPolicy::Refuse,
             max_idle_pipes: 1024,
+            notsent_lowat_bytes: 65_536,
             lingering_close_ms: 1_000,
         }
     }
@@ -165,6 +173,13 @@ impl IngressConfig {
             self.max_connections_per_source >= 1,
             "at least 1",
         )?;
+        let lowat = u64::from(self.notsent_lowat_bytes);
+        check(
+            "notsent_lowat_bytes",
+            lowat,
+            lowat == 0 || (4_096..=16 << 20).contains(&lowat),
+            "0 (the kernel's setting) or 4096 to 16777216",
+        )?;
         check(
             "lingering_close_ms",
             self.lingering_close_ms,
@@ -181,8 +196,12 @@ impl IngressConfig {
         Duration::from_millis(self.connect_timeout_ms)
     }
 
-    pub(crate) fn idle_timeout(&self) -> Duration {
-        Duration::from_millis(self.idle_timeout_ms)
+    /// What the relay of each connection needs to know.
+    pub(crate) fn relay_settings(&self) -> crate::relay::RelaySettings {
+        crate::relay::RelaySettings {
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            notsent_lowat: self.notsent_lowat_bytes,
+        }
     }
 
     /// How long after accept a client that has sent `received` bytes of its
@@ -233,6 +252,20 @@ mod tests {
             ..IngressConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().field, "handshake_grace_ms");
+        for bad in [1, 4_095, (16 << 20) + 1] {
+            let c = IngressConfig {
+                notsent_lowat_bytes: bad,
+                ..IngressConfig::default()
+            };
+            assert_eq!(c.validate().unwrap_err().field, "notsent_lowat_bytes");
+        }
+        for good in [0, 4_096, 16 << 20] {
+            let c = IngressConfig {
+                notsent_lowat_bytes: good,
+                ..IngressConfig::default()
+            };
+            c.validate().unwrap();
+        }
     }
 
     #[test]

@@ -65,7 +65,11 @@
 //! - **Bulk data is spliced**: a direction copies small bursts through a
 //!   stack buffer (cheaper than a pipe for a handshake's few kilobytes) and
 //!   switches to `splice(2)` once a read fills that buffer; pipes come from
-//!   a pool and are only held during a bulk burst.
+//!   a pool and are only held during a bulk burst. A bulk direction caps
+//!   the bytes waiting unsent in its receiving socket
+//!   (`notsent_lowat_bytes`, `TCP_NOTSENT_LOWAT`): the kernel would
+//!   otherwise queue megabytes of a stream whose reader is slower, pages
+//!   that have left the cache by the time they are read.
 //! - **PROXY protocol v2** ([`proxy_protocol`]) is written before the
 //!   replayed bytes, in the same write, when the route asks for it.
 //! - **Metrics** ([`MetricsSnapshot`], serde) count per port (accepted,

@@ -327,7 +327,7 @@ impl Shared {
             &upstream,
             &self.pipes,
             route,
-            self.config.idle_timeout(),
+            &self.config.relay_settings(),
         )
         .await;
         match end {

@@ -11,6 +11,14 @@
 //! socket type splice refuses, no descriptors for a pipe) the direction keeps
 //! copying.
 //!
+//! A direction that turns bulk caps the bytes waiting unsent in the
+//! receiving socket (`TCP_NOTSENT_LOWAT`, [`RelaySettings::notsent_lowat`]).
+//! Without it the kernel queues megabytes per stream when the reader is
+//! slower than the writer; with splice those are the VM's pages, kept out of
+//! its reuse, and by the time the reader gets them they have left the cache.
+//! Only unsent bytes count, so a long path still gets its whole window in
+//! flight. Small exchanges never pay the extra call.
+//!
 //! A short read or write says the socket's queue is drained (or full), so
 //! the socket's readiness is cleared right there instead of by a failing
 //! call: most bursts cost one `recv` and one `send`.
@@ -33,13 +41,25 @@ use tokio::time::Instant;
 
 use crate::routes::RouteState;
 
-/// Most bytes spliced per call (the default pipe capacity on Linux).
+/// Most bytes spliced per call, and the capacity asked for each pipe (the
+/// default is 64 KiB; a pipe keeps it where the kernel refuses more). A
+/// pipe holds pages only while a burst is in it.
 #[cfg(target_os = "linux")]
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 /// The copy buffer. A read that fills it starts a bulk transfer, moved by
 /// splice until a read comes back short.
 const COPY_BUF: usize = 16 * 1024;
+
+/// The settings of every relayed connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RelaySettings {
+    /// The connection closes when nothing moves either way for this long.
+    pub(crate) idle_timeout: Duration,
+    /// `TCP_NOTSENT_LOWAT` set on the receiving socket of a direction that
+    /// turns bulk; 0 leaves the kernel's setting.
+    pub(crate) notsent_lowat: u32,
+}
 
 /// How a relayed connection ended.
 #[derive(Debug)]
@@ -61,7 +81,7 @@ pub(crate) async fn relay(
     upstream: &TcpStream,
     pipes: &PipePool,
     route: &RouteState,
-    idle_timeout: Duration,
+    settings: &RelaySettings,
 ) -> RelayEnd {
     let activity = Activity::new();
     let to_upstream = pump(
@@ -70,6 +90,7 @@ pub(crate) async fn relay(
         pipes,
         &route.bytes_client_to_upstream,
         &activity,
+        settings.notsent_lowat,
     );
     let to_client = pump(
         upstream,
@@ -77,8 +98,9 @@ pub(crate) async fn relay(
         pipes,
         &route.bytes_upstream_to_client,
         &activity,
+        settings.notsent_lowat,
     );
-    let idle = activity.idle_for(idle_timeout);
+    let idle = activity.idle_for(settings.idle_timeout);
     let closed = route.closed();
     tokio::pin!(to_upstream, to_client, idle, closed);
     let (mut up_done, mut down_done) = (false, false);
@@ -150,20 +172,31 @@ impl Activity {
 }
 
 /// Moves `src` → `dst` until EOF from `src` (returns `Ok`, the caller passes
-/// the EOF on) or an error.
+/// the EOF on) or an error. `notsent_lowat` is set on `dst` the first time
+/// the direction turns bulk (0: never).
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     pipes: &PipePool,
     counter: &AtomicU64,
     activity: &Activity,
+    notsent_lowat: u32,
 ) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     let mut splicer = linux::Splicer::new(pipes);
     #[cfg(not(target_os = "linux"))]
     let _ = pipes;
     let mut bulk = false;
+    let mut capped = notsent_lowat == 0;
     loop {
+        if bulk && !capped {
+            capped = true;
+            // Only a bound on buffering: where the kernel refuses it, the
+            // relay works the same with the kernel's default.
+            if let Err(e) = sys::set_notsent_lowat(dst, notsent_lowat) {
+                tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT refused");
+            }
+        }
         let ready = src.ready(Interest::READABLE).await?;
         if ready.is_read_closed() && !ready.is_readable() {
             // The FIN came before the last read, which found the queue
@@ -307,6 +340,33 @@ pub(crate) mod sys {
         }
     }
 
+    /// Caps the bytes queued unsent in `stream` (Linux and Apple systems).
+    pub(super) fn set_notsent_lowat(stream: &TcpStream, bytes: u32) -> io::Result<()> {
+        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+        {
+            let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+            // SAFETY: a live descriptor, and an int option of the right size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    stream.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NOTSENT_LOWAT,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+        {
+            let _ = (stream, bytes);
+            Ok(())
+        }
+    }
+
     pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let flags = libc::MSG_NOSIGNAL;
@@ -341,6 +401,10 @@ mod sys {
 
     pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         stream.try_write(buf)
+    }
+
+    pub(super) fn set_notsent_lowat(_stream: &TcpStream, _bytes: u32) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -416,6 +480,10 @@ mod linux {
             // SAFETY: pipe2 succeeded, so both descriptors are open and ours alone.
             let (read, write) =
                 unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            // Fewer, larger bursts. Refused past the user's pipe quota: the
+            // pipe then keeps its default size, and splice moves what fits.
+            // SAFETY: a pipe descriptor of ours, an int argument.
+            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, CHUNK as libc::c_int) };
             Ok(Pipe { read, write })
         }
     }
@@ -608,6 +676,14 @@ mod tests {
         (c, s)
     }
 
+    /// The default bound on unsent bytes, so that every test runs with it.
+    fn settings(idle_timeout: Duration) -> RelaySettings {
+        RelaySettings {
+            idle_timeout,
+            notsent_lowat: 65_536,
+        }
+    }
+
     fn table() -> (Arc<RouteTable>, Arc<RouteState>) {
         let t = Arc::new(RouteTable::new());
         t.replace(vec![test_route(1, &["a.example"])]).unwrap();
@@ -624,7 +700,14 @@ mod tests {
         let pipes = PipePool::new(4);
         let relay_state = state.clone();
         let relay = tokio::spawn(async move {
-            let end = relay(&a, &b, &pipes, &relay_state, Duration::from_secs(10)).await;
+            let end = relay(
+                &a,
+                &b,
+                &pipes,
+                &relay_state,
+                &settings(Duration::from_secs(10)),
+            )
+            .await;
             (end, pipes.idle())
         });
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
@@ -659,6 +742,75 @@ mod tests {
         }
     }
 
+    #[cfg(target_os = "linux")]
+    fn notsent_lowat(stream: &TcpStream) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        let mut value: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: a live descriptor and an int-sized out parameter.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_NOTSENT_LOWAT,
+                (&mut value as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        value
+    }
+
+    /// Small exchanges leave the sockets as they are; a bulk direction caps
+    /// the unsent bytes of its receiving socket, and only that one.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn bulk_caps_the_unsent_bytes_of_the_receiving_socket_only() {
+        let (mut client, a) = pair().await;
+        let (b, mut upstream) = pair().await;
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let (_t, state) = table();
+        let relay_state = state.clone();
+        let (ra, rb) = (a.clone(), b.clone());
+        let relay = tokio::spawn(async move {
+            let pipes = PipePool::new(4);
+            relay(
+                &ra,
+                &rb,
+                &pipes,
+                &relay_state,
+                &settings(Duration::from_secs(10)),
+            )
+            .await
+        });
+        let mut small = [0u8; 10];
+        client.write_all(b"0123456789").await.unwrap();
+        upstream.read_exact(&mut small).await.unwrap();
+        upstream.write_all(b"abcdefghij").await.unwrap();
+        client.read_exact(&mut small).await.unwrap();
+        assert_eq!((notsent_lowat(&a), notsent_lowat(&b)), (0, 0));
+
+        let bulk: Vec<u8> = (0..1_000_000u32).map(|i| (i % 249) as u8).collect();
+        let sent = bulk.clone();
+        let writer = tokio::spawn(async move {
+            upstream.write_all(&sent).await.unwrap();
+            upstream
+        });
+        let mut got = vec![0u8; bulk.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert!(got == bulk);
+        // The client's side got the cap, the VM's side (nothing bulk sent
+        // to it) did not.
+        assert_eq!((notsent_lowat(&a), notsent_lowat(&b)), (65_536, 0));
+        drop(writer.await.unwrap());
+        drop(client);
+        let end = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(end, RelayEnd::Done), "{end:?}");
+    }
+
     /// Bursts of every size, each followed at once by the sender's close:
     /// whatever order the data, the FIN and the readiness events come in,
     /// every byte arrives before the EOF (short reads and EOF inferred from
@@ -673,7 +825,14 @@ mod tests {
             let relay_state = state.clone();
             let relay_pipes = pipes.clone();
             let relay = tokio::spawn(async move {
-                relay(&a, &b, &relay_pipes, &relay_state, Duration::from_secs(10)).await
+                relay(
+                    &a,
+                    &b,
+                    &relay_pipes,
+                    &relay_state,
+                    &settings(Duration::from_secs(10)),
+                )
+                .await
             });
             // 1 byte to a bit over four copy buffers, in one or two writes.
             let len = 1 + (round * 331) % (4 * COPY_BUF + 100);
@@ -710,7 +869,14 @@ mod tests {
         let started = Instant::now();
         let relay_state = state.clone();
         let relay = tokio::spawn(async move {
-            relay(&a, &b, &pipes, &relay_state, Duration::from_millis(300)).await
+            relay(
+                &a,
+                &b,
+                &pipes,
+                &relay_state,
+                &settings(Duration::from_millis(300)),
+            )
+            .await
         });
         // Traffic postpones the timeout.
         for _ in 0..4 {
@@ -737,7 +903,14 @@ mod tests {
         let pipes = PipePool::new(4);
         let relay_state = state.clone();
         let relay = tokio::spawn(async move {
-            relay(&a, &b, &pipes, &relay_state, Duration::from_secs(10)).await
+            relay(
+                &a,
+                &b,
+                &pipes,
+                &relay_state,
+                &settings(Duration::from_secs(10)),
+            )
+            .await
         });
         // Linger 0: close sends RST.
         let std_upstream = upstream.into_std().unwrap();
@@ -777,7 +950,14 @@ mod tests {
         let pipes = PipePool::new(4);
         let relay_state = state.clone();
         let relay = tokio::spawn(async move {
-            relay(&a, &b, &pipes, &relay_state, Duration::from_secs(10)).await
+            relay(
+                &a,
+                &b,
+                &pipes,
+                &relay_state,
+                &settings(Duration::from_secs(10)),
+            )
+            .await
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(t.remove(1));
