@@ -676,7 +676,8 @@ mod tests {
         (c, s)
     }
 
-    /// The default bound on unsent bytes, so that every test runs with it.
+    /// A bound on unsent bytes (smaller than the default, so that the
+    /// transfers here hit it), with which every test runs.
     fn settings(idle_timeout: Duration) -> RelaySettings {
         RelaySettings {
             idle_timeout,
