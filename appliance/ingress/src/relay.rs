@@ -685,6 +685,27 @@ mod tests {
         }
     }
 
+    /// The relay between `a` and `b` on a task of its own.
+    fn spawn_relay(
+        a: impl std::borrow::Borrow<TcpStream> + Send + 'static,
+        b: impl std::borrow::Borrow<TcpStream> + Send + 'static,
+        pipes: &Arc<PipePool>,
+        state: &Arc<RouteState>,
+        idle_timeout: Duration,
+    ) -> tokio::task::JoinHandle<RelayEnd> {
+        let (pipes, state) = (pipes.clone(), state.clone());
+        tokio::spawn(async move {
+            relay(
+                a.borrow(),
+                b.borrow(),
+                &pipes,
+                &state,
+                &settings(idle_timeout),
+            )
+            .await
+        })
+    }
+
     fn table() -> (Arc<RouteTable>, Arc<RouteState>) {
         let t = Arc::new(RouteTable::new());
         t.replace(vec![test_route(1, &["a.example"])]).unwrap();
@@ -698,19 +719,8 @@ mod tests {
         let (mut client, a) = pair().await;
         let (b, mut upstream) = pair().await;
         let (_t, state) = table();
-        let pipes = PipePool::new(4);
-        let relay_state = state.clone();
-        let relay = tokio::spawn(async move {
-            let end = relay(
-                &a,
-                &b,
-                &pipes,
-                &relay_state,
-                &settings(Duration::from_secs(10)),
-            )
-            .await;
-            (end, pipes.idle())
-        });
+        let pipes = Arc::new(PipePool::new(4));
+        let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(10));
         let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let sent = payload.clone();
         let writer = tokio::spawn(async move {
@@ -731,7 +741,8 @@ mod tests {
         upstream.write_all(b"thanks").await.unwrap();
         drop(upstream);
         assert_eq!(writer.await.unwrap(), b"thanks");
-        let (end, idle_pipes) = relay.await.unwrap();
+        let end = relay.await.unwrap();
+        let idle_pipes = pipes.idle();
         assert!(matches!(end, RelayEnd::Done), "{end:?}");
         assert_eq!(
             state.bytes_client_to_upstream.load(Ordering::Relaxed),
@@ -771,19 +782,14 @@ mod tests {
         let (b, mut upstream) = pair().await;
         let (a, b) = (Arc::new(a), Arc::new(b));
         let (_t, state) = table();
-        let relay_state = state.clone();
-        let (ra, rb) = (a.clone(), b.clone());
-        let relay = tokio::spawn(async move {
-            let pipes = PipePool::new(4);
-            relay(
-                &ra,
-                &rb,
-                &pipes,
-                &relay_state,
-                &settings(Duration::from_secs(10)),
-            )
-            .await
-        });
+        let pipes = Arc::new(PipePool::new(4));
+        let relay = spawn_relay(
+            a.clone(),
+            b.clone(),
+            &pipes,
+            &state,
+            Duration::from_secs(10),
+        );
         let mut small = [0u8; 10];
         client.write_all(b"0123456789").await.unwrap();
         upstream.read_exact(&mut small).await.unwrap();
@@ -823,18 +829,7 @@ mod tests {
         for round in 0..200usize {
             let (mut client, a) = pair().await;
             let (b, mut upstream) = pair().await;
-            let relay_state = state.clone();
-            let relay_pipes = pipes.clone();
-            let relay = tokio::spawn(async move {
-                relay(
-                    &a,
-                    &b,
-                    &relay_pipes,
-                    &relay_state,
-                    &settings(Duration::from_secs(10)),
-                )
-                .await
-            });
+            let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(10));
             // 1 byte to a bit over four copy buffers, in one or two writes.
             let len = 1 + (round * 331) % (4 * COPY_BUF + 100);
             let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
@@ -866,19 +861,9 @@ mod tests {
         let (mut client, a) = pair().await;
         let (b, mut upstream) = pair().await;
         let (_t, state) = table();
-        let pipes = PipePool::new(4);
+        let pipes = Arc::new(PipePool::new(4));
         let started = Instant::now();
-        let relay_state = state.clone();
-        let relay = tokio::spawn(async move {
-            relay(
-                &a,
-                &b,
-                &pipes,
-                &relay_state,
-                &settings(Duration::from_millis(300)),
-            )
-            .await
-        });
+        let relay = spawn_relay(a, b, &pipes, &state, Duration::from_millis(300));
         // Traffic postpones the timeout.
         for _ in 0..4 {
             client.write_all(b"x").await.unwrap();
@@ -901,18 +886,8 @@ mod tests {
         let (_client, a) = pair().await;
         let (b, upstream) = pair().await;
         let (_t, state) = table();
-        let pipes = PipePool::new(4);
-        let relay_state = state.clone();
-        let relay = tokio::spawn(async move {
-            relay(
-                &a,
-                &b,
-                &pipes,
-                &relay_state,
-                &settings(Duration::from_secs(10)),
-            )
-            .await
-        });
+        let pipes = Arc::new(PipePool::new(4));
+        let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(10));
         // Linger 0: close sends RST.
         let std_upstream = upstream.into_std().unwrap();
         socket_linger_zero(&std_upstream);
@@ -948,18 +923,8 @@ mod tests {
         let (_client, a) = pair().await;
         let (b, _upstream) = pair().await;
         let (t, state) = table();
-        let pipes = PipePool::new(4);
-        let relay_state = state.clone();
-        let relay = tokio::spawn(async move {
-            relay(
-                &a,
-                &b,
-                &pipes,
-                &relay_state,
-                &settings(Duration::from_secs(10)),
-            )
-            .await
-        });
+        let pipes = Arc::new(PipePool::new(4));
+        let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(t.remove(1));
         let end = tokio::time::timeout(Duration::from_secs(5), relay)
