@@ -193,7 +193,7 @@ async fn pump(
             capped = true;
             // Only a bound on buffering: where the kernel refuses it, the
             // relay works the same with the kernel's default.
-            if let Err(e) = sys::set_notsent_lowat(dst, notsent_lowat) {
+            if let Err(e) = set_notsent_lowat(dst, notsent_lowat) {
                 tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT refused");
             }
         }
@@ -340,33 +340,6 @@ pub(crate) mod sys {
         }
     }
 
-    /// Caps the bytes queued unsent in `stream` (Linux and Apple systems).
-    pub(super) fn set_notsent_lowat(stream: &TcpStream, bytes: u32) -> io::Result<()> {
-        #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
-        {
-            let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-            // SAFETY: a live descriptor, and an int option of the right size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    stream.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_NOTSENT_LOWAT,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
-        {
-            let _ = (stream, bytes);
-            Ok(())
-        }
-    }
-
     pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let flags = libc::MSG_NOSIGNAL;
@@ -402,8 +375,18 @@ mod sys {
     pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         stream.try_write(buf)
     }
+}
 
-    pub(super) fn set_notsent_lowat(_stream: &TcpStream, _bytes: u32) -> io::Result<()> {
+/// Caps the bytes queued unsent in `stream` (`TCP_NOTSENT_LOWAT`; elsewhere
+/// than Linux the kernel's buffering stays as it is).
+fn set_notsent_lowat(stream: &TcpStream, bytes: u32) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        socket2::SockRef::from(stream).set_tcp_notsent_lowat(bytes)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = (stream, bytes);
         Ok(())
     }
 }
@@ -706,6 +689,14 @@ mod tests {
         })
     }
 
+    /// How the relay task ended; it must end within 5 s.
+    async fn ended(relay: tokio::task::JoinHandle<RelayEnd>) -> RelayEnd {
+        tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .expect("the relay ends")
+            .expect("the relay task does not panic")
+    }
+
     fn table() -> (Arc<RouteTable>, Arc<RouteState>) {
         let t = Arc::new(RouteTable::new());
         t.replace(vec![test_route(1, &["a.example"])]).unwrap();
@@ -755,22 +746,8 @@ mod tests {
     }
 
     #[cfg(target_os = "linux")]
-    fn notsent_lowat(stream: &TcpStream) -> libc::c_int {
-        use std::os::fd::AsRawFd;
-        let mut value: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: a live descriptor and an int-sized out parameter.
-        let rc = unsafe {
-            libc::getsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NOTSENT_LOWAT,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        value
+    fn notsent_lowat(stream: &TcpStream) -> u32 {
+        socket2::SockRef::from(stream).tcp_notsent_lowat().unwrap()
     }
 
     /// Small exchanges leave the sockets as they are; a bulk direction caps
@@ -811,10 +788,7 @@ mod tests {
         assert_eq!((notsent_lowat(&a), notsent_lowat(&b)), (65_536, 0));
         drop(writer.await.unwrap());
         drop(client);
-        let end = tokio::time::timeout(Duration::from_secs(5), relay)
-            .await
-            .unwrap()
-            .unwrap();
+        let end = ended(relay).await;
         assert!(matches!(end, RelayEnd::Done), "{end:?}");
     }
 
@@ -848,10 +822,7 @@ mod tests {
                 got.len()
             );
             drop(client);
-            let end = tokio::time::timeout(Duration::from_secs(5), relay)
-                .await
-                .unwrap()
-                .unwrap();
+            let end = ended(relay).await;
             assert!(matches!(end, RelayEnd::Done), "round {round}: {end:?}");
         }
     }
@@ -892,10 +863,7 @@ mod tests {
         let std_upstream = upstream.into_std().unwrap();
         socket_linger_zero(&std_upstream);
         drop(std_upstream);
-        let end = tokio::time::timeout(Duration::from_secs(5), relay)
-            .await
-            .unwrap()
-            .unwrap();
+        let end = ended(relay).await;
         assert!(matches!(end, RelayEnd::Failed(_)), "{end:?}");
     }
 
@@ -927,10 +895,7 @@ mod tests {
         let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(t.remove(1));
-        let end = tokio::time::timeout(Duration::from_secs(5), relay)
-            .await
-            .unwrap()
-            .unwrap();
+        let end = ended(relay).await;
         assert!(matches!(end, RelayEnd::RouteClosed), "{end:?}");
     }
 }
