@@ -21,7 +21,12 @@
 //!
 //! A short read or write says the socket's queue is drained (or full), so
 //! the socket's readiness is cleared right there instead of by a failing
-//! call: most bursts cost one `recv` and one `send`.
+//! call: most bursts cost one `recv` and one `send`. When the peer's FIN had
+//! already arrived before such a read, that read took the last bytes: they
+//! are sent with `MSG_MORE`, and the half-close or close that passes the EOF
+//! on right after puts the FIN in the same segment (one packet, and one
+//! wake-up of the reader, fewer per connection), without a `recv` returning
+//! 0 to learn of the EOF.
 //!
 //! EOF on one side is passed on as a half-close (`shutdown(SHUT_WR)`) of the
 //! other while the other direction is still open; when both have ended the
@@ -35,7 +40,7 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::Interest;
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -197,14 +202,11 @@ async fn pump(
                 tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT refused");
             }
         }
-        let ready = src.ready(Interest::READABLE).await?;
-        if ready.is_read_closed() && !ready.is_readable() {
-            // The FIN came before the last read, which found the queue
-            // empty (a short read or `EAGAIN` cleared "readable" but never
-            // "read closed", and new data would have set "readable" again):
-            // that is EOF, without a `recv` to say so.
+        let ready = src.ready(Interest::READABLE | Interest::ERROR).await?;
+        if eof_known(ready) {
             return Ok(());
         }
+        let fin_came = fin_came(ready);
         #[cfg(target_os = "linux")]
         if bulk && splicer.usable() {
             match splicer.step(src, dst, counter, activity).await? {
@@ -218,9 +220,9 @@ async fn pump(
                 linux::Spliced::Unavailable => {}
             }
         }
-        match copy_burst(src, dst, counter, activity)? {
+        match copy_burst(src, dst, counter, activity, fin_came)? {
             Copied::Nothing => {}
-            Copied::Eof => return Ok(()),
+            Copied::Eof | Copied::Last => return Ok(()),
             Copied::All(n) => bulk = n == COPY_BUF,
             Copied::Part(rest) => {
                 bulk = false;
@@ -230,12 +232,31 @@ async fn pump(
     }
 }
 
+/// True when `src`'s readiness alone says EOF: the FIN came before the last
+/// read, which found the queue empty (a short read or `EAGAIN` cleared
+/// "readable" but never "read closed", and new data would have set
+/// "readable" again). Not after an error: a reset is read, so that it ends
+/// the relay as a failure. (tokio's `Ready::is_readable` is also true for
+/// "read closed", hence the bit test.)
+fn eof_known(ready: Ready) -> bool {
+    ready.is_read_closed() && (ready & Ready::READABLE).is_empty() && !ready.is_error()
+}
+
+/// True when the peer's FIN had arrived before this readiness was seen, so
+/// that a read which drains the queue (a short read) reads the last bytes.
+fn fin_came(ready: Ready) -> bool {
+    ready.is_read_closed() && !ready.is_error()
+}
+
 /// What one copy burst did.
 enum Copied {
     /// `src` had nothing after all.
     Nothing,
     /// `src` sent EOF.
     Eof,
+    /// Read the last bytes before `src`'s EOF, and sent them all with
+    /// `MSG_MORE`: the caller's half-close or close sends them with the FIN.
+    Last,
     /// Read this many bytes and sent them all.
     All(usize),
     /// `dst` could not take everything: these bytes are still to send.
@@ -243,12 +264,14 @@ enum Copied {
 }
 
 /// One `recv` into a stack buffer and as many `send`s as `dst` takes now;
-/// only bytes `dst` cannot take yet are copied to the heap.
+/// only bytes `dst` cannot take yet are copied to the heap. `fin_came`:
+/// `src`'s FIN had arrived before this burst (see [`fin_came`]).
 fn copy_burst(
     src: &TcpStream,
     dst: &TcpStream,
     counter: &AtomicU64,
     activity: &Activity,
+    fin_came: bool,
 ) -> io::Result<Copied> {
     let mut buf = [MaybeUninit::<u8>::uninit(); COPY_BUF];
     let n = match drained_io(src, Interest::READABLE, COPY_BUF, || {
@@ -263,10 +286,14 @@ fn copy_burst(
     let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
     counter.fetch_add(n as u64, Ordering::Relaxed);
     activity.touch();
+    // A short read after the FIN drained the queue: nothing follows.
+    let last = fin_came && n < COPY_BUF;
     let mut sent = 0;
     while sent < n {
         let left = &data[sent..];
-        match drained_io(dst, Interest::WRITABLE, left.len(), || sys::send(dst, left)) {
+        match drained_io(dst, Interest::WRITABLE, left.len(), || {
+            sys::send(dst, left, last)
+        }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(m) => sent += m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -275,14 +302,16 @@ fn copy_burst(
             Err(e) => return Err(e),
         }
     }
-    Ok(Copied::All(n))
+    Ok(if last { Copied::Last } else { Copied::All(n) })
 }
 
 /// Sends what `dst` could not take during a burst, waiting as it drains.
 async fn write_rest(dst: &TcpStream, mut rest: &[u8]) -> io::Result<()> {
     while !rest.is_empty() {
         dst.writable().await?;
-        match drained_io(dst, Interest::WRITABLE, rest.len(), || sys::send(dst, rest)) {
+        match drained_io(dst, Interest::WRITABLE, rest.len(), || {
+            sys::send(dst, rest, false)
+        }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(m) => rest = &rest[m..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -340,11 +369,16 @@ pub(crate) mod sys {
         }
     }
 
-    pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    /// `more`: hold the bytes back for what follows (`MSG_MORE`, Linux), here
+    /// always the FIN of a half-close or close, which then goes with them.
+    pub(super) fn send(stream: &TcpStream, buf: &[u8], more: bool) -> io::Result<usize> {
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        let flags = libc::MSG_NOSIGNAL;
+        let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let flags = 0;
+        let flags = {
+            let _ = more;
+            0
+        };
         // SAFETY: `buf` is readable for its length.
         let n = unsafe { libc::send(stream.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
         if n < 0 {
@@ -372,7 +406,7 @@ mod sys {
         stream.try_read(buf)
     }
 
-    pub(super) fn send(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    pub(super) fn send(stream: &TcpStream, buf: &[u8], _more: bool) -> io::Result<usize> {
         stream.try_write(buf)
     }
 }
@@ -825,6 +859,78 @@ mod tests {
             let end = ended(relay).await;
             assert!(matches!(end, RelayEnd::Done), "round {round}: {end:?}");
         }
+    }
+
+    /// EOF is inferred from readiness only once the queue was drained after
+    /// the FIN came, and never over an error (a reset must be read).
+    #[test]
+    fn eof_and_fin_are_read_from_readiness_bits() {
+        let closed = Ready::READ_CLOSED;
+        let data_and_fin = Ready::READABLE | Ready::READ_CLOSED;
+        assert!(eof_known(closed), "FIN, queue drained");
+        assert!(!eof_known(data_and_fin), "bytes may precede the FIN");
+        assert!(!eof_known(Ready::READABLE));
+        assert!(!eof_known(closed | Ready::ERROR), "a reset is read");
+        assert!(fin_came(data_and_fin) && fin_came(closed));
+        assert!(!fin_came(Ready::READABLE));
+        assert!(!fin_came(data_and_fin | Ready::ERROR));
+    }
+
+    /// Segments `stream` has received so far (`tcpi_segs_in` of Linux's
+    /// `struct tcp_info`, past the fields libc declares).
+    #[cfg(target_os = "linux")]
+    fn segments_received(stream: &TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        const SEGS_IN: usize = 140;
+        let mut info = [0u8; 256];
+        let mut len = info.len() as libc::socklen_t;
+        // SAFETY: `info` is writable for `len` bytes; the kernel writes at
+        // most that and says how much in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                info.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        assert!(len as usize >= SEGS_IN + 4, "tcp_info of {len} bytes");
+        u32::from_ne_bytes(info[SEGS_IN..SEGS_IN + 4].try_into().unwrap())
+    }
+
+    /// An answer that comes with its sender's FIN goes on with the FIN in
+    /// the same segment, and the EOF costs no extra read.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn last_bytes_and_fin_go_on_in_one_segment() {
+        let (_t, state) = table();
+        let pipes = Arc::new(PipePool::new(4));
+        let (mut client, a) = pair().await;
+        let (b, upstream) = pair().await;
+        let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(10));
+        let before = segments_received(&client);
+        // Corked, then the FIN: one segment carries both to the relay.
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        let sent = socket2::SockRef::from(&upstream)
+            .send_with_flags(answer, libc::MSG_MORE)
+            .unwrap();
+        assert_eq!(sent, answer.len());
+        socket2::SockRef::from(&upstream)
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, answer);
+        assert_eq!(
+            segments_received(&client) - before,
+            1,
+            "the answer and the FIN in one segment"
+        );
+        drop(client);
+        assert!(matches!(ended(relay).await, RelayEnd::Done));
+        drop(upstream);
     }
 
     #[tokio::test]
