@@ -615,6 +615,10 @@ struct Usage {
     /// `epoll_wait` and a wake-up that the waking side (here often the other
     /// CPU, by an inter-processor interrupt) pays for too.
     wakeups: u64,
+    /// Clock ticks charged to user space and to the kernel (`stat`'s utime
+    /// and stime): coarse, so only their ratio is used, to split `cpu`.
+    user_ticks: u64,
+    kernel_ticks: u64,
 }
 
 impl Usage {
@@ -622,13 +626,32 @@ impl Usage {
         Usage {
             cpu: self.cpu.saturating_sub(earlier.cpu),
             wakeups: self.wakeups.saturating_sub(earlier.wakeups),
+            user_ticks: self.user_ticks.saturating_sub(earlier.user_ticks),
+            kernel_ticks: self.kernel_ticks.saturating_sub(earlier.kernel_ticks),
         }
+    }
+
+    /// The part of `cpu` spent in the kernel, by the tick ratio; `None`
+    /// without ticks to go by.
+    fn kernel_cpu(self) -> Option<Duration> {
+        let ticks = self.user_ticks + self.kernel_ticks;
+        (ticks > 0).then(|| self.cpu.mul_f64(self.kernel_ticks as f64 / ticks as f64))
     }
 }
 
+/// utime and stime (clock ticks) from a `/proc/.../stat` line: fields 14
+/// and 15, counted after the parenthesised command name, which may hold
+/// spaces.
+fn stat_ticks(stat: &str) -> Option<(u64, u64)> {
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user = rest.next()?.parse().ok()?;
+    let kernel = rest.next()?.parse().ok()?;
+    Some((user, kernel))
+}
+
 /// Usage of `root` and its descendants, from `/proc/PID/task/TID/schedstat`
-/// (CPU in nanoseconds, unlike the tick-grained `stat`) and `status`
-/// (`voluntary_ctxt_switches`).
+/// (CPU in nanoseconds, unlike the tick-grained `stat`, which only splits it
+/// between user space and the kernel) and `status` (`voluntary_ctxt_switches`).
 fn tree_usage(root: u32) -> Usage {
     let mut usage = Usage::default();
     for pid in descendants(root) {
@@ -643,6 +666,14 @@ fn tree_usage(root: u32) -> Usage {
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0);
                 usage.cpu += Duration::from_nanos(ns);
+            }
+            if let Some((user, kernel)) = std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .as_deref()
+                .and_then(stat_ticks)
+            {
+                usage.user_ticks += user;
+                usage.kernel_ticks += kernel;
             }
             if let Ok(s) = std::fs::read_to_string(task.path().join("status")) {
                 usage.wakeups += s
@@ -1050,6 +1081,7 @@ struct ConnRateRun {
     per_s: f64,
     latency: Latencies,
     proxy_cpu_per_conn: Option<Duration>,
+    proxy_kernel_cpu_per_conn: Option<Duration>,
     proxy_wakeups_per_conn: Option<f64>,
     errors: Errors,
 }
@@ -1111,6 +1143,9 @@ async fn conn_rate(
         per_s: completed as f64 / (t1 - t0).as_secs_f64(),
         latency: Latencies::new(samples),
         proxy_cpu_per_conn: used.map(|u| u.cpu / completed as u32),
+        proxy_kernel_cpu_per_conn: used
+            .and_then(Usage::kernel_cpu)
+            .map(|k| k / completed as u32),
         proxy_wakeups_per_conn: used.map(|u| u.wakeups as f64 / completed as f64),
         errors,
     }
@@ -1255,6 +1290,8 @@ struct RunResult {
     load_p50: Duration,
     load_p99: Duration,
     proxy_cpu_per_conn: Option<Duration>,
+    /// Of which in the kernel.
+    proxy_kernel_cpu_per_conn: Option<Duration>,
     proxy_wakeups_per_conn: Option<f64>,
     serial_p50: Duration,
     serial_p99: Duration,
@@ -1274,6 +1311,8 @@ struct Summary {
     load_p50: Duration,
     load_p99: Duration,
     proxy_cpu_per_conn: Option<Duration>,
+    /// Of which in the kernel.
+    proxy_kernel_cpu_per_conn: Option<Duration>,
     proxy_wakeups_per_conn: Option<f64>,
     serial_p50: Duration,
     serial_p99: Duration,
@@ -1326,6 +1365,7 @@ fn summarize(runs: &[RunResult]) -> Summary {
         load_p50: dur(|r| r.load_p50),
         load_p99: dur(|r| r.load_p99),
         proxy_cpu_per_conn: opt(|r| r.proxy_cpu_per_conn),
+        proxy_kernel_cpu_per_conn: opt(|r| r.proxy_kernel_cpu_per_conn),
         proxy_wakeups_per_conn: opt_f64(|r| r.proxy_wakeups_per_conn),
         serial_p50: dur(|r| r.serial_p50),
         serial_p99: dur(|r| r.serial_p99),
@@ -1452,6 +1492,7 @@ async fn measure_path(
         load_p50: rate.latency.p50(),
         load_p99: rate.latency.p99(),
         proxy_cpu_per_conn: rate.proxy_cpu_per_conn,
+        proxy_kernel_cpu_per_conn: rate.proxy_kernel_cpu_per_conn,
         proxy_wakeups_per_conn: rate.proxy_wakeups_per_conn,
         serial_p50: serial.p50(),
         serial_p99: serial.p99(),
@@ -1841,6 +1882,9 @@ impl Report {
             row("  proxy CPU per connection (µs)".into(), &|s| {
                 proxy_only(s, &|s| s.proxy_cpu_per_conn.map(us))
             }),
+            row("  of which in the kernel (µs)".into(), &|s| {
+                proxy_only(s, &|s| s.proxy_kernel_cpu_per_conn.map(us))
+            }),
             row("  proxy wake-ups per connection".into(), &|s| {
                 proxy_only(s, &|s| s.proxy_wakeups_per_conn.map(|w| format!("{w:.2}")))
             }),
@@ -1985,6 +2029,7 @@ impl Report {
                             "load_latency_p50_us": d_us(r.load_p50),
                             "load_latency_p99_us": d_us(r.load_p99),
                             "proxy_cpu_per_connection_us": r.proxy_cpu_per_conn.map(d_us),
+                            "proxy_kernel_cpu_per_connection_us": r.proxy_kernel_cpu_per_conn.map(d_us),
                             "proxy_wakeups_per_connection": r.proxy_wakeups_per_conn,
                             "latency_p50_us": d_us(r.serial_p50),
                             "latency_p99_us": d_us(r.serial_p99),
@@ -2003,6 +2048,7 @@ impl Report {
                     "load_latency_p50_us": d_us(s.load_p50),
                     "load_latency_p99_us": d_us(s.load_p99),
                     "proxy_cpu_per_connection_us": s.proxy_cpu_per_conn.map(d_us),
+                    "proxy_kernel_cpu_per_connection_us": s.proxy_kernel_cpu_per_conn.map(d_us),
                     "proxy_wakeups_per_connection": s.proxy_wakeups_per_conn,
                     "connections_per_proxy_cpu_s": s.conn_per_proxy_cpu_s(),
                     "latency_p50_us": d_us(s.serial_p50),
@@ -2128,7 +2174,8 @@ impl Report {
              handshake. Its ClientHello is {hello} bytes with one {key_share} key share. Names alternate between \
              the two backends.\n\
              - **CPU**: {pinning}. The endpoints thus get the same CPU whichever path is measured; a proxy's cost shows in its own CPU time, \
-             read from `/proc/PID/task/*/schedstat` (nginx: master and workers) over each measurement window.\n\
+             read from `/proc/PID/task/*/schedstat` (nginx: master and workers) over each measurement window, and split between user \
+             space and the kernel by the tick counts of `/proc/PID/task/*/stat` (coarse: 10 ms ticks).\n\
              - **connection rate**: {conc} connections in flight for {conn_s} s after {warm} s of warm-up, each connect → handshake → \
              {small}-byte response → close; connections completed per second, latency from `connect` to the first response byte, and the \
              proxy's CPU time per connection (its inverse: connections per proxy CPU-second, what one proxy core would sustain once the \
@@ -2237,8 +2284,9 @@ impl Report {
             .zip(&self.summaries)
             .filter_map(|((_, label), s)| {
                 Some(format!(
-                    "{label} {} µs and {:.2} wake-ups per connection, {:.0} ms per GB",
+                    "{label} {} µs ({} in the kernel) and {:.2} wake-ups per connection, {:.0} ms per GB",
                     us(s.proxy_cpu_per_conn?),
+                    s.proxy_kernel_cpu_per_conn.map(us).unwrap_or_else(|| "?".into()),
                     s.proxy_wakeups_per_conn?,
                     s.proxy_cpu_per_gb?.as_secs_f64() * 1e3
                 ))
@@ -2252,6 +2300,28 @@ impl Report {
                  CPU, so it shows what a path costs that CPU rather than the proxy's own work; with nothing pinned, the proxy's own \
                  work counts too.",
                 cpu.join("; ")
+            ));
+        }
+        let kernel_floor = ours.zip(ha).and_then(|(o, h)| {
+            Some((
+                o.proxy_kernel_cpu_per_conn?,
+                o.proxy_cpu_per_conn?,
+                h.proxy_kernel_cpu_per_conn?,
+                h.proxy_cpu_per_conn?,
+            ))
+        });
+        if let Some((ok, ot, hk, ht)) = kernel_floor.filter(|f| !f.0.is_zero()) {
+            out.push(format!(
+                "- Most of a passthrough proxy's cost per connection is the kernel's (system calls, the loopback TCP work of its \
+                 sends, sleeping and waking): dc-ingress {} of {} µs, HAProxy {} of {} µs (split by the tick counts of \
+                 `/proc/PID/task/*/stat`, so roughly). With no user-space time at all, dc-ingress's own kernel time would \
+                 allow at most {:.2}× HAProxy's connections per proxy CPU-second: beyond that only fewer system calls, \
+                 packets and wake-ups per connection gain anything, not faster code.",
+                us(ok),
+                us(ot),
+                us(hk),
+                us(ht),
+                ht.as_secs_f64() / ok.as_secs_f64()
             ));
         }
         if let (Some(d), Some(o), Some(h)) = (direct, ours, ha) {
@@ -2297,5 +2367,32 @@ impl Report {
             ));
         }
         out.join("\n") + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_count_fields_after_the_command_name() {
+        // A command name with a space and a parenthesis, as comm may have.
+        let line = "4242 (ingress (0) x) S 1 4242 4242 0 -1 4194368 812 0 0 0 \
+                    37 112 0 0 20 0 2 0 1234 0 0";
+        assert_eq!(stat_ticks(line), Some((37, 112)));
+        assert_eq!(stat_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn kernel_cpu_splits_by_the_tick_ratio() {
+        let used = Usage {
+            cpu: Duration::from_millis(400),
+            wakeups: 0,
+            user_ticks: 1,
+            kernel_ticks: 3,
+        };
+        assert_eq!(used.kernel_cpu(), Some(Duration::from_millis(300)));
+        assert_eq!(Usage::default().kernel_cpu(), None);
     }
 }
