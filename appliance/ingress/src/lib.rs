@@ -59,7 +59,9 @@
 //!   loop; `TCP_NODELAY` inherited from the listener; the VM's socket
 //!   gets the replayed bytes right after `connect`; short reads and writes
 //!   clear readiness instead of a failing call; EOF is taken from readiness
-//!   when it can be; one `shutdown` per connection. Admission is decided
+//!   when it can be, and the last bytes before a FIN go with `MSG_MORE` so
+//!   that the FIN passed on shares their segment; one `shutdown` per
+//!   connection. Admission is decided
 //!   before any task or buffer exists; a connection costs one task and one
 //!   buffer that is freed once the hello is replayed.
 //! - **Bulk data is spliced**: a direction copies small bursts through a
