@@ -206,6 +206,14 @@ async fn pump(
         if eof_known(ready) {
             return Ok(());
         }
+        if ready.is_error() && !ready.is_readable() {
+            // An error with nothing left to read (otherwise the reads below
+            // pass on what came before it, then meet it): end with it now,
+            // since the read would wait for a readiness that never comes.
+            return Err(src
+                .take_error()?
+                .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
+        }
         let fin_came = fin_came(ready);
         #[cfg(target_os = "linux")]
         if bulk && splicer.usable() {
