@@ -247,7 +247,7 @@ async fn pump(
 /// the relay as a failure. (tokio's `Ready::is_readable` is also true for
 /// "read closed", hence the bit test.)
 fn eof_known(ready: Ready) -> bool {
-    ready.is_read_closed() && (ready & Ready::READABLE).is_empty() && !ready.is_error()
+    fin_came(ready) && (ready & Ready::READABLE).is_empty()
 }
 
 /// True when the peer's FIN had arrived before this readiness was seen, so
