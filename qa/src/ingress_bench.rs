@@ -53,6 +53,7 @@ use clap::Parser;
 use dc_ingress::{Ingress, IngressConfig, Listen, MetricsSnapshot, Route, RouteTable};
 use dc_qa::machine::{utc_now, Machine};
 use dc_qa::report::{targets_markdown, targets_text, Target};
+use dc_qa::server::stat_fields;
 use dc_qa::stats::{ms, thousands, Latencies};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -639,14 +640,10 @@ impl Usage {
     }
 }
 
-/// utime and stime (clock ticks) from a `/proc/.../stat` line: fields 14
-/// and 15, counted after the parenthesised command name, which may hold
-/// spaces.
+/// utime and stime (clock ticks) from a `/proc/.../stat` line.
 fn stat_ticks(stat: &str) -> Option<(u64, u64)> {
-    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let user = rest.next()?.parse().ok()?;
-    let kernel = rest.next()?.parse().ok()?;
-    Some((user, kernel))
+    let f = stat_fields(stat)?;
+    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
 }
 
 /// Usage of `root` and its descendants, from `/proc/PID/task/TID/schedstat`
@@ -702,11 +699,7 @@ fn descendants(root: u32) -> Vec<u32> {
             let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
                 continue;
             };
-            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
+            let ppid = stat_fields(&stat).and_then(|f| f.get(1)?.parse::<u32>().ok());
             if let Some(ppid) = ppid {
                 parent_of.push((pid, ppid));
             }

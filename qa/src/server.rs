@@ -185,14 +185,19 @@ pub fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The fields of a `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) line
+/// after the command name, which is in parentheses and may hold spaces and
+/// parentheses itself: index 0 is field 3 of the line (state), index 1 the
+/// parent pid, 11 and 12 utime and stime, 13 and 14 cutime and cstime.
+pub fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace().collect())
+}
+
 /// CPU time of a process from `/proc/PID/stat`: user + system, plus the
 /// time of its children it has already reaped when `reaped_children`.
 pub fn cpu_time(pid: u32, reaped_children: bool) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime, stime, cutime, cstime are fields 14-17 of the line, 12-15 here.
+    let f = stat_fields(&stat)?;
     let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
     let mut ticks = field(11)? + field(12)?;
     if reaped_children {
