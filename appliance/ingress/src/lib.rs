@@ -57,7 +57,9 @@
 //!   ([`Ingress::spawn_workers`]); `accept4` with `SOCK_NONBLOCK`, and a
 //!   hello that is already there is read before the socket joins the event
 //!   loop; `TCP_NODELAY` inherited from the listener; the VM's socket
-//!   gets the replayed bytes right after `connect`; short reads and writes
+//!   gets the replayed bytes right after `connect`, carrying the
+//!   handshake's last ACK (`TCP_QUICKACK` off until they are sent, so that
+//!   ACK does not go alone); short reads and writes
 //!   clear readiness instead of a failing call; EOF is taken from readiness
 //!   when it can be, and the last bytes before a FIN go with `MSG_MORE` so
 //!   that the FIN passed on shares their segment; one `shutdown` per

@@ -684,6 +684,31 @@ mod linux {
     }
 }
 
+/// Segments a TCP socket has sent and received so far (`tcpi_segs_out`
+/// and `tcpi_segs_in` of Linux's `struct tcp_info`, past the fields libc
+/// declares), for tests that count packets.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn tcp_segments(stream: &impl std::os::fd::AsRawFd) -> (u32, u32) {
+    const SEGS_OUT: usize = 136;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes; the kernel writes at most
+    // that and says how much in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+    assert!(len as usize >= SEGS_OUT + 8, "tcp_info of {len} bytes");
+    let field = |at: usize| u32::from_ne_bytes(info[at..at + 4].try_into().unwrap());
+    (field(SEGS_OUT), field(SEGS_OUT + 4))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -884,30 +909,6 @@ mod tests {
         assert!(!fin_came(data_and_fin | Ready::ERROR));
     }
 
-    /// Segments `stream` has received so far (`tcpi_segs_in` of Linux's
-    /// `struct tcp_info`, past the fields libc declares).
-    #[cfg(target_os = "linux")]
-    fn segments_received(stream: &TcpStream) -> u32 {
-        use std::os::fd::AsRawFd;
-        const SEGS_IN: usize = 140;
-        let mut info = [0u8; 256];
-        let mut len = info.len() as libc::socklen_t;
-        // SAFETY: `info` is writable for `len` bytes; the kernel writes at
-        // most that and says how much in `len`.
-        let rc = unsafe {
-            libc::getsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                info.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        assert!(len as usize >= SEGS_IN + 4, "tcp_info of {len} bytes");
-        u32::from_ne_bytes(info[SEGS_IN..SEGS_IN + 4].try_into().unwrap())
-    }
-
     /// An answer that comes with its sender's FIN goes on with the FIN in
     /// the same segment, and the EOF costs no extra read.
     #[cfg(target_os = "linux")]
@@ -918,7 +919,7 @@ mod tests {
         let (mut client, a) = pair().await;
         let (b, upstream) = pair().await;
         let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(10));
-        let before = segments_received(&client);
+        let before = tcp_segments(&client).1;
         // Corked, then the FIN: one segment carries both to the relay.
         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
         let sent = socket2::SockRef::from(&upstream)
@@ -932,7 +933,7 @@ mod tests {
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, answer);
         assert_eq!(
-            segments_received(&client) - before,
+            tcp_segments(&client).1 - before,
             1,
             "the answer and the FIN in one segment"
         );
