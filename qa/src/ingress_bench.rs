@@ -39,7 +39,6 @@
 //!    work competes with the endpoints' for both CPUs (as on a host whose
 //!    cores also run the VMs).
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
@@ -53,7 +52,7 @@ use clap::Parser;
 use dc_ingress::{Ingress, IngressConfig, Listen, MetricsSnapshot, Route, RouteTable};
 use dc_qa::machine::{utc_now, Machine};
 use dc_qa::report::{targets_markdown, targets_text, Target};
-use dc_qa::server::stat_fields;
+use dc_qa::server::{descendants, stat_fields};
 use dc_qa::stats::{ms, thousands, Latencies};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -682,41 +681,6 @@ fn tree_usage(root: u32) -> Usage {
         }
     }
     usage
-}
-
-/// `root` and every process below it (nginx's workers under its master).
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let ppid = stat_fields(&stat).and_then(|f| f.get(1)?.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
-    let mut tree = BTreeSet::from([root]);
-    loop {
-        let before = tree.len();
-        for &(pid, ppid) in &parent_of {
-            if tree.contains(&ppid) {
-                tree.insert(pid);
-            }
-        }
-        if tree.len() == before {
-            return tree.into_iter().collect();
-        }
-    }
 }
 
 /// A free port on 127.0.0.1 for HAProxy or nginx to listen on.

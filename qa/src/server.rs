@@ -165,24 +165,44 @@ pub fn vm_rss(pid: u32) -> Option<u64> {
 
 /// Parent pid of a process.
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("PPid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat)?.get(1)?.parse().ok()
 }
 
-/// Every live process whose parent is `pid`.
-pub fn children_of(pid: u32) -> Vec<u32> {
+/// Every live process with its parent: one pass over `/proc`.
+fn processes_and_parents() -> Vec<(u32, u32)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&p| parent_of(p) == Some(pid))
+        .filter_map(|pid| Some((pid, parent_of(pid)?)))
         .collect()
+}
+
+/// Every live process whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    processes_and_parents()
+        .into_iter()
+        .filter(|&(_, parent)| parent == pid)
+        .map(|(child, _)| child)
+        .collect()
+}
+
+/// `root` and every live process below it, in pid order.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let all = processes_and_parents();
+    let mut tree = std::collections::BTreeSet::from([root]);
+    loop {
+        let before = tree.len();
+        for &(pid, parent) in &all {
+            if tree.contains(&parent) {
+                tree.insert(pid);
+            }
+        }
+        if tree.len() == before {
+            return tree.into_iter().collect();
+        }
+    }
 }
 
 /// The fields of a `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) line
@@ -211,4 +231,26 @@ pub fn cpu_time(pid: u32, reaped_children: bool) -> Option<Duration> {
 /// CPU time of this process (all threads).
 pub fn own_cpu_time() -> Duration {
     cpu_time(std::process::id(), false).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_child_is_found_below_its_parent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let (me, id) = (std::process::id(), child.id());
+        assert_eq!(parent_of(id), Some(me));
+        assert!(children_of(me).contains(&id));
+        let tree = descendants(me);
+        assert!(tree.contains(&me) && tree.contains(&id), "{tree:?}");
+        assert_eq!(descendants(id), vec![id]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(parent_of(id), None, "reaped");
+    }
 }
