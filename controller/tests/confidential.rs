@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candid::Principal;
-use common::{check, dcctl, json, json_of, ledger_bin, start_ledger};
+use common::{
+    add_offering, check, dcctl, json, json_of, ledger_bin, register_provider_and_node, start_ledger,
+};
 use dc_identity::Identity;
 use dc_ledger::launch::LedgerProcess;
 use dc_ledger_client::{ClientError, LedgerClient};
@@ -79,12 +81,7 @@ impl Env {
 }
 
 fn new_identity(dir: &Path, who: &str) -> Principal {
-    let out = dir.join(format!("{who}.pem")).display().to_string();
-    let text = json(&dcctl(&["identity", "new", "--out", &out, "--json"]))["principal"]
-        .as_str()
-        .expect("principal")
-        .to_string();
-    Principal::from_text(text).expect("a principal")
+    Principal::from_text(common::new_identity(dir, who)).expect("a principal")
 }
 
 /// A ledger with a provider whose SEV-SNP node sells a confidential and a
@@ -113,52 +110,26 @@ fn marketplace() -> (Env, u64, u64) {
         url: ledger.url.clone(),
         ledger: Some(ledger),
     };
-    env.ok(
-        "prov",
-        &[
-            "provider",
-            "register",
-            "--name",
-            "Confidential Co",
-            "--jurisdiction",
-            "DE",
-            "--email",
-            "ops@confidential.example",
-        ],
+    let ok = |who: &str, args: &[&str]| env.ok(who, args);
+    register_provider_and_node(
+        env.dir.path(),
+        &ok,
+        "Confidential Co",
+        "confidential.example",
+        "sev-snp",
     );
-    std::fs::write(
-        env.path("node.toml"),
-        "cpu_model = \"AMD EPYC 9654\"\nvcpus = 16\nram_gib = 64\nstorage_gib = 1000\n\
-         bandwidth_mbps = 10000\nconfidential = \"sev-snp\"\nregion = \"eu-central\"\ncountry = \"DE\"\n",
-    )
-    .unwrap();
-    env.ok(
-        "prov",
-        &[
-            "node",
-            "register",
-            "--node-identity",
-            &env.path("node.pem"),
-            "--file",
-            &env.path("node.toml"),
-        ],
-    );
-    let mut offerings = vec![];
-    for conf in ["sev-snp", "none"] {
-        let file = env.path(&format!("offering-{conf}.toml"));
-        std::fs::write(
-            &file,
-            format!(
-                "name = \"{conf}-2c\"\nnode = \"{node}\"\nprice_e9s_per_hour = 100000000\n\
-                 min_hours = 1\nmax_hours = 100\nconfidential = \"{conf}\"\nregion = \"eu-central\"\n\
-                 country = \"DE\"\n\n[resources]\nvcpus = 2\nram_gib = 4\nstorage_gib = 50\n\
-                 bandwidth_mbps = 1000\n"
-            ),
-        )
-        .unwrap();
-        let added = env.ok("prov", &["offering", "add", "--file", &file]);
-        offerings.push(added["offering_id"].as_u64().expect("offering_id"));
-    }
+    let offerings: Vec<u64> = ["sev-snp", "none"]
+        .into_iter()
+        .map(|conf| {
+            add_offering(
+                env.dir.path(),
+                &ok,
+                &node.to_text(),
+                &format!("{conf}-2c"),
+                conf,
+            )
+        })
+        .collect();
     (env, offerings[0], offerings[1])
 }
 

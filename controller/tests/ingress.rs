@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{dcctl, json, start_ledger};
+use common::{add_offering, dcctl, json, new_identity, register_provider_and_node, start_ledger};
 use dc_identity::Identity;
 use dc_ledger_client::LedgerClient;
 use serde_json::Value;
@@ -58,14 +58,6 @@ impl Env {
     }
 }
 
-fn new_identity(dir: &Path, who: &str) -> String {
-    let out = dir.join(format!("{who}.pem")).display().to_string();
-    json(&dcctl(&["identity", "new", "--out", &out, "--json"]))["principal"]
-        .as_str()
-        .expect("principal")
-        .to_string()
-}
-
 #[test]
 fn contract_ingress_sets_shows_refuses_and_releases_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,53 +80,9 @@ fn contract_ingress_sets_shows_refuses_and_releases_names() {
         dir,
         url: ledger.url.clone(),
     };
-    env.ok(
-        "prov",
-        &[
-            "provider",
-            "register",
-            "--name",
-            "Ingress Co",
-            "--jurisdiction",
-            "DE",
-            "--email",
-            "ops@ingress.example",
-        ],
-    );
-    std::fs::write(
-        env.path("node.toml"),
-        "cpu_model = \"AMD EPYC 9654\"\nvcpus = 16\nram_gib = 64\nstorage_gib = 1000\n\
-         bandwidth_mbps = 10000\nconfidential = \"none\"\nregion = \"eu-central\"\ncountry = \"DE\"\n",
-    )
-    .unwrap();
-    env.ok(
-        "prov",
-        &[
-            "node",
-            "register",
-            "--node-identity",
-            &env.path("node.pem"),
-            "--file",
-            &env.path("node.toml"),
-        ],
-    );
-    std::fs::write(
-        env.path("offering.toml"),
-        format!(
-            "name = \"2c\"\nnode = \"{node}\"\nprice_e9s_per_hour = 100000000\n\
-             min_hours = 1\nmax_hours = 100\nconfidential = \"none\"\nregion = \"eu-central\"\n\
-             country = \"DE\"\n\n[resources]\nvcpus = 2\nram_gib = 4\nstorage_gib = 50\n\
-             bandwidth_mbps = 1000\n"
-        ),
-    )
-    .unwrap();
-    let offering = env.ok(
-        "prov",
-        &["offering", "add", "--file", &env.path("offering.toml")],
-    )["offering_id"]
-        .as_u64()
-        .expect("offering_id")
-        .to_string();
+    let ok = |who: &str, args: &[&str]| env.ok(who, args);
+    register_provider_and_node(env.dir.path(), &ok, "Ingress Co", "ingress.example", "none");
+    let offering = add_offering(env.dir.path(), &ok, &node, "2c", "none").to_string();
     let rent = |who: &str| {
         env.ok(who, &["rent", "--offering", &offering, "--hours", "10"])["contract_id"]
             .as_u64()

@@ -152,32 +152,10 @@ async fn raw_bytes_pass_verbatim_and_proxy_v2_is_exact() {
     // A hello in 7-byte records, dribbled in 3-byte writes: reassembled,
     // routed, and replayed as it came.
     let split = refragment(&rustls_hello("raw.example", &HelloSpec::default()), &[7]);
-    let mut client = TcpStream::connect(run.tls).await.unwrap();
-    client.set_nodelay(true).unwrap();
-    for piece in split.chunks(3) {
-        client.write_all(piece).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let mut back = vec![0u8; split.len()];
-    tokio::time::timeout(WAIT, client.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(back == split);
+    assert!(dribble_echoed(run.tls, &split, 3).await == split);
     // The same for a request head on port 80.
     let request = b"GET /slow HTTP/1.1\r\nHost: raw.example\r\n\r\n";
-    let mut client = TcpStream::connect(run.http).await.unwrap();
-    client.set_nodelay(true).unwrap();
-    for piece in request.chunks(5) {
-        client.write_all(piece).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let mut back = vec![0u8; request.len()];
-    tokio::time::timeout(WAIT, client.read_exact(&mut back))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&back, request);
+    assert_eq!(dribble_echoed(run.http, request, 5).await, request);
 
     // PROXY v2 ahead of the hello, byte for byte as the spec lays it out.
     let hello = rustls_hello("pp.example", &HelloSpec::default());
@@ -213,6 +191,23 @@ async fn raw_bytes_pass_verbatim_and_proxy_v2_is_exact() {
         .unwrap()
         .unwrap();
     assert_eq!(got, want);
+}
+
+/// Sends `bytes` to `addr` in pieces of `piece` bytes a millisecond apart
+/// and reads back as many (the upstream behind echoes).
+async fn dribble_echoed(addr: SocketAddr, bytes: &[u8], piece: usize) -> Vec<u8> {
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.set_nodelay(true).unwrap();
+    for p in bytes.chunks(piece) {
+        client.write_all(p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut back = vec![0u8; bytes.len()];
+    tokio::time::timeout(WAIT, client.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    back
 }
 
 /// A tiny HTTP server answering every request with `tag` and the path.

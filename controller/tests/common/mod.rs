@@ -85,3 +85,85 @@ pub fn check<'a>(v: &'a Value, name: &str) -> &'a Value {
         .find(|c| c["name"] == name)
         .unwrap_or_else(|| panic!("no check {name} in {v}"))
 }
+
+/// A new identity `who.pem` in `dir`; returns its principal's text.
+pub fn new_identity(dir: &Path, who: &str) -> String {
+    let out = dir.join(format!("{who}.pem")).display().to_string();
+    json(&dcctl(&["identity", "new", "--out", &out, "--json"]))["principal"]
+        .as_str()
+        .expect("principal")
+        .to_string()
+}
+
+/// `dcctl --json …` as someone (the name of an identity file in the test's
+/// folder), which must succeed.
+pub type Ok<'a> = &'a dyn Fn(&str, &[&str]) -> Value;
+
+/// Registers `prov` as the provider `company` (contact `ops@<domain>`) and
+/// the node whose identity is `node.pem` in `dir`: 16 vCPUs in eu-central,
+/// with `confidential` ("none", "sev-snp", "tdx").
+pub fn register_provider_and_node(
+    dir: &Path,
+    ok: Ok,
+    company: &str,
+    domain: &str,
+    confidential: &str,
+) {
+    let email = format!("ops@{domain}");
+    ok(
+        "prov",
+        &[
+            "provider",
+            "register",
+            "--name",
+            company,
+            "--jurisdiction",
+            "DE",
+            "--email",
+            &email,
+        ],
+    );
+    let node_toml = dir.join("node.toml");
+    std::fs::write(
+        &node_toml,
+        format!(
+            "cpu_model = \"AMD EPYC 9654\"\nvcpus = 16\nram_gib = 64\nstorage_gib = 1000\n\
+             bandwidth_mbps = 10000\nconfidential = \"{confidential}\"\nregion = \"eu-central\"\n\
+             country = \"DE\"\n"
+        ),
+    )
+    .unwrap();
+    ok(
+        "prov",
+        &[
+            "node",
+            "register",
+            "--node-identity",
+            &dir.join("node.pem").display().to_string(),
+            "--file",
+            &node_toml.display().to_string(),
+        ],
+    );
+}
+
+/// `prov` adds the offering `name` on `node` (2 vCPUs, 1 to 100 hours at
+/// 0.1 token an hour) with `confidential`; returns its id.
+pub fn add_offering(dir: &Path, ok: Ok, node: &str, name: &str, confidential: &str) -> u64 {
+    let file = dir.join(format!("offering-{name}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"{name}\"\nnode = \"{node}\"\nprice_e9s_per_hour = 100000000\n\
+             min_hours = 1\nmax_hours = 100\nconfidential = \"{confidential}\"\nregion = \"eu-central\"\n\
+             country = \"DE\"\n\n[resources]\nvcpus = 2\nram_gib = 4\nstorage_gib = 50\n\
+             bandwidth_mbps = 1000\n"
+        ),
+    )
+    .unwrap();
+    ok(
+        "prov",
+        &["offering", "add", "--file", &file.display().to_string()],
+    )["offering_id"]
+        .as_u64()
+        .expect("offering_id")
+}
