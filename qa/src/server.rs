@@ -155,6 +155,21 @@ impl Drop for LedgerProcess {
     }
 }
 
+/// A `dcctl` command acting as `identity` against the ledger at `url`,
+/// with `DC_LEDGER` and `DC_IDENTITY` removed from its environment so that
+/// only these arguments choose them; the caller adds the subcommand.
+pub fn dcctl_as(dcctl: &Path, url: &str, identity: &Path) -> Command {
+    let mut command = Command::new(dcctl);
+    command
+        .arg("--ledger")
+        .arg(url)
+        .arg("--identity")
+        .arg(identity)
+        .env_remove("DC_LEDGER")
+        .env_remove("DC_IDENTITY");
+    command
+}
+
 /// `VmRSS` of a process, in bytes.
 pub fn vm_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -135,15 +135,9 @@ impl World {
     }
 
     fn dcctl(&self, who: &str, args: &[&str]) -> anyhow::Result<Value> {
-        let out = Command::new(&self.dcctl)
-            .arg("--ledger")
-            .arg(self.url())
-            .arg("--identity")
-            .arg(self.path(who))
+        let out = crate::server::dcctl_as(&self.dcctl, self.url(), &self.path(who))
             .args(args)
             .arg("--json")
-            .env_remove("DC_LEDGER")
-            .env_remove("DC_IDENTITY")
             .output()
             .with_context(|| format!("running {}", self.dcctl.display()))?;
         if !out.status.success() {

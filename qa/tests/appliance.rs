@@ -187,17 +187,15 @@ impl Scenario {
     }
 
     fn dcctl(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(bin("dc-controller", "dcctl", false))
-            .arg("--ledger")
-            .arg(self.url())
-            .arg("--identity")
-            .arg(self.path(who))
-            .args(args)
-            .arg("--json")
-            .env_remove("DC_LEDGER")
-            .env_remove("DC_IDENTITY")
-            .output()
-            .expect("run dcctl")
+        dc_qa::server::dcctl_as(
+            &bin("dc-controller", "dcctl", false),
+            self.url(),
+            &self.path(who),
+        )
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run dcctl")
     }
 
     fn ok(&self, who: &str, args: &[&str]) -> Value {

@@ -55,14 +55,8 @@ impl Env {
 
     /// Runs dcctl as `who` (an identity file name) against the ledger.
     fn dcctl(&self, who: &str, args: &[&str]) -> Output {
-        Command::new(bin("dcctl"))
-            .arg("--ledger")
-            .arg(&self.ledger.url)
-            .arg("--identity")
-            .arg(self.path(who))
+        dc_qa::server::dcctl_as(&bin("dcctl"), &self.ledger.url, Path::new(&self.path(who)))
             .args(args)
-            .env_remove("DC_LEDGER")
-            .env_remove("DC_IDENTITY")
             .output()
             .expect("run dcctl")
     }
