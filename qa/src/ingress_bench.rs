@@ -1779,7 +1779,6 @@ impl Grid {
     }
 }
 
-/// A target met when ours is at least `at_least` times theirs.
 /// Smallest, median and largest of some numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Spread {
@@ -1813,6 +1812,7 @@ fn cost_ratios(ours: &[Option<Duration>], theirs: &[Option<Duration>]) -> Option
     Spread::of(ratios)
 }
 
+/// A target met when ours is at least `at_least` times theirs.
 fn ratio_target(name: &str, (ours, theirs): (f64, f64), unit: &str, at_least: f64) -> Target {
     let ratio = if theirs > 0.0 { ours / theirs } else { 0.0 };
     Target {
@@ -2421,8 +2421,9 @@ mod tests {
     #[test]
     fn costs_are_compared_run_by_run() {
         let us = |n: u64| Some(Duration::from_micros(n));
-        // Run 2's HAProxy was cheap: the medians (150 vs 120) say 1.25×,
-        // the runs 1.5×, 1.0× and 1.2×.
+        // Run 2's HAProxy was cheap: over the three runs both measured,
+        // the medians (150 vs 120) say 1.25×, the runs 1.5×, 1.0× and 1.2×;
+        // run 4 has no cost of ours and is no pair.
         let ours = [us(100), us(120), us(150), None];
         let theirs = [us(150), us(120), us(180), us(400)];
         let s = cost_ratios(&ours, &theirs).unwrap();

@@ -97,14 +97,14 @@ pub fn new_identity(dir: &Path, who: &str) -> String {
 
 /// `dcctl --json …` as someone (the name of an identity file in the test's
 /// folder), which must succeed.
-pub type Ok<'a> = &'a dyn Fn(&str, &[&str]) -> Value;
+pub type DcctlOk<'a> = &'a dyn Fn(&str, &[&str]) -> Value;
 
 /// Registers `prov` as the provider `company` (contact `ops@<domain>`) and
 /// the node whose identity is `node.pem` in `dir`: 16 vCPUs in eu-central,
 /// with `confidential` ("none", "sev-snp", "tdx").
 pub fn register_provider_and_node(
     dir: &Path,
-    ok: Ok,
+    ok: DcctlOk,
     company: &str,
     domain: &str,
     confidential: &str,
@@ -148,7 +148,7 @@ pub fn register_provider_and_node(
 
 /// `prov` adds the offering `name` on `node` (2 vCPUs, 1 to 100 hours at
 /// 0.1 token an hour) with `confidential`; returns its id.
-pub fn add_offering(dir: &Path, ok: Ok, node: &str, name: &str, confidential: &str) -> u64 {
+pub fn add_offering(dir: &Path, ok: DcctlOk, node: &str, name: &str, confidential: &str) -> u64 {
     let file = dir.join(format!("offering-{name}.toml"));
     std::fs::write(
         &file,
