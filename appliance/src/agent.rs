@@ -227,6 +227,9 @@ pub enum AgentError {
 }
 
 /// A decision about one contract, made by [`plan`] and carried out by [`Agent::execute`].
+// A plan holds a handful of these per tick: boxing the contract would save
+// nothing worth an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Take the contract: reserve, accept (if still requested), provision, launch, report.

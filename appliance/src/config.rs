@@ -659,8 +659,6 @@ impl Config {
     }
 }
 
-/// `A.B.C.D/N` with N in 8..=30.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -533,8 +533,7 @@ async fn the_drivers_to_give_back_are_journaled_before_the_first_sysfs_write() {
     let last: serde_json::Value = journal
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|l| l["contract_id"] == c.id)
-        .last()
+        .rfind(|l| l["contract_id"] == c.id)
         .expect("the contract is journaled before binding");
     assert_eq!(
         last["vfio"],

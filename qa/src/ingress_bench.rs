@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use dc_ingress::{Ingress, IngressConfig, Listen, MetricsSnapshot, Route, RouteTable};
-use dc_qa::machine::{utc_now, Machine};
+use dc_qa::machine::{utc_now, version_line, Machine};
 use dc_qa::report::{targets_markdown, targets_text, Target};
 use dc_qa::server::{descendants, stat_fields};
 use dc_qa::stats::{ms, thousands, Latencies};
@@ -707,20 +707,6 @@ fn wait_listening(proc: &mut Proc, addr: SocketAddr, log: &Path) -> anyhow::Resu
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The first line a binary prints for `flag` (on stdout or stderr), or None
-/// if it cannot be run.
-fn version_line(bin: &Path, flag: &str) -> Option<String> {
-    let out = Command::new(bin).arg(flag).output().ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    let text = [out.stdout, out.stderr].concat();
-    String::from_utf8_lossy(&text)
-        .lines()
-        .next()
-        .map(str::to_string)
 }
 
 fn start_haproxy(
@@ -1531,8 +1517,8 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let mut skipped = Vec::new();
     let mut peer_versions = Vec::new();
-    let haproxy_version = version_line(&args.haproxy, "-v");
-    let nginx_version = version_line(&args.nginx, "-v");
+    let haproxy_version = version_line(&args.haproxy, &["-v"]);
+    let nginx_version = version_line(&args.nginx, &["-v"]);
     let mut peers: Vec<(Kind, String, Proc, SocketAddr)> = Vec::new();
     match haproxy_version {
         Some(v) => {

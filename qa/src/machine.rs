@@ -109,6 +109,22 @@ pub fn filesystem_of(path: &Path) -> String {
     best.map(|(_, s)| s).unwrap_or_else(|| "unknown".into())
 }
 
+/// The first line a program prints when run with `args` (on stdout, or on
+/// stderr where it prints nothing on stdout, as `haproxy -v` and `nginx -v`
+/// differ), or None if it cannot be run or fails: a peer's version for a
+/// benchmark's report.
+pub fn version_line(bin: &Path, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(bin).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = [out.stdout, out.stderr].concat();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .map(str::to_string)
+}
+
 /// Current UTC time as `YYYY-MM-DD HH:MM UTC`.
 pub fn utc_now() -> String {
     let secs = std::time::SystemTime::now()

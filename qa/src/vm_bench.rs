@@ -38,7 +38,7 @@ use dc_vmm::{Hypervisor, VmHandle, VmSpec};
 use serde_json::Value;
 
 use crate::cleanup;
-use crate::machine::{utc_now, Machine};
+use crate::machine::{utc_now, version_line, Machine};
 use crate::report::{targets_markdown, targets_text, Row, Table, Target};
 use crate::server::LedgerProcess;
 use crate::stats::{ms, Latencies};
@@ -960,17 +960,7 @@ mod cloud_hypervisor {
 
     /// `cloud-hypervisor --version`, first line.
     pub fn version(bin: &Path) -> String {
-        Command::new(bin)
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| "unknown".into())
+        version_line(bin, &["--version"]).unwrap_or_else(|| "unknown".into())
     }
 
     /// Whether KVM here is itself inside a VM (the `hypervisor` CPU flag).
@@ -1260,16 +1250,7 @@ mod cloud_hypervisor {
 }
 
 fn qemu_version() -> String {
-    Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(str::to_string)
-        })
+    version_line(Path::new("qemu-system-x86_64"), &["--version"])
         .unwrap_or_else(|| "unknown".into())
 }
 

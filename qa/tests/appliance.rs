@@ -233,8 +233,7 @@ impl Scenario {
         let text = std::fs::read_to_string(self.data().join("journal.jsonl")).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|r| r["contract_id"] == id)
-            .last()
+            .rfind(|r| r["contract_id"] == id)
             .unwrap_or(Value::Null)
     }
 

@@ -148,26 +148,43 @@ fn start_ledger(dir: &Path, genesis: &Path) -> LedgerProcess {
 
 const TOKEN: u64 = 1_000_000_000;
 
-fn offering_toml(
-    node: &str,
-    name: &str,
+/// An offering file's fields, by name.
+struct Offer<'a> {
+    node: &'a str,
+    name: &'a str,
     price: u64,
     vcpus: u32,
     ram: u32,
-    conf: &str,
-    region: &str,
-    country: &str,
-    gpu: Option<(&str, u32)>,
-) -> String {
-    let mut s = format!(
-        "name = \"{name}\"\nnode = \"{node}\"\nprice_e9s_per_hour = {price}\nmin_hours = 1\nmax_hours = 100\nconfidential = \"{conf}\"\nregion = \"{region}\"\ncountry = \"{country}\"\n\n[resources]\nvcpus = {vcpus}\nram_gib = {ram}\nstorage_gib = 100\nbandwidth_mbps = 1000\n"
-    );
-    if let Some((model, count)) = gpu {
-        s.push_str(&format!(
-            "\n[gpu]\nmodel = \"{model}\"\ncount = {count}\nmemory_gib = 80\n"
-        ));
+    conf: &'a str,
+    region: &'a str,
+    country: &'a str,
+    gpu: Option<(&'a str, u32)>,
+}
+
+impl Offer<'_> {
+    /// The offering file `dcctl offering add --file` reads.
+    fn toml(&self) -> String {
+        let Offer {
+            node,
+            name,
+            price,
+            vcpus,
+            ram,
+            conf,
+            region,
+            country,
+            gpu,
+        } = self;
+        let mut s = format!(
+            "name = \"{name}\"\nnode = \"{node}\"\nprice_e9s_per_hour = {price}\nmin_hours = 1\nmax_hours = 100\nconfidential = \"{conf}\"\nregion = \"{region}\"\ncountry = \"{country}\"\n\n[resources]\nvcpus = {vcpus}\nram_gib = {ram}\nstorage_gib = 100\nbandwidth_mbps = 1000\n"
+        );
+        if let Some((model, count)) = gpu {
+            s.push_str(&format!(
+                "\n[gpu]\nmodel = \"{model}\"\ncount = {count}\nmemory_gib = 80\n"
+            ));
+        }
+        s
     }
-    s
 }
 
 fn ids(v: &Value) -> Vec<u64> {
@@ -284,61 +301,66 @@ fn marketplace_round_through_dcctl() {
     // Offerings: (file, expected id).
     let (n1, n2) = (p("node1"), p("node2"));
     let specs = [
-        offering_toml(
-            &n1,
-            "eu-small",
-            100_000_000,
-            2,
-            4,
-            "none",
-            "eu-central",
-            "DE",
-            None,
-        ),
-        offering_toml(
-            &n1,
-            "eu-snp",
-            300_000_000,
-            8,
-            32,
-            "sev-snp",
-            "eu-central",
-            "DE",
-            None,
-        ),
-        offering_toml(
-            &n1,
-            "eu-gpu",
-            2_000_000_000,
-            8,
-            32,
-            "sev-snp",
-            "eu-central",
-            "DE",
-            Some(("H100", 1)),
-        ),
-        offering_toml(
-            &n2,
-            "us-small",
-            100_000_000,
-            2,
-            4,
-            "none",
-            "us-east",
-            "US",
-            None,
-        ),
-        offering_toml(
-            &n2,
-            "us-tdx",
-            250_000_000,
-            4,
-            16,
-            "tdx",
-            "us-east",
-            "US",
-            None,
-        ),
+        Offer {
+            node: &n1,
+            name: "eu-small",
+            price: 100_000_000,
+            vcpus: 2,
+            ram: 4,
+            conf: "none",
+            region: "eu-central",
+            country: "DE",
+            gpu: None,
+        }
+        .toml(),
+        Offer {
+            node: &n1,
+            name: "eu-snp",
+            price: 300_000_000,
+            vcpus: 8,
+            ram: 32,
+            conf: "sev-snp",
+            region: "eu-central",
+            country: "DE",
+            gpu: None,
+        }
+        .toml(),
+        Offer {
+            node: &n1,
+            name: "eu-gpu",
+            price: 2_000_000_000,
+            vcpus: 8,
+            ram: 32,
+            conf: "sev-snp",
+            region: "eu-central",
+            country: "DE",
+            gpu: Some(("H100", 1)),
+        }
+        .toml(),
+        Offer {
+            node: &n2,
+            name: "us-small",
+            price: 100_000_000,
+            vcpus: 2,
+            ram: 4,
+            conf: "none",
+            region: "us-east",
+            country: "US",
+            gpu: None,
+        }
+        .toml(),
+        Offer {
+            node: &n2,
+            name: "us-tdx",
+            price: 250_000_000,
+            vcpus: 4,
+            ram: 16,
+            conf: "tdx",
+            region: "us-east",
+            country: "US",
+            gpu: None,
+        }
+        .toml(),
     ];
     let mut offering = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
@@ -368,7 +390,18 @@ fn marketplace_round_through_dcctl() {
     // An offering on someone else's node is refused by the ledger.
     std::fs::write(
         env.path("foreign.toml"),
-        offering_toml(&n2, "x", 1, 1, 1, "none", "eu", "DE", None),
+        Offer {
+            node: &n2,
+            name: "x",
+            price: 1,
+            vcpus: 1,
+            ram: 1,
+            conf: "none",
+            region: "eu",
+            country: "DE",
+            gpu: None,
+        }
+        .toml(),
     )
     .unwrap();
     env.refused(

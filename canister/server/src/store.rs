@@ -316,17 +316,22 @@ impl Store {
     }
 }
 
+/// What parsing journal bytes gives: the entries with their sequence
+/// numbers and the length of the valid prefix, or the offset and reason of
+/// corruption before the end.
+pub type JournalParse = Result<(Vec<(u64, Entry)>, u64), (u64, String)>;
+
 /// Parses journal bytes (for tools and fuzzing): the entries with their
 /// sequence numbers and the length of the valid prefix, or the offset and
 /// reason of corruption before the end.
-pub fn parse_journal(data: &[u8]) -> Result<(Vec<(u64, Entry)>, u64), (u64, String)> {
+pub fn parse_journal(data: &[u8]) -> JournalParse {
     parse_frames(data)
 }
 
 /// Splits journal bytes into frames. Returns the frames and the length of
 /// the valid prefix; a torn or corrupt *final* frame ends the valid prefix,
 /// a corrupt frame followed by more data is an error.
-fn parse_frames(data: &[u8]) -> Result<(Vec<(u64, Entry)>, u64), (u64, String)> {
+fn parse_frames(data: &[u8]) -> JournalParse {
     let mut frames = Vec::new();
     let mut pos = 0usize;
     while pos < data.len() {
