@@ -149,6 +149,7 @@ fn start_ledger(dir: &Path, genesis: &Path) -> LedgerProcess {
 const TOKEN: u64 = 1_000_000_000;
 
 /// An offering file's fields, by name.
+#[derive(Clone, Copy)]
 struct Offer<'a> {
     node: &'a str,
     name: &'a str,
@@ -300,65 +301,53 @@ fn marketplace_round_through_dcctl() {
 
     // Offerings: (file, expected id).
     let (n1, n2) = (p("node1"), p("node2"));
+    let eu_small = Offer {
+        node: &n1,
+        name: "eu-small",
+        price: 100_000_000,
+        vcpus: 2,
+        ram: 4,
+        conf: "none",
+        region: "eu-central",
+        country: "DE",
+        gpu: None,
+    };
+    let us_small = Offer {
+        node: &n2,
+        name: "us-small",
+        region: "us-east",
+        country: "US",
+        ..eu_small
+    };
     let specs = [
+        eu_small.toml(),
         Offer {
-            node: &n1,
-            name: "eu-small",
-            price: 100_000_000,
-            vcpus: 2,
-            ram: 4,
-            conf: "none",
-            region: "eu-central",
-            country: "DE",
-            gpu: None,
-        }
-        .toml(),
-        Offer {
-            node: &n1,
             name: "eu-snp",
             price: 300_000_000,
             vcpus: 8,
             ram: 32,
             conf: "sev-snp",
-            region: "eu-central",
-            country: "DE",
-            gpu: None,
+            ..eu_small
         }
         .toml(),
         Offer {
-            node: &n1,
             name: "eu-gpu",
             price: 2_000_000_000,
             vcpus: 8,
             ram: 32,
             conf: "sev-snp",
-            region: "eu-central",
-            country: "DE",
             gpu: Some(("H100", 1)),
+            ..eu_small
         }
         .toml(),
+        us_small.toml(),
         Offer {
-            node: &n2,
-            name: "us-small",
-            price: 100_000_000,
-            vcpus: 2,
-            ram: 4,
-            conf: "none",
-            region: "us-east",
-            country: "US",
-            gpu: None,
-        }
-        .toml(),
-        Offer {
-            node: &n2,
             name: "us-tdx",
             price: 250_000_000,
             vcpus: 4,
             ram: 16,
             conf: "tdx",
-            region: "us-east",
-            country: "US",
-            gpu: None,
+            ..us_small
         }
         .toml(),
     ];
