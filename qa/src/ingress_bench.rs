@@ -292,9 +292,13 @@ fn backend_role() -> anyhow::Result<()> {
     })
 }
 
-async fn serve_backend(listener: tokio::net::TcpListener, acceptor: TlsAcceptor, tag: u8) {
-    // Every chunk written is this.
-    let body: Arc<[u8]> = body(tag, 256 * 1024).into();
+/// Accepts connections for ever, each with `TCP_NODELAY`, and spawns
+/// `serve` on each.
+async fn accept_each<F, Fut>(listener: tokio::net::TcpListener, serve: F)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -305,12 +309,30 @@ async fn serve_backend(listener: tokio::net::TcpListener, acceptor: TlsAcceptor,
             }
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let body = body.clone();
-        tokio::spawn(async move {
-            let _ = serve_request(acceptor, tcp, &body).await;
-        });
+        tokio::spawn(serve(tcp));
     }
+}
+
+/// Waits (30 s at most) for the client's FIN after the backend's, so that
+/// neither side resets the other.
+async fn await_fin(tcp: &mut TcpStream) {
+    let mut sink = [0u8; 512];
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+async fn serve_backend(listener: tokio::net::TcpListener, acceptor: TlsAcceptor, tag: u8) {
+    // Every chunk written is this.
+    let body: Arc<[u8]> = body(tag, 256 * 1024).into();
+    accept_each(listener, move |tcp| {
+        let (acceptor, body) = (acceptor.clone(), body.clone());
+        async move {
+            let _ = serve_request(acceptor, tcp, &body).await;
+        }
+    })
+    .await
 }
 
 /// One connection: handshake, an 8-byte big-endian length, that many bytes,
@@ -327,12 +349,7 @@ async fn serve_request(acceptor: TlsAcceptor, tcp: TcpStream, body: &[u8]) -> st
         left -= n as u64;
     }
     tls.shutdown().await?;
-    let (mut tcp, _) = tls.into_inner();
-    let mut sink = [0u8; 512];
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    await_fin(&mut tls.into_inner().0).await;
     Ok(())
 }
 
@@ -1216,20 +1233,13 @@ fn record_transcripts(
 /// sends the response and close_notify, then FIN, and waits for the client's
 /// FIN. Bytes that differ from the recording end the connection.
 async fn serve_replay(listener: tokio::net::TcpListener, transcript: Arc<Transcript>) {
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    accept_each(listener, move |tcp| {
         let t = transcript.clone();
-        tokio::spawn(async move {
+        async move {
             let _ = replay_backend(tcp, &t).await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn replay_backend(mut tcp: TcpStream, t: &Transcript) -> std::io::Result<()> {
@@ -1253,10 +1263,7 @@ async fn replay_backend(mut tcp: TcpStream, t: &Transcript) -> std::io::Result<(
     tcp.write_all(&t.response).await?;
     tcp.write_all(&t.close_notify).await?;
     tcp.shutdown().await?;
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    await_fin(&mut tcp).await;
     Ok(())
 }
 
@@ -1395,15 +1402,10 @@ struct ConnRateRun {
     errors: Errors,
 }
 
-/// `concurrency` loops of small exchanges; counts those completed inside the
-/// measurement window (after the warm-up).
-async fn conn_rate(
-    client: &Workload,
-    concurrency: usize,
-    warmup: Duration,
-    window: Duration,
-    proxy: Option<u32>,
-) -> ConnRateRun {
+/// `plan.concurrency` loops of small exchanges; counts those completed inside
+/// the measurement window (after the warm-up).
+async fn conn_rate(client: &Workload, plan: &Plan, proxy: Option<u32>) -> ConnRateRun {
+    let (concurrency, warmup, window) = (plan.concurrency, plan.warmup, plan.conn_window);
     let begin = Instant::now();
     let end = begin + warmup + window;
     let mut tasks = Vec::with_capacity(concurrency);
@@ -1610,14 +1612,8 @@ struct ReplayRun {
 impl ReplayRun {
     /// The medians of `runs`, their errors summed.
     fn median(runs: &[ReplayRun]) -> ReplayRun {
-        let opt_f64 = |f: fn(&ReplayRun) -> Option<f64>| {
-            let v: Vec<f64> = runs.iter().filter_map(f).collect();
-            (!v.is_empty()).then(|| median_f64(v))
-        };
-        let opt = |f: fn(&ReplayRun) -> Option<Duration>| {
-            let v: Vec<Duration> = runs.iter().filter_map(f).collect();
-            (!v.is_empty()).then(|| median_duration(v))
-        };
+        let opt_f64 = |f: fn(&ReplayRun) -> Option<f64>| median_some(runs, f);
+        let opt = |f: fn(&ReplayRun) -> Option<Duration>| median_some_duration(runs, f);
         let mut errors = Errors::default();
         for r in runs {
             errors.merge(r.errors.clone());
@@ -1713,16 +1709,21 @@ fn median_duration(v: Vec<Duration>) -> Duration {
     Duration::from_secs_f64(median_f64(v.iter().map(Duration::as_secs_f64).collect()))
 }
 
+/// The median of what `f` reads from the runs that have it; `None` if none
+/// has.
+fn median_some<T>(runs: &[T], f: impl Fn(&T) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = runs.iter().filter_map(f).collect();
+    (!v.is_empty()).then(|| median_f64(v))
+}
+
+fn median_some_duration<T>(runs: &[T], f: impl Fn(&T) -> Option<Duration>) -> Option<Duration> {
+    median_some(runs, |r| f(r).map(|d| d.as_secs_f64())).map(Duration::from_secs_f64)
+}
+
 fn summarize(runs: &[RunResult], replays: &[ReplayRun]) -> Summary {
     let dur = |f: fn(&RunResult) -> Duration| median_duration(runs.iter().map(f).collect());
-    let opt = |f: fn(&RunResult) -> Option<Duration>| {
-        let v: Vec<Duration> = runs.iter().filter_map(f).collect();
-        (!v.is_empty()).then(|| median_duration(v))
-    };
-    let opt_f64 = |f: fn(&RunResult) -> Option<f64>| {
-        let v: Vec<f64> = runs.iter().filter_map(f).collect();
-        (!v.is_empty()).then(|| median_f64(v))
-    };
+    let opt = |f: fn(&RunResult) -> Option<Duration>| median_some_duration(runs, f);
+    let opt_f64 = |f: fn(&RunResult) -> Option<f64>| median_some(runs, f);
     let replay = ReplayRun::median(replays);
     Summary {
         conn_per_s: median_f64(runs.iter().map(|r| r.conn_per_s).collect()),
@@ -1808,14 +1809,7 @@ async fn measure_path(
     plan: &Plan,
     placement: Option<&Placement>,
 ) -> RunResult {
-    let rate = conn_rate(
-        &Workload::Tls(path.client.clone()),
-        plan.concurrency,
-        plan.warmup,
-        plan.conn_window,
-        path.proxy_pid,
-    )
-    .await;
+    let rate = conn_rate(&Workload::Tls(path.client.clone()), plan, path.proxy_pid).await;
     let (serial, serial_errors) = serial_latency(
         &path.client,
         plan.warmup.min(Duration::from_millis(200)),
@@ -1877,9 +1871,7 @@ async fn measure_path(
 async fn measure_replayed(path: &PathUnderTest, plan: &Plan) -> ReplayRun {
     let r = conn_rate(
         &Workload::Replay(path.replayer.clone()),
-        plan.concurrency,
-        plan.warmup,
-        plan.conn_window,
+        plan,
         path.proxy_pid,
     )
     .await;
@@ -2347,6 +2339,15 @@ impl Report {
 
     fn summary(&self, kind: Kind) -> Option<&Summary> {
         self.index(kind).map(|i| &self.summaries[i])
+    }
+
+    /// The label and summary of each path through a proxy.
+    fn proxies(&self) -> impl Iterator<Item = (&str, &Summary)> {
+        self.labels
+            .iter()
+            .zip(&self.summaries)
+            .filter(|((kind, _), _)| *kind != Kind::Direct)
+            .map(|((_, label), s)| (label.as_str(), s))
     }
 
     fn table(&self) -> Grid {
@@ -2846,11 +2847,8 @@ impl Report {
         let ha = self.summary(Kind::Haproxy);
         if let Some(d) = direct {
             let rates: Vec<String> = self
-                .labels
-                .iter()
-                .zip(&self.summaries)
-                .filter(|((kind, _), _)| *kind != Kind::Direct)
-                .map(|((_, label), s)| {
+                .proxies()
+                .map(|(label, s)| {
                     format!(
                         "{label} {:.0}%",
                         100.0 * s.conn_per_s / d.conn_per_s.max(f64::MIN_POSITIVE)
@@ -2878,11 +2876,8 @@ impl Report {
         }
         if let Some(d) = direct {
             let rates: Vec<String> = self
-                .labels
-                .iter()
-                .zip(&self.summaries)
-                .filter(|((kind, _), _)| *kind != Kind::Direct)
-                .map(|((_, label), s)| {
+                .proxies()
+                .map(|(label, s)| {
                     let r = &s.replay;
                     format!(
                         "{label} {}/s ({} busy, {} µs and {} wake-ups per connection)",
