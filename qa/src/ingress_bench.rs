@@ -31,22 +31,25 @@
 //! repeated, and the median of each number is reported, so that background
 //! load falls on all paths alike.
 //!
-//! Four measurements per path and run:
-//! 1. **connection rate, proxy-bound**: `--concurrency` replayed exchanges in
-//!    flight; connections completed per second, how busy the proxy was, and
-//!    its CPU time per connection near saturation;
-//! 2. **connection rate**: `--concurrency` connections in flight, each a new
+//! Four measurements per path and run, in this order:
+//! 1. **connection rate**: `--concurrency` connections in flight, each a new
 //!    TCP connection, a full TLS handshake and a 256-byte response, names
 //!    alternating; connections completed per second, latency from `connect`
 //!    to the first response byte, and the proxy's CPU time per connection;
-//! 3. **latency**: one connection at a time, the same exchange; p50 and p99,
+//! 2. **latency**: one connection at a time, the same exchange; p50 and p99,
 //!    and what the proxy adds to the direct path's;
-//! 4. **throughput**: `--streams` connections in parallel, each receiving
+//! 3. **throughput**: `--streams` connections in parallel, each receiving
 //!    `--transfer-mib` MiB and starting over, for a fixed time; MB/s received.
 //!    When pinned, measured twice: pinned as above, where the endpoints' one
 //!    CPU is the bottleneck, and then with nothing pinned, where the proxy's
 //!    work competes with the endpoints' for both CPUs (as on a host whose
-//!    cores also run the VMs).
+//!    cores also run the VMs);
+//! 4. **connection rate, proxy-bound**: `--concurrency` replayed exchanges in
+//!    flight; connections completed per second, how busy the proxy was, and
+//!    its CPU time per connection near saturation. These runs come after all
+//!    runs of the others: the thousands of connections per second they make
+//!    fill the TIME_WAIT table for a minute, which would weigh on whatever
+//!    ran next.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
@@ -1630,8 +1633,8 @@ impl ReplayRun {
     }
 }
 
-/// One run of one path (but the replayed handshakes, measured after all runs
-/// of everything else: see [`run`]).
+/// One run of one path: everything but the replayed handshakes, which are
+/// measured after all runs (see [`ReplayRun`]).
 #[derive(Clone, Debug)]
 struct RunResult {
     conn_per_s: f64,
