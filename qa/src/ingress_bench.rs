@@ -1023,15 +1023,29 @@ impl Client {
 
     /// A small exchange under [`CONNECTION_TIMEOUT`].
     async fn small(&self, which: usize, buf: &mut [u8]) -> Result<Duration, ConnError> {
-        match tokio::time::timeout(
-            CONNECTION_TIMEOUT,
-            self.exchange(which, SMALL_RESPONSE_BYTES, buf, None, None),
-        )
+        within_connection_timeout(self.exchange(which, SMALL_RESPONSE_BYTES, buf, None, None)).await
+    }
+}
+
+/// `exchange`'s outcome, or [`ConnError::Timeout`] after
+/// [`CONNECTION_TIMEOUT`].
+async fn within_connection_timeout(
+    exchange: impl std::future::Future<Output = Result<Duration, ConnError>>,
+) -> Result<Duration, ConnError> {
+    tokio::time::timeout(CONNECTION_TIMEOUT, exchange)
         .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(ConnError::Timeout),
-        }
+        .unwrap_or(Err(ConnError::Timeout))
+}
+
+/// Reads more of what `buf` is to hold, after the `got` bytes already there;
+/// the peer's FIN before `buf` is full is a short response.
+async fn read_more(tcp: &mut TcpStream, buf: &mut [u8], got: usize) -> Result<usize, ConnError> {
+    match tcp.read(&mut buf[got..]).await? {
+        0 => Err(ConnError::ShortResponse {
+            expected: buf.len() as u64,
+            got: got as u64,
+        }),
+        n => Ok(n),
     }
 }
 
@@ -1295,14 +1309,7 @@ impl Replayer {
         let flight = &mut buf[..t.server_flight.len()];
         let mut got = 0;
         while got < flight.len() {
-            let n = tcp.read(&mut flight[got..]).await?;
-            if n == 0 {
-                return Err(ConnError::ShortResponse {
-                    expected: flight.len() as u64,
-                    got: got as u64,
-                });
-            }
-            got += n;
+            got += read_more(&mut tcp, flight, got).await?;
             if flight[..got] != t.server_flight[..got] {
                 let other = 1 - which;
                 let theirs = &self.transcripts[other].server_flight;
@@ -1323,15 +1330,8 @@ impl Replayer {
         let mut got = 0;
         let mut first_byte = None;
         while got < answer.len() {
-            let n = tcp.read(&mut answer[got..]).await?;
-            if n == 0 {
-                return Err(ConnError::ShortResponse {
-                    expected: answer.len() as u64,
-                    got: got as u64,
-                });
-            }
+            got += read_more(&mut tcp, answer, got).await?;
             first_byte.get_or_insert_with(|| start.elapsed());
-            got += n;
         }
         let (response, close_notify) = answer.split_at(t.response.len());
         if response != t.response || close_notify != t.close_notify {
@@ -1355,11 +1355,7 @@ impl Workload {
         match self {
             Workload::Tls(client) => client.small(which, buf).await,
             Workload::Replay(replayer) => {
-                match tokio::time::timeout(CONNECTION_TIMEOUT, replayer.exchange(which, buf)).await
-                {
-                    Ok(r) => r,
-                    Err(_) => Err(ConnError::Timeout),
-                }
+                within_connection_timeout(replayer.exchange(which, buf)).await
             }
         }
     }

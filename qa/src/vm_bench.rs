@@ -40,7 +40,7 @@ use serde_json::Value;
 use crate::cleanup;
 use crate::machine::{utc_now, version_line, Machine};
 use crate::report::{targets_markdown, targets_text, Row, Table, Target};
-use crate::server::LedgerProcess;
+use crate::server::{dcctl_as, LedgerProcess};
 use crate::stats::{ms, Latencies};
 
 /// Command line of `vm-bench`.
@@ -135,7 +135,7 @@ impl World {
     }
 
     fn dcctl(&self, who: &str, args: &[&str]) -> anyhow::Result<Value> {
-        let out = crate::server::dcctl_as(&self.dcctl, self.url(), &self.path(who))
+        let out = dcctl_as(&self.dcctl, self.url(), &self.path(who))
             .args(args)
             .arg("--json")
             .output()
