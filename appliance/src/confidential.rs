@@ -561,10 +561,24 @@ mod tests {
     /// A synthetic TDVF (64 KiB, mapped below 4 GiB): a footer table pointing
     /// at a TDVF descriptor with an extended BFV, a CFV and a TD_HOB section.
     fn synthetic_tdvf() -> Vec<u8> {
-        const SIZE: usize = 0x10000;
-        let mut fw: Vec<u8> = (0..SIZE).map(|i| (i * 7 % 251) as u8).collect();
-        let sections: [(u32, u32, u64, u64, u32, u32); 3] = [
-            (
+        let mut fw: Vec<u8> = (0..0x10000).map(|i| (i * 7 % 251) as u8).collect();
+        let s = |data_offset,
+                 raw_data_size,
+                 memory_address,
+                 memory_data_size,
+                 section_type,
+                 attributes| {
+            tdx::TdvfSection {
+                data_offset,
+                raw_data_size,
+                memory_address,
+                memory_data_size,
+                section_type,
+                attributes,
+            }
+        };
+        let sections = [
+            s(
                 0x8000,
                 0x8000,
                 0xffff_8000,
@@ -572,31 +586,10 @@ mod tests {
                 0,
                 tdx::ATTRIBUTE_MR_EXTEND,
             ), // BFV
-            (0x0000, 0x4000, 0xffff_0000, 0x4000, 1, 0), // CFV
-            (0, 0, 0x80_9000, 0x2000, 2, 0),             // TD_HOB
+            s(0x0000, 0x4000, 0xffff_0000, 0x4000, 1, 0), // CFV
+            s(0, 0, 0x80_9000, 0x2000, 2, 0),             // TD_HOB
         ];
-        let desc = 0x4000;
-        fw[desc..desc + 4].copy_from_slice(b"TDVF");
-        fw[desc + 4..desc + 8].copy_from_slice(&((16 + 32 * sections.len()) as u32).to_le_bytes());
-        fw[desc + 8..desc + 12].copy_from_slice(&1u32.to_le_bytes());
-        fw[desc + 12..desc + 16].copy_from_slice(&(sections.len() as u32).to_le_bytes());
-        for (i, (off, raw, addr, size, ty, attr)) in sections.iter().enumerate() {
-            let at = desc + 16 + 32 * i;
-            fw[at..at + 4].copy_from_slice(&off.to_le_bytes());
-            fw[at + 4..at + 8].copy_from_slice(&raw.to_le_bytes());
-            fw[at + 8..at + 16].copy_from_slice(&addr.to_le_bytes());
-            fw[at + 16..at + 24].copy_from_slice(&size.to_le_bytes());
-            fw[at + 24..at + 28].copy_from_slice(&ty.to_le_bytes());
-            fw[at + 28..at + 32].copy_from_slice(&attr.to_le_bytes());
-        }
-        let footer_end = SIZE - 32;
-        let mut table = Vec::new();
-        table.extend_from_slice(&((SIZE - desc) as u32).to_le_bytes());
-        table.extend_from_slice(&22u16.to_le_bytes());
-        table.extend_from_slice(&dc_measure::ovmf::TDX_METADATA_OFFSET_GUID);
-        table.extend_from_slice(&((table.len() + 18) as u16).to_le_bytes());
-        table.extend_from_slice(&dc_measure::ovmf::FOOTER_TABLE_GUID);
-        fw[footer_end - table.len()..footer_end].copy_from_slice(&table);
+        tdx::write_tdvf_metadata(&mut fw, 0x4000, &sections).unwrap();
         fw
     }
 

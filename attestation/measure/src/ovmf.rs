@@ -145,6 +145,59 @@ pub fn footer_entries(fw: &[u8]) -> Result<Vec<FooterEntry<'_>>, MeasureError> {
     Ok(entries)
 }
 
+/// Writes a footer table of `entries` (GUID and data) ending 32 bytes before
+/// the end of `fw`, in the layout [`footer_entries`] reads back, in the same
+/// order. For tools and tests that build firmware images; the bytes before
+/// the table are left as they are.
+pub fn write_footer_table(
+    fw: &mut [u8],
+    entries: &[([u8; 16], &[u8])],
+) -> Result<(), MeasureError> {
+    if entries.len() > MAX_FOOTER_ENTRIES {
+        return Err(MeasureError::too_large(
+            "OVMF footer table entries",
+            MAX_FOOTER_ENTRIES as u64,
+            entries.len() as u64,
+        ));
+    }
+    let mut table = Vec::new();
+    // Read backwards: the first entry sits right before the table's own trailer.
+    for (guid, data) in entries.iter().rev() {
+        let size = u16::try_from(data.len() + ENTRY_TRAILER).map_err(|_| {
+            MeasureError::firmware("footer table entry size", "at most 65535", data.len())
+        })?;
+        table.extend_from_slice(data);
+        table.extend_from_slice(&size.to_le_bytes());
+        table.extend_from_slice(guid);
+    }
+    let total = u16::try_from(table.len() + ENTRY_TRAILER)
+        .map_err(|_| MeasureError::firmware("footer table size", "at most 65535", table.len()))?;
+    table.extend_from_slice(&total.to_le_bytes());
+    table.extend_from_slice(&FOOTER_TABLE_GUID);
+    let end = fw
+        .len()
+        .checked_sub(BYTES_AFTER_TABLE)
+        .filter(|&e| e >= table.len())
+        .ok_or_else(|| {
+            MeasureError::firmware(
+                "size",
+                format!("at least {} bytes", BYTES_AFTER_TABLE + table.len()),
+                fw.len(),
+            )
+        })?;
+    fw[end - table.len()..end].copy_from_slice(&table);
+    Ok(())
+}
+
+/// Bytes a footer table of `entries` takes, trailers included.
+pub fn footer_table_len(entries: &[([u8; 16], &[u8])]) -> usize {
+    entries
+        .iter()
+        .map(|(_, d)| d.len() + ENTRY_TRAILER)
+        .sum::<usize>()
+        + ENTRY_TRAILER
+}
+
 /// First four bytes of the entry with `guid`, little-endian; `None` when the
 /// table has no such entry. An entry shorter than four bytes is an error.
 pub(crate) fn entry_u32(
@@ -198,6 +251,26 @@ mod tests {
                 0x8e, 0xc2
             ]
         );
+    }
+
+    #[test]
+    fn written_tables_read_back_in_order() {
+        let a = guid_le("00000000-0000-0000-0000-000000000001");
+        let b = guid_le("00000000-0000-0000-0000-000000000002");
+        let entries: [([u8; 16], &[u8]); 2] = [(a, b"first"), (b, &[])];
+        let mut fw = vec![0x5a; 256];
+        write_footer_table(&mut fw, &entries).unwrap();
+        let back = footer_entries(&fw).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[0].guid, back[0].data), (a, &b"first"[..]));
+        assert_eq!((back[1].guid, back[1].data), (b, &[][..]));
+        let len = footer_table_len(&entries);
+        assert!(fw[..256 - 32 - len].iter().all(|&x| x == 0x5a));
+        assert!(fw[256 - 32..].iter().all(|&x| x == 0x5a));
+        // Too small an image for the table: refused, nothing written.
+        let mut small = vec![0u8; 32 + len - 1];
+        assert!(write_footer_table(&mut small, &entries).is_err());
+        assert!(small.iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -237,6 +237,61 @@ pub fn tdvf_sections(fw: &[u8]) -> Result<Vec<TdvfSection>, MeasureError> {
     Ok(sections)
 }
 
+/// Writes a TDVF descriptor of `sections` at byte `descriptor_at` of `fw`,
+/// and an OVMF footer table whose TDX entry points at it: the layout
+/// [`tdvf_sections`] reads back. For tools and tests that build firmware
+/// images. The descriptor must end before the footer table starts.
+pub fn write_tdvf_metadata(
+    fw: &mut [u8],
+    descriptor_at: usize,
+    sections: &[TdvfSection],
+) -> Result<(), MeasureError> {
+    if sections.len() > MAX_TDVF_SECTIONS {
+        return Err(MeasureError::too_large(
+            "TDVF sections",
+            MAX_TDVF_SECTIONS as u64,
+            sections.len() as u64,
+        ));
+    }
+    let offset = fw
+        .len()
+        .checked_sub(descriptor_at)
+        .and_then(|o| u32::try_from(o).ok())
+        .ok_or_else(|| {
+            MeasureError::firmware(
+                "TDVF descriptor offset",
+                format!("inside the {}-byte image", fw.len()),
+                descriptor_at,
+            )
+        })?;
+    let offset = offset.to_le_bytes();
+    let entries: [([u8; 16], &[u8]); 1] = [(ovmf::TDX_METADATA_OFFSET_GUID, &offset)];
+    let len = 16 + 32 * sections.len();
+    let table_start = fw.len().checked_sub(32 + ovmf::footer_table_len(&entries));
+    if table_start.is_none_or(|t| descriptor_at + len > t) {
+        return Err(MeasureError::firmware(
+            "TDVF descriptor",
+            format!("{len} bytes ending before the footer table"),
+            format!("at {descriptor_at:#x} in a {}-byte image", fw.len()),
+        ));
+    }
+    ovmf::write_footer_table(fw, &entries)?;
+    let d = &mut fw[descriptor_at..descriptor_at + len];
+    d[..4].copy_from_slice(b"TDVF");
+    d[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+    d[8..12].copy_from_slice(&1u32.to_le_bytes());
+    d[12..16].copy_from_slice(&(sections.len() as u32).to_le_bytes());
+    for (s, raw) in sections.iter().zip(d[16..].chunks_exact_mut(32)) {
+        raw[..4].copy_from_slice(&s.data_offset.to_le_bytes());
+        raw[4..8].copy_from_slice(&s.raw_data_size.to_le_bytes());
+        raw[8..16].copy_from_slice(&s.memory_address.to_le_bytes());
+        raw[16..24].copy_from_slice(&s.memory_data_size.to_le_bytes());
+        raw[24..28].copy_from_slice(&s.section_type.to_le_bytes());
+        raw[28..32].copy_from_slice(&s.attributes.to_le_bytes());
+    }
+    Ok(())
+}
+
 /// MRTD of a TD built by QEMU ≥ 9 from the TDVF image `tdvf`.
 pub fn mrtd(tdvf: &[u8]) -> Result<[u8; 48], MeasureError> {
     mrtd_with_order(tdvf, PageAddOrder::SinglePass)

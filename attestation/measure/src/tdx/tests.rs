@@ -171,45 +171,34 @@ fn dstack_image_digests_give_quoted_rtmrs() {
 }
 
 /// A synthetic TDVF: 64 KiB image mapped below 4 GiB, with a footer table
-/// pointing at a descriptor of BFV (extended), CFV (added only), TD_HOB and
-/// TempMem (zero pages) and a PAGE_AUG PermMem section.
+/// pointing at a descriptor (at 0x4000, in the gap between CFV and BFV) of
+/// BFV (extended), CFV (added only), TD_HOB and TempMem (zero pages) and a
+/// PAGE_AUG PermMem section.
 fn synthetic_tdvf() -> Vec<u8> {
-    const SIZE: usize = 0x10000;
-    let mut fw: Vec<u8> = (0..SIZE).map(|i| (i * 7 % 251) as u8).collect();
-    let sections: [(u32, u32, u64, u64, u32, u32); 5] = [
-        (0x8000, 0x8000, 0xffff_8000, 0x8000, 0, ATTRIBUTE_MR_EXTEND), // BFV
-        (0x0000, 0x4000, 0xffff_0000, 0x4000, 1, 0),                   // CFV
-        (0, 0, 0x80_9000, 0x2000, 2, 0),                               // TD_HOB
-        (0, 0, 0x80_0000, 0x6000, 3, 0),                               // TempMem
-        (0, 0, 0x1_0000_0000, 0x10_0000, 4, ATTRIBUTE_PAGE_AUG),       // PermMem
-    ];
-    // Descriptor at 0x4000 (inside the CFV-free gap 0x4000..0x8000).
-    let desc = 0x4000;
-    let len = 16 + 32 * sections.len();
-    fw[desc..desc + 4].copy_from_slice(b"TDVF");
-    fw[desc + 4..desc + 8].copy_from_slice(&(len as u32).to_le_bytes());
-    fw[desc + 8..desc + 12].copy_from_slice(&1u32.to_le_bytes());
-    fw[desc + 12..desc + 16].copy_from_slice(&(sections.len() as u32).to_le_bytes());
-    for (i, (off, raw, addr, size, ty, attr)) in sections.iter().enumerate() {
-        let at = desc + 16 + 32 * i;
-        fw[at..at + 4].copy_from_slice(&off.to_le_bytes());
-        fw[at + 4..at + 8].copy_from_slice(&raw.to_le_bytes());
-        fw[at + 8..at + 16].copy_from_slice(&addr.to_le_bytes());
-        fw[at + 16..at + 24].copy_from_slice(&size.to_le_bytes());
-        fw[at + 24..at + 28].copy_from_slice(&ty.to_le_bytes());
-        fw[at + 28..at + 32].copy_from_slice(&attr.to_le_bytes());
-    }
-    // Footer table ending 32 bytes before the image end:
-    // [u32 offset][u16 22][TDX GUID] [u16 total][footer GUID].
-    let footer_end = SIZE - 32;
-    let mut table = Vec::new();
-    table.extend_from_slice(&((SIZE - desc) as u32).to_le_bytes());
-    table.extend_from_slice(&22u16.to_le_bytes());
-    table.extend_from_slice(&ovmf::TDX_METADATA_OFFSET_GUID);
-    table.extend_from_slice(&((table.len() + 18) as u16).to_le_bytes());
-    table.extend_from_slice(&ovmf::FOOTER_TABLE_GUID);
-    fw[footer_end - table.len()..footer_end].copy_from_slice(&table);
+    let mut fw: Vec<u8> = (0..0x10000).map(|i| (i * 7 % 251) as u8).collect();
+    write_tdvf_metadata(&mut fw, 0x4000, &synthetic_sections()).unwrap();
     fw
+}
+
+fn synthetic_sections() -> [TdvfSection; 5] {
+    let s =
+        |data_offset, raw_data_size, memory_address, memory_data_size, section_type, attributes| {
+            TdvfSection {
+                data_offset,
+                raw_data_size,
+                memory_address,
+                memory_data_size,
+                section_type,
+                attributes,
+            }
+        };
+    [
+        s(0x8000, 0x8000, 0xffff_8000, 0x8000, 0, ATTRIBUTE_MR_EXTEND), // BFV
+        s(0x0000, 0x4000, 0xffff_0000, 0x4000, 1, 0),                   // CFV
+        s(0, 0, 0x80_9000, 0x2000, 2, 0),                               // TD_HOB
+        s(0, 0, 0x80_0000, 0x6000, 3, 0),                               // TempMem
+        s(0, 0, 0x1_0000_0000, 0x10_0000, 4, ATTRIBUTE_PAGE_AUG),       // PermMem
+    ]
 }
 
 /// Independent, deliberately naive MRTD: writes every record the TDX module
@@ -278,6 +267,30 @@ fn synthetic_tdvf_mrtd_matches_naive_reimplementation() {
         naive_mrtd(&fw, true)
     );
     assert_ne!(naive_mrtd(&fw, false), naive_mrtd(&fw, true));
+}
+
+#[test]
+fn written_metadata_reads_back() {
+    let fw = synthetic_tdvf();
+    assert_eq!(tdvf_sections(&fw).unwrap(), synthetic_sections());
+    // Bytes outside the descriptor and the footer table are untouched.
+    assert_eq!(fw[0x3fff], (0x3fff * 7 % 251) as u8);
+    assert_eq!(
+        fw[0x4000 + 16 + 32 * 5],
+        ((0x4000 + 16 + 32 * 5) * 7 % 251) as u8
+    );
+    // A descriptor that would run into the footer table is refused.
+    let mut f = vec![0u8; 0x10000];
+    let err = write_tdvf_metadata(&mut f, 0x10000 - 100, &synthetic_sections()).unwrap_err();
+    assert!(matches!(
+        err,
+        MeasureError::Firmware {
+            what: "TDVF descriptor",
+            ..
+        }
+    ));
+    assert!(f.iter().all(|&b| b == 0), "nothing written on refusal");
+    assert!(write_tdvf_metadata(&mut f, 0x10001, &[]).is_err());
 }
 
 #[test]
@@ -566,6 +579,35 @@ proptest! {
         let _ = authenticode_sha384(&data);
         let _ = qemu_patch_kernel(&data, data.len(), 1 << 30);
         crate::fuzz_tdvf(&data);
+    }
+
+    #[test]
+    fn any_valid_descriptor_reads_back_as_written(
+        raw in proptest::collection::vec(
+            (0u32..0x8000, 0u64..0x10_0000, 0u64..16, 0u32..7, any::<bool>(), any::<bool>()),
+            0..12,
+        ),
+    ) {
+        // Page-aligned sections; extended ones take their data from the
+        // first 32 KiB of a 64 KiB image and are at most 8 pages long.
+        let sections: Vec<TdvfSection> = raw
+            .iter()
+            .map(|&(off, page, pages, ty, extend, aug)| {
+                let size = if extend { pages.min(8) * 4096 } else { pages * 4096 };
+                TdvfSection {
+                    data_offset: if extend { off } else { 0 },
+                    raw_data_size: if extend { size as u32 } else { 0 },
+                    memory_address: page * 4096,
+                    memory_data_size: size,
+                    section_type: ty,
+                    attributes: u32::from(extend) * ATTRIBUTE_MR_EXTEND
+                        | u32::from(aug) * ATTRIBUTE_PAGE_AUG,
+                }
+            })
+            .collect();
+        let mut fw = vec![0u8; 0x10000];
+        write_tdvf_metadata(&mut fw, 0x8000, &sections).unwrap();
+        prop_assert_eq!(tdvf_sections(&fw).unwrap(), sections);
     }
 
     #[test]
