@@ -600,8 +600,8 @@ proptest! {
                     memory_address: page * 4096,
                     memory_data_size: size,
                     section_type: ty,
-                    attributes: u32::from(extend) * ATTRIBUTE_MR_EXTEND
-                        | u32::from(aug) * ATTRIBUTE_PAGE_AUG,
+                    attributes: (u32::from(extend) * ATTRIBUTE_MR_EXTEND)
+                        | (u32::from(aug) * ATTRIBUTE_PAGE_AUG),
                 }
             })
             .collect();
