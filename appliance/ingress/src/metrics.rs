@@ -132,7 +132,8 @@ pub struct PortMetrics {
     pub routed: u64,
     /// Connections refused, by reason.
     pub refusals: Refusals,
-    /// Failed `accept` calls (descriptor or memory exhaustion).
+    /// Failed `accept` calls: descriptor or memory exhaustion (the port pauses
+    /// briefly), or a connection that failed before it was taken (skipped).
     pub accept_errors: u64,
 }
 

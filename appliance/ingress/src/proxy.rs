@@ -40,8 +40,9 @@ const INITIAL_TLS_BUFFER: usize = 2048;
 const INITIAL_HTTP_BUFFER: usize = 1024;
 /// Most bytes read and discarded in a lingering close.
 const LINGER_DRAIN_BYTES: usize = 64 * 1024;
-/// Pause after a failed accept (descriptors or memory exhausted) so that the
-/// loop does not spin while the condition lasts.
+/// Pause after an accept failed for want of descriptors or memory, so that
+/// the loop does not spin while the condition lasts. Only then: a failure
+/// that concerns one connection must not stall the port for everyone.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Which port a listener serves.
@@ -152,11 +153,19 @@ impl Ingress {
                 .await;
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,
-                Err(e) if is_fatal_accept_error(&e) => return Err(e),
                 Err(e) => {
                     port.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "ingress accept failed, backing off");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    match accept_failure(&e) {
+                        AcceptFailure::Fatal => return Err(e),
+                        AcceptFailure::OutOfResources => {
+                            tracing::warn!(error = %e, "ingress accept failed, backing off");
+                            tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        }
+                        // The next connection in the queue is fine: no pause.
+                        AcceptFailure::ThisConnection => {
+                            tracing::debug!(error = %e, "ingress accept skipped a connection");
+                        }
+                    }
                     continue;
                 }
             };
@@ -318,6 +327,7 @@ impl Shared {
         route
             .bytes_client_to_upstream
             .fetch_add(replayed, Ordering::Relaxed);
+        route.connections_total.fetch_add(1, Ordering::Relaxed);
         self.port(protocol).routed.fetch_add(1, Ordering::Relaxed);
         // The hello is the VM's now; do not hold its buffer for hours.
         *buf = Vec::new();
@@ -590,19 +600,34 @@ fn connect_in_progress(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock
 }
 
-/// Errors after which the listener cannot accept again.
-fn is_fatal_accept_error(e: &io::Error) -> bool {
+/// What a failed `accept` means for the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptFailure {
+    /// The listener cannot accept again.
+    Fatal,
+    /// Descriptors or memory are exhausted: pause before trying again.
+    OutOfResources,
+    /// Only the connection taken off the queue failed (aborted by its
+    /// client, refused by a firewall rule, or a network error that accept(2)
+    /// passes on, which Linux does): accept the next one at once. Anything
+    /// not known to be fatal or about resources counts here, since every
+    /// such failure consumes its connection.
+    ThisConnection,
+}
+
+fn accept_failure(e: &io::Error) -> AcceptFailure {
     #[cfg(unix)]
-    {
-        matches!(
-            e.raw_os_error(),
-            Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT)
-        )
+    match e.raw_os_error() {
+        Some(libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT) => AcceptFailure::Fatal,
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            AcceptFailure::OutOfResources
+        }
+        _ => AcceptFailure::ThisConnection,
     }
     #[cfg(not(unix))]
     {
         let _ = e;
-        false
+        AcceptFailure::OutOfResources
     }
 }
 
@@ -650,6 +675,36 @@ pub(crate) fn bind_std_reuseport(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only exhaustion pauses the accept loop; a failure of one connection
+    /// (which a client can cause at will) never does.
+    #[cfg(unix)]
+    #[test]
+    fn only_exhaustion_pauses_accepting() {
+        let of = |errno| accept_failure(&io::Error::from_raw_os_error(errno));
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(of(errno), AcceptFailure::OutOfResources, "errno {errno}");
+        }
+        for errno in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK, libc::EFAULT] {
+            assert_eq!(of(errno), AcceptFailure::Fatal, "errno {errno}");
+        }
+        // accept(2): "treat them like EAGAIN by retrying".
+        for errno in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::EPERM,
+            libc::EINTR,
+            libc::ENETDOWN,
+            libc::ENOPROTOOPT,
+            libc::EHOSTDOWN,
+            libc::ENONET,
+            libc::EHOSTUNREACH,
+            libc::EOPNOTSUPP,
+            libc::ENETUNREACH,
+        ] {
+            assert_eq!(of(errno), AcceptFailure::ThisConnection, "errno {errno}");
+        }
+    }
 
     /// `serve` sets TCP_NODELAY on the listener only, counting on Linux to
     /// copy it into every accepted socket.

@@ -28,6 +28,17 @@
 //! wake-up of the reader, fewer per connection), without a `recv` returning
 //! 0 to learn of the EOF.
 //!
+//! TCP urgent data (`MSG_OOB`) is out of band: as with HAProxy and nginx,
+//! the stream goes on without the urgent byte. A read stops short right
+//! before it, and splice does not move past it at all, so where a wrong
+//! "drained" would end the stream or stall it for good (a short read after
+//! the FIN, an empty splice) the relay asks the kernel whether the queue is at
+//! an urgent mark, and reads on if so. A short read with no FIN behind it is
+//! not checked (that would cost a call per burst): bytes queued behind an
+//! urgent byte then wait for the sender's next bytes, or its connection's idle
+//! timeout, which resets it, so a sender of urgent data can only hold up its
+//! own connection and is never told a cut stream was whole.
+//!
 //! EOF on one side is passed on as a half-close (`shutdown(SHUT_WR)`) of the
 //! other while the other direction is still open; when both have ended the
 //! connection is simply closed, which sends the last FIN. The connection also
@@ -193,6 +204,9 @@ async fn pump(
     let _ = pipes;
     let mut bulk = false;
     let mut capped = notsent_lowat == 0;
+    // The queue holds bytes behind an urgent mark that readiness may not
+    // show: read at once, until the queue is empty.
+    let mut read_on = false;
     loop {
         if bulk && !capped {
             capped = true;
@@ -202,33 +216,47 @@ async fn pump(
                 tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT refused");
             }
         }
-        let ready = src.ready(Interest::READABLE | Interest::ERROR).await?;
-        if eof_known(ready) {
-            return Ok(());
-        }
-        if ready.is_error() && !ready.is_readable() {
-            // An error with nothing left to read (otherwise the reads below
-            // pass on what came before it, then meet it): end with it now,
-            // since the read would wait for a readiness that never comes.
-            return Err(src
-                .take_error()?
-                .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
-        }
-        let fin_came = fin_came(ready);
-        #[cfg(target_os = "linux")]
-        if bulk && splicer.usable() {
-            match splicer.step(src, dst, counter, activity).await? {
-                linux::Spliced::Nothing => continue,
-                linux::Spliced::Eof => return Ok(()),
-                linux::Spliced::Moved(n) => {
-                    bulk = n >= COPY_BUF;
-                    continue;
-                }
-                // No pipe now, or splice refused: copy this burst.
-                linux::Spliced::Unavailable => {}
+        let read = if read_on {
+            Read::On
+        } else {
+            let ready = src.ready(Interest::READABLE | Interest::ERROR).await?;
+            if eof_known(ready) {
+                return Ok(());
             }
-        }
-        match copy_burst(src, dst, counter, activity, fin_came)? {
+            if ready.is_error() && !ready.is_readable() {
+                // An error with nothing left to read (otherwise the reads below
+                // pass on what came before it, then meet it): end with it now,
+                // since the read would wait for a readiness that never comes.
+                return Err(src
+                    .take_error()?
+                    .unwrap_or_else(|| io::ErrorKind::ConnectionReset.into()));
+            }
+            #[cfg(target_os = "linux")]
+            if bulk && splicer.usable() {
+                match splicer.step(src, dst, counter, activity).await? {
+                    // Splice stops at an urgent mark: "nothing" or "EOF"
+                    // there may have bytes behind them.
+                    linux::Spliced::Nothing | linux::Spliced::Eof if at_urgent_mark(src) => {
+                        bulk = false;
+                        read_on = true;
+                        continue;
+                    }
+                    linux::Spliced::Nothing => continue,
+                    linux::Spliced::Eof => return Ok(()),
+                    linux::Spliced::Moved(n) => {
+                        bulk = n >= COPY_BUF;
+                        continue;
+                    }
+                    // No pipe now, or splice refused: copy this burst.
+                    linux::Spliced::Unavailable => {}
+                }
+            }
+            Read::Ready {
+                fin_came: fin_came(ready),
+            }
+        };
+        read_on = false;
+        match copy_burst(src, dst, counter, activity, read)? {
             Copied::Nothing => {}
             Copied::Eof | Copied::Last => return Ok(()),
             Copied::All(n) => bulk = n == COPY_BUF,
@@ -236,7 +264,66 @@ async fn pump(
                 bulk = false;
                 write_rest(dst, &rest).await?;
             }
+            Copied::More(rest) => {
+                bulk = false;
+                read_on = true;
+                if let Some(rest) = rest {
+                    write_rest(dst, &rest).await?;
+                }
+            }
         }
+    }
+}
+
+/// How a copy burst reads.
+#[derive(Clone, Copy)]
+enum Read {
+    /// After a readiness event; `fin_came`: `src`'s FIN had arrived before
+    /// it (see [`fin_came`]).
+    Ready { fin_came: bool },
+    /// Right away, whatever the readiness says, after a read that stopped
+    /// at an urgent mark: a short read proves nothing, only `EAGAIN` or EOF
+    /// end the reading.
+    On,
+}
+
+/// True when the next byte of `src`'s queue is TCP urgent data
+/// (`SIOCATMARK`): a `recv` stops short before it (and passes it the next
+/// time), splice does not pass it.
+fn at_urgent_mark(src: &TcpStream) -> bool {
+    #[cfg(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "riscv64"
+        )
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        /// asm-generic/sockios.h (x86 and arm included).
+        const SIOCATMARK: libc::c_ulong = 0x8905;
+        let mut at: libc::c_int = 0;
+        // SAFETY: the descriptor belongs to `src`, alive for this call;
+        // SIOCATMARK writes one int.
+        let rc = unsafe { libc::ioctl(src.as_raw_fd(), SIOCATMARK as _, &mut at) };
+        rc == 0 && at != 0
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        any(
+            target_arch = "x86_64",
+            target_arch = "x86",
+            target_arch = "aarch64",
+            target_arch = "arm",
+            target_arch = "riscv64"
+        )
+    )))]
+    {
+        let _ = src;
+        false
     }
 }
 
@@ -269,22 +356,30 @@ enum Copied {
     All(usize),
     /// `dst` could not take everything: these bytes are still to send.
     Part(Vec<u8>),
+    /// Read up to an urgent mark, or on after one: `src` may hold more,
+    /// which readiness will not announce. Sent all, or these bytes are
+    /// still to send.
+    More(Option<Vec<u8>>),
 }
 
 /// One `recv` into a stack buffer and as many `send`s as `dst` takes now;
-/// only bytes `dst` cannot take yet are copied to the heap. `fin_came`:
-/// `src`'s FIN had arrived before this burst (see [`fin_came`]).
+/// only bytes `dst` cannot take yet are copied to the heap.
 fn copy_burst(
     src: &TcpStream,
     dst: &TcpStream,
     counter: &AtomicU64,
     activity: &Activity,
-    fin_came: bool,
+    read: Read,
 ) -> io::Result<Copied> {
     let mut buf = [MaybeUninit::<u8>::uninit(); COPY_BUF];
-    let n = match drained_io(src, Interest::READABLE, COPY_BUF, || {
-        sys::recv(src, &mut buf)
-    }) {
+    let received = match read {
+        Read::Ready { .. } => drained_io(src, Interest::READABLE, COPY_BUF, || {
+            sys::recv(src, &mut buf)
+        }),
+        // Readiness was cleared by the read that stopped at the mark.
+        Read::On => sys::recv(src, &mut buf),
+    };
+    let n = match received {
         Ok(0) => return Ok(Copied::Eof),
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Copied::Nothing),
@@ -294,8 +389,13 @@ fn copy_burst(
     let data = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n) };
     counter.fetch_add(n as u64, Ordering::Relaxed);
     activity.touch();
-    // A short read after the FIN drained the queue: nothing follows.
-    let last = fin_came && n < COPY_BUF;
+    // A short read after the FIN drained the queue, nothing follows, unless
+    // it stopped at an urgent mark.
+    let more = match read {
+        Read::On => true,
+        Read::Ready { fin_came } => fin_came && n < COPY_BUF && at_urgent_mark(src),
+    };
+    let last = matches!(read, Read::Ready { fin_came: true }) && n < COPY_BUF && !more;
     let mut sent = 0;
     while sent < n {
         let left = &data[sent..];
@@ -305,12 +405,23 @@ fn copy_burst(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(m) => sent += m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Ok(Copied::Part(left.to_vec()))
+                let rest = left.to_vec();
+                return Ok(if more {
+                    Copied::More(Some(rest))
+                } else {
+                    Copied::Part(rest)
+                });
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(if last { Copied::Last } else { Copied::All(n) })
+    Ok(if more {
+        Copied::More(None)
+    } else if last {
+        Copied::Last
+    } else {
+        Copied::All(n)
+    })
 }
 
 /// Sends what `dst` could not take during a burst, waiting as it drains.
@@ -940,6 +1051,57 @@ mod tests {
         drop(client);
         assert!(matches!(ended(relay).await, RelayEnd::Done));
         drop(upstream);
+    }
+
+    /// TCP urgent data (`MSG_OOB`) behind ordinary bytes: a read stops short
+    /// before the urgent byte and splice does not pass it, so neither may be
+    /// taken for a drained queue. The stream arrives whole, without the
+    /// out-of-band byte, and then the EOF: from the copy path and from the
+    /// splice path of a bulk transfer, with the FIN queued behind it or sent
+    /// later.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn urgent_data_neither_truncates_nor_stalls_a_stream() {
+        let (_t, state) = table();
+        let pipes = Arc::new(PipePool::new(4));
+        for (before, fin_queued) in [(4, true), (3 * COPY_BUF, true), (3 * COPY_BUF, false)] {
+            let case = format!("{before} bytes before the urgent byte, FIN queued: {fin_queued}");
+            let (mut client, a) = pair().await;
+            let (b, mut upstream) = pair().await;
+            let mut expected: Vec<u8> = (0..before).map(|i| (i % 251) as u8).collect();
+            let tail = b"after the urgent byte";
+            // All of it queued at the relay's socket before the relay reads.
+            client.write_all(&expected).await.unwrap();
+            let oob = socket2::SockRef::from(&client)
+                .send_out_of_band(b"!")
+                .unwrap();
+            assert_eq!(oob, 1);
+            client.write_all(tail).await.unwrap();
+            if fin_queued {
+                client.shutdown().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let relay = spawn_relay(a, b, &pipes, &state, Duration::from_secs(30));
+            expected.extend_from_slice(tail);
+            let mut got = vec![0u8; expected.len()];
+            tokio::time::timeout(Duration::from_secs(5), upstream.read_exact(&mut got))
+                .await
+                .unwrap_or_else(|_| panic!("{case}: the bytes after the urgent byte stall"))
+                .unwrap_or_else(|e| panic!("{case}: stream cut short: {e}"));
+            assert!(got == expected, "{case}: other bytes arrived");
+            if !fin_queued {
+                client.shutdown().await.unwrap();
+            }
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), upstream.read_to_end(&mut rest))
+                .await
+                .unwrap_or_else(|_| panic!("{case}: no EOF"))
+                .unwrap();
+            assert!(rest.is_empty(), "{case}: {} bytes more", rest.len());
+            drop((client, upstream));
+            let end = ended(relay).await;
+            assert!(matches!(end, RelayEnd::Done), "{case}: {end:?}");
+        }
     }
 
     #[tokio::test]

@@ -18,6 +18,11 @@
 //! by claiming it, take it offline); if neither held it, nobody gets it until
 //! the conflict is gone. Conflicts and invalid names are reported in the
 //! [`RouteUpdate`]; the ledger is expected to prevent them in the first place.
+//! "A name" is one exact string, as on the ledger: a wildcard and an exact
+//! name it covers are two names and never conflict, so a contract holding
+//! `api.example.com` gets that name's connections even while another holds
+//! `*.example.com`, whichever came first. The ledger's documentation of
+//! custom domains says what that leaves to the names' owners.
 //!
 //! Each contract's counters and live-connection registry ([`RouteState`])
 //! survive updates that keep the contract. When a contract leaves the table
@@ -158,7 +163,6 @@ impl RouteState {
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| AcquireError::Full)?;
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
         Ok(RouteSlot {
             state: self.clone(),
         })
@@ -237,7 +241,8 @@ pub struct RouteMetrics {
     pub contract_id: u64,
     /// Names routed to this contract (rejected ones excluded), sorted.
     pub names: Vec<String>,
-    /// Connections routed since the route appeared.
+    /// Connections routed since the route appeared: the VM took them (those
+    /// it did not take count in `refused_upstream_unreachable`).
     pub connections_total: u64,
     /// Connections open now.
     pub connections_active: u32,
@@ -659,6 +664,9 @@ mod tests {
         drop(slot_two);
         drop(slot_one);
         assert_eq!(one.state.active_connections(), 0);
+        // Only connections the VM took count as routed (the ingress counts
+        // them once connected); a slot alone is not one.
+        one.state.connections_total.fetch_add(1, Ordering::Relaxed);
         let m = table.metrics();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].connections_total, 1);

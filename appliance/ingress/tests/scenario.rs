@@ -401,6 +401,7 @@ async fn refusals_close_without_routing_by_guess() {
     assert_eq!(m.tls.routed, 0);
     let down = m.routes.iter().find(|r| r.contract_id == 2).unwrap();
     assert_eq!(down.refused_upstream_unreachable, 1);
+    assert_eq!(down.connections_total, 0, "a connection the VM never took");
 
     // The same GREASE hello is routed on its outer name when the policy says so.
     let lenient = start_ingress(

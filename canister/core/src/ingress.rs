@@ -49,7 +49,9 @@
 //!   record left in place after the owner's contract ended, or a wildcard
 //!   record covering names the owner did not register (`*.example.com` does
 //!   not reserve `api.example.com`: they are different strings, and the
-//!   ingress prefers an exact name over a wildcard). Owners should register a
+//!   ingress prefers an exact name over a wildcard, even another contract's;
+//!   refusing names under someone's wildcard would instead let one wildcard
+//!   registration block every name under it). Owners should register a
 //!   name before pointing DNS at a node, remove the record when the contract
 //!   ends, and restrict issuance to their own ACME account with a CAA record
 //!   (`accounturi`, RFC 8657).
