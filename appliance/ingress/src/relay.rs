@@ -217,6 +217,10 @@ async fn pump(
             }
         }
         let read = if read_on {
+            // No readiness to wait for here: without this a sender that keeps
+            // the queue from ever running dry would keep this task from ever
+            // yielding, and the other connections of this worker waiting.
+            tokio::task::coop::consume_budget().await;
             Read::On
         } else {
             let ready = src.ready(Interest::READABLE | Interest::ERROR).await?;
