@@ -63,7 +63,8 @@
 //! a debug policy and predicts the launch measurement from the very files,
 //! command line and vCPU shape the VMM gets; the resulting launch manifest
 //! (`dc-launch/v1`) is journaled with the VM. The contract is reported active
-//! with the predicted measurement (SNP MEASUREMENT or TDX MRTD) and, as its
+//! with the predicted measurement (SNP MEASUREMENT; TDX MRTD, RTMR1 and RTMR2)
+//! and, as its
 //! evidence hash, SHA-256 of the manifest's canonical JSON, so a developer
 //! can check a report from the VM against the ledger before using it.
 //! Regular VMs have no evidence: their hash is SHA-256 of the ASCII marker
@@ -1651,22 +1652,31 @@ pub fn ingress_routes(
 
 /// What is published with an active contract: the evidence hash (SHA-256
 /// of the launch manifest's canonical JSON for a confidential VM,
-/// [`no_evidence_hash`] otherwise) and the predicted launch measurement.
+/// [`no_evidence_hash`] otherwise) and the predicted launch measurement:
+/// SEV-SNP MEASUREMENT, or TDX MRTD, RTMR1 and RTMR2 (MRTD alone covers the
+/// firmware, not the kernel, initrd and command line a direct boot loads).
 fn launch_publication(
     launch: Option<&LaunchManifest>,
-) -> Result<([u8; 32], Option<[u8; 48]>), AgentError> {
+) -> Result<([u8; 32], Option<Vec<u8>>), AgentError> {
     let Some(m) = launch else {
         return Ok((no_evidence_hash(), None));
     };
-    let measurement: [u8; 48] = hex::decode(&m.measurement)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            AgentError::Other(format!(
-                "journaled launch measurement {:?} is not 48 bytes",
-                m.measurement
-            ))
-        })?;
+    let register = |what: &str, hex_digest: Option<&String>| -> Result<[u8; 48], AgentError> {
+        hex_digest
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                AgentError::Other(format!(
+                    "journaled launch manifest of contract {}: {what} {hex_digest:?} is not 48 bytes",
+                    m.contract_id
+                ))
+            })
+    };
+    let mut measurement = register("measurement", Some(&m.measurement))?.to_vec();
+    if m.platform == Platform::Tdx {
+        measurement.extend_from_slice(&register("rtmr1", m.rtmr1.as_ref())?);
+        measurement.extend_from_slice(&register("rtmr2", m.rtmr2.as_ref())?);
+    }
     Ok((m.hash(), Some(measurement)))
 }
 
@@ -1694,6 +1704,59 @@ fn remove_dir_if_inside(dir: &Path, parent: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::journal::tests::record;
+
+    fn manifest(platform: Platform) -> LaunchManifest {
+        LaunchManifest {
+            format: crate::confidential::MANIFEST_FORMAT.into(),
+            contract_id: 7,
+            platform,
+            backend: dc_vmm::BackendKind::Qemu,
+            measurement: hex::encode([1u8; 48]),
+            host_data: None,
+            mrconfigid: None,
+            snp_policy: None,
+            snp_sev_features: None,
+            vcpus: 2,
+            vcpu_type: "host".into(),
+            memory_mib: 2048,
+            firmware_sha256: hex::encode([0u8; 32]),
+            kernel_sha256: hex::encode([0u8; 32]),
+            initrd_sha256: None,
+            cmdline: "console=ttyS0".into(),
+            rtmr1: None,
+            rtmr2: None,
+            not_predicted: Vec::new(),
+            snp_measure_input: None,
+        }
+    }
+
+    /// SEV-SNP publishes MEASUREMENT; TDX publishes MRTD, RTMR1 and RTMR2,
+    /// in that order, so that the kernel, initrd and command line a direct
+    /// boot loads are covered too; a TDX manifest without its RTMRs
+    /// publishes nothing.
+    #[test]
+    fn the_published_measurement_covers_what_the_platform_measures() {
+        let snp = manifest(Platform::SevSnp);
+        let (hash, published) = launch_publication(Some(&snp)).unwrap();
+        assert_eq!(hash, snp.hash());
+        assert_eq!(published, Some(vec![1u8; 48]));
+
+        let mut tdx = manifest(Platform::Tdx);
+        tdx.rtmr1 = Some(hex::encode([2u8; 48]));
+        tdx.rtmr2 = Some(hex::encode([3u8; 48]));
+        let (_, published) = launch_publication(Some(&tdx)).unwrap();
+        let want: Vec<u8> = [[1u8; 48], [2; 48], [3; 48]].concat();
+        assert_eq!(published, Some(want));
+
+        tdx.rtmr2 = None;
+        let err = launch_publication(Some(&tdx)).unwrap_err().to_string();
+        assert!(err.contains("rtmr2"), "{err}");
+        tdx.rtmr2 = Some("abcd".into());
+        assert!(launch_publication(Some(&tdx)).is_err());
+
+        let (hash, published) = launch_publication(None).unwrap();
+        assert_eq!((hash, published), (no_evidence_hash(), None));
+    }
     use crate::resources::{EffectiveLimits, GpuGroup};
     use dc_ledger_core::Resources;
 

@@ -135,7 +135,8 @@ pub struct LaunchPlan {
     pub confidential: Confidential,
     /// The spec's `boot`: the artifacts that were measured.
     pub boot: Boot,
-    /// Predicted SEV-SNP MEASUREMENT or TDX MRTD.
+    /// Predicted SEV-SNP MEASUREMENT or TDX MRTD (TDX publishes RTMR1 and
+    /// RTMR2, from the manifest, after it).
     pub measurement: [u8; 48],
     /// The QEMU `-cpu` model the launch uses (for SEV-SNP, part of the
     /// measurement).

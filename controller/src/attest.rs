@@ -13,10 +13,10 @@ use dc_attestation::{measure, nvidia, snp, tdx, Checks};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use dc_ledger_core::{Contract, LAUNCH_MEASUREMENT_LEN};
+use dc_ledger_core::Contract;
 
 use crate::exit::CliError;
-use crate::market::{fetch_contract, published_measurement, ContractBinding};
+use crate::market::{fetch_contract, published_measurement, ContractBinding, PublishedMeasurement};
 use crate::output::Output;
 use crate::Context;
 
@@ -36,11 +36,12 @@ VCEK/VLEK (SNP) or collateral (TDX) as files, or add --fetch to get them from
 AMD's key server or Intel's PCS (cached under --cache-dir).
 
 `verify evidence --contract ID` reads the contract from the ledger (--ledger)
-and requires the report's launch measurement (SNP MEASUREMENT, TDX MRTD) to
-equal the one the contract published, and its HOST_DATA (SNP) or MRCONFIGID
-(TDX) to equal the contract's binding (both shown by `dcctl contract show ID`).
-A contract without a published measurement fails the check
-contract_launch_measurement; an unreachable ledger exits 3.
+and requires the report's launch measurement (SNP MEASUREMENT; TDX MRTD,
+RTMR1 and RTMR2, so the kernel, initrd and command line too) to equal the one
+the contract published, and its HOST_DATA (SNP) or MRCONFIGID (TDX) to equal
+the contract's binding (both shown by `dcctl contract show ID`). A contract
+without a published measurement, or with one of the other platform, fails
+the check contract_launch_measurement; an unreachable ledger exits 3.
 
 Examples:
   dcctl verify snp --report report.bin --vcek vcek.der --expect-measurement 7f51…
@@ -643,26 +644,64 @@ pub async fn verify_nvidia(out: Output, a: NvidiaArgs) -> Result<(), CliError> {
 fn add_contract_checks(
     v: &mut BundleVerification,
     c: &Contract,
-    measurement: &Result<Option<[u8; LAUNCH_MEASUREMENT_LEN]>, String>,
+    measurement: &Result<Option<PublishedMeasurement>, String>,
 ) {
-    let cpu_items = v
-        .items
-        .iter()
-        .filter(|i| matches!(i, ItemVerification::Snp(_) | ItemVerification::Tdx(_)))
-        .count();
+    let count = |tdx: bool| {
+        v.items
+            .iter()
+            .filter(|i| match i {
+                ItemVerification::Snp(_) => !tdx,
+                ItemVerification::Tdx(_) => tdx,
+                ItemVerification::Nvidia(_) => false,
+            })
+            .count()
+    };
+    let (snp_items, tdx_items) = (count(false), count(true));
+    let cpu_items = snp_items + tdx_items;
     let mut ok = true;
     let mut check = |name: &str, passed: bool, detail: String| {
         ok &= passed;
         v.checks.push(name, passed, detail);
     };
     match measurement {
-        Ok(Some(m)) => check(
+        // A report of the other platform would be checked against nothing.
+        Ok(Some(PublishedMeasurement::Snp(m))) if tdx_items > 0 => check(
+            "contract_launch_measurement",
+            false,
+            format!(
+                "contract {} published 48 bytes ({}): an SEV-SNP MEASUREMENT, or a TDX MRTD \
+                 alone, which leaves the kernel unmeasured; the bundle has TDX evidence, which \
+                 needs MRTD, RTMR1 and RTMR2",
+                c.id,
+                hex::encode(m)
+            ),
+        ),
+        Ok(Some(PublishedMeasurement::Tdx { .. })) if snp_items > 0 => check(
+            "contract_launch_measurement",
+            false,
+            format!(
+                "contract {} published a TDX measurement; the bundle has SEV-SNP evidence",
+                c.id
+            ),
+        ),
+        Ok(Some(PublishedMeasurement::Snp(m))) => check(
             "contract_launch_measurement",
             true,
             format!(
-                "contract {} published {}; the SNP MEASUREMENT or TDX MRTD must equal it",
+                "contract {} published {}; the SNP MEASUREMENT must equal it",
                 c.id,
                 hex::encode(m)
+            ),
+        ),
+        Ok(Some(PublishedMeasurement::Tdx { mrtd, rtmr1, rtmr2 })) => check(
+            "contract_launch_measurement",
+            true,
+            format!(
+                "contract {} published MRTD {}, RTMR1 {}, RTMR2 {}; the TDX report's must equal them",
+                c.id,
+                hex::encode(mrtd),
+                hex::encode(rtmr1),
+                hex::encode(rtmr2)
             ),
         ),
         Ok(None) => check(
@@ -725,15 +764,22 @@ pub async fn verify_evidence(ctx: &Context, a: EvidenceArgs) -> Result<(), CliEr
     };
     // The contract's expectations go through the verifiers' own policy
     // fields (clap keeps the --expect-* flags out), so the checks are the
-    // usual `measurement`, `host_data`, `mrtd` and `mrconfigid` of each item.
+    // usual `measurement`, `host_data`, `mrtd`, `rtmr1`, `rtmr2` and
+    // `mrconfigid` of each item.
     let contract = match a.contract {
         Some(id) => {
             let c = fetch_contract(ctx, id).await?;
             let measurement = published_measurement(&c);
             let binding = ContractBinding::of(&c);
-            if let Ok(Some(m)) = measurement {
-                policy.snp.expected_measurement = Some(m);
-                policy.tdx.expected_mrtd = Some(m);
+            match measurement {
+                Ok(Some(PublishedMeasurement::Snp(m))) => policy.snp.expected_measurement = Some(m),
+                Ok(Some(PublishedMeasurement::Tdx { mrtd, rtmr1, rtmr2 })) => {
+                    policy.tdx.expected_mrtd = Some(mrtd);
+                    policy.tdx.expected_rtmrs[1] = Some(rtmr1);
+                    policy.tdx.expected_rtmrs[2] = Some(rtmr2);
+                }
+                // contract_launch_measurement fails.
+                Ok(None) | Err(_) => {}
             }
             policy.snp.expected_host_data = Some(binding.snp_host_data);
             policy.tdx.expected_mrconfigid = Some(binding.tdx_mrconfigid);
@@ -940,6 +986,75 @@ mod tests {
             !e.ok && e.detail.contains("no SEV-SNP or TDX evidence"),
             "{e:?}"
         );
+    }
+
+    /// A bundle item of each platform, failed (no real evidence): only the
+    /// contract checks matter here.
+    fn with_item(tdx: bool) -> BundleVerification {
+        let mut v = verified_without_items();
+        v.items.push(if tdx {
+            ItemVerification::Tdx(Box::new(tdx::verify(
+                b"",
+                b"",
+                &tdx::TdxPolicy::default(),
+                0,
+                None,
+            )))
+        } else {
+            let evidence = snp::SnpEvidence {
+                report: b"",
+                endorsement_key: None,
+                chain: None,
+            };
+            ItemVerification::Snp(Box::new(snp::verify(
+                &evidence,
+                &snp::SnpPolicy::default(),
+                0,
+            )))
+        });
+        v
+    }
+
+    /// TDX evidence is checked against MRTD, RTMR1 and RTMR2 (144 bytes
+    /// published); a 48-byte publication (SEV-SNP, or an MRTD alone, which
+    /// would leave the kernel to the host) fails it, and a TDX publication
+    /// fails SEV-SNP evidence.
+    #[test]
+    fn the_published_measurement_must_be_the_evidences_platform() {
+        let tdx_published: Vec<u8> = [[1u8; 48], [2; 48], [3; 48]].concat();
+        let c = contract(Some(tdx_published));
+        let m = published_measurement(&c).unwrap();
+        assert_eq!(
+            m,
+            Some(PublishedMeasurement::Tdx {
+                mrtd: [1; 48],
+                rtmr1: [2; 48],
+                rtmr2: [3; 48]
+            })
+        );
+        let mut v = with_item(true);
+        add_contract_checks(&mut v, &c, &Ok(m));
+        let check = v.checks.get("contract_launch_measurement").unwrap();
+        assert!(check.ok && check.detail.contains("RTMR2"), "{check:?}");
+        let mut v = with_item(false);
+        add_contract_checks(&mut v, &c, &Ok(m));
+        let check = v.checks.get("contract_launch_measurement").unwrap();
+        assert!(
+            !check.ok && check.detail.contains("SEV-SNP evidence"),
+            "{check:?}"
+        );
+        assert!(!v.verified);
+
+        let c = contract(Some(vec![9; 48]));
+        let m = published_measurement(&c).unwrap();
+        assert_eq!(m, Some(PublishedMeasurement::Snp([9; 48])));
+        let mut v = with_item(true);
+        add_contract_checks(&mut v, &c, &Ok(m));
+        let check = v.checks.get("contract_launch_measurement").unwrap();
+        assert!(!check.ok && check.detail.contains("MRTD"), "{check:?}");
+        let mut v = with_item(false);
+        add_contract_checks(&mut v, &c, &Ok(m));
+        assert!(v.checks.get("contract_launch_measurement").unwrap().ok);
     }
 
     #[test]

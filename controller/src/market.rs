@@ -7,6 +7,7 @@ use dc_identity::{Delegation, Identity, Permission};
 use dc_ledger_core::{
     validate_domains, Account, Confidential, Contract, IngressSettings, LedgerError, OfferMatch,
     ProviderProfile, RegisterNodeArgs, SearchQuery, LAUNCH_MEASUREMENT_LEN,
+    TDX_LAUNCH_MEASUREMENT_LEN,
 };
 use serde_json::{json, Value};
 
@@ -114,21 +115,46 @@ impl ContractBinding {
     }
 }
 
+/// A contract's published launch measurement, by platform (the contract
+/// does not name its platform; the length does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishedMeasurement {
+    /// 48 bytes: an SEV-SNP MEASUREMENT. (A TDX node before RTMRs were
+    /// published also wrote 48 bytes, its MRTD alone: a TDX report never
+    /// matches this kind, since MRTD leaves the kernel unmeasured.)
+    Snp([u8; LAUNCH_MEASUREMENT_LEN]),
+    /// 144 bytes: TDX MRTD, RTMR1 and RTMR2.
+    Tdx {
+        mrtd: [u8; LAUNCH_MEASUREMENT_LEN],
+        rtmr1: [u8; LAUNCH_MEASUREMENT_LEN],
+        rtmr2: [u8; LAUNCH_MEASUREMENT_LEN],
+    },
+}
+
 /// The launch measurement a contract published, checked for length: the
-/// ledger only stores 48-byte ones, but `dcctl` does not trust the ledger's
-/// reply to be well formed. `Ok(None)` when none was published.
-pub fn published_measurement(c: &Contract) -> Result<Option<[u8; LAUNCH_MEASUREMENT_LEN]>, String> {
-    match &c.launch_measurement {
-        None => Ok(None),
-        Some(m) => <[u8; LAUNCH_MEASUREMENT_LEN]>::try_from(m.as_slice())
-            .map(Some)
-            .map_err(|_| {
-                format!(
-                    "contract {} published a launch measurement of {} bytes, expected {LAUNCH_MEASUREMENT_LEN}",
-                    c.id,
-                    m.len()
-                )
-            }),
+/// ledger only stores well-formed ones, but `dcctl` does not trust the
+/// ledger's reply to be. `Ok(None)` when none was published.
+pub fn published_measurement(c: &Contract) -> Result<Option<PublishedMeasurement>, String> {
+    let Some(m) = &c.launch_measurement else {
+        return Ok(None);
+    };
+    let register = |i: usize| {
+        let mut r = [0u8; LAUNCH_MEASUREMENT_LEN];
+        r.copy_from_slice(&m[i * LAUNCH_MEASUREMENT_LEN..(i + 1) * LAUNCH_MEASUREMENT_LEN]);
+        r
+    };
+    match m.len() {
+        LAUNCH_MEASUREMENT_LEN => Ok(Some(PublishedMeasurement::Snp(register(0)))),
+        TDX_LAUNCH_MEASUREMENT_LEN => Ok(Some(PublishedMeasurement::Tdx {
+            mrtd: register(0),
+            rtmr1: register(1),
+            rtmr2: register(2),
+        })),
+        n => Err(format!(
+            "contract {} published a launch measurement of {n} bytes, expected \
+             {LAUNCH_MEASUREMENT_LEN} (SEV-SNP) or {TDX_LAUNCH_MEASUREMENT_LEN} (TDX)",
+            c.id
+        )),
     }
 }
 

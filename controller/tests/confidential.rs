@@ -194,7 +194,12 @@ fn a_published_measurement_is_shown_with_the_binding_and_checked_against_evidenc
             other => panic!("a confidential VM without a measurement must be refused: {other:?}"),
         }
         let c = node
-            .report_active_with_measurement(snp, "snp.example".into(), [1; 32], Some(measurement))
+            .report_active_with_measurement(
+                snp,
+                "snp.example".into(),
+                [1; 32],
+                Some(measurement.to_vec()),
+            )
             .await
             .unwrap();
         assert_eq!(c.launch_measurement.as_deref(), Some(&measurement.to_vec()));
@@ -202,7 +207,7 @@ fn a_published_measurement_is_shown_with_the_binding_and_checked_against_evidenc
             other,
             "other.example".into(),
             [2; 32],
-            Some(other_measurement),
+            Some(other_measurement.to_vec()),
         )
         .await
         .unwrap();
@@ -211,7 +216,7 @@ fn a_published_measurement_is_shown_with_the_binding_and_checked_against_evidenc
                 plain,
                 "plain.example".into(),
                 [3; 32],
-                Some([7; 48])
+                Some(vec![7; 48])
             )
             .await,
             Err(ClientError::Ledger(LedgerError::InvalidArgument { .. }))

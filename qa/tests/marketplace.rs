@@ -529,7 +529,7 @@ fn marketplace_round_through_dcctl() {
             c1,
             "c1.node1.example".into(),
             [7; 32],
-            Some([0x4d; 48]),
+            Some(vec![0x4d; 48]),
         )
         .await
         .unwrap();

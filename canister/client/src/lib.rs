@@ -498,7 +498,7 @@ impl LedgerClient {
 
     /// Node reports the VM running and publishes, for a confidential VM, the
     /// launch measurement it computed before launching it (SEV-SNP
-    /// MEASUREMENT or TDX MRTD). The ledger requires it exactly when the
+    /// MEASUREMENT; TDX MRTD, RTMR1 and RTMR2). The ledger requires it exactly when the
     /// contract's offering is confidential, and records it on the contract
     /// for developers to compare with the VM's attestation report.
     pub async fn report_active_with_measurement(
@@ -506,13 +506,13 @@ impl LedgerClient {
         contract_id: u64,
         endpoint: String,
         evidence_hash: [u8; 32],
-        launch_measurement: Option<[u8; LAUNCH_MEASUREMENT_LEN]>,
+        launch_measurement: Option<Vec<u8>>,
     ) -> ClientResult<Contract> {
         let args = ReportActiveArgs {
             contract_id,
             endpoint,
             evidence_hash: serde_bytes::ByteBuf::from(evidence_hash.to_vec()),
-            launch_measurement: launch_measurement.map(|m| serde_bytes::ByteBuf::from(m.to_vec())),
+            launch_measurement: launch_measurement.map(serde_bytes::ByteBuf::from),
         };
         flatten(self.update("report_active", args).await?)
     }

@@ -34,7 +34,7 @@ pub const MAX_LIST_LIMIT: u32 = 1_000;
 fn measurement_name(platform: Confidential) -> &'static str {
     match platform {
         Confidential::SevSnp => "the SEV-SNP MEASUREMENT",
-        Confidential::Tdx => "the TDX MRTD",
+        Confidential::Tdx => "the TDX MRTD, RTMR1 and RTMR2, concatenated",
         Confidential::None => "none",
     }
 }
@@ -304,8 +304,8 @@ impl Ledger {
     }
 
     /// Checks the launch measurement a node reports against what the contract
-    /// sold: a confidential offering (SEV-SNP, TDX) needs one of
-    /// [`LAUNCH_MEASUREMENT_LEN`] bytes, any other offering none.
+    /// sold: a confidential offering needs one of its platform's length
+    /// ([`Confidential::launch_measurement_len`]), any other offering none.
     ///
     /// Fails closed when the offering was withdrawn after the rent: the
     /// contract does not record its platform, so the ledger cannot tell whether
@@ -343,20 +343,24 @@ impl Ledger {
                 "launch_measurement",
                 format!(
                     "offering {} is {}: the node must publish the VM's launch measurement \
-                     ({LAUNCH_MEASUREMENT_LEN} bytes, {})",
+                     ({} bytes, {})",
                     c.offering_id,
                     platform.as_str(),
+                    platform.launch_measurement_len().unwrap_or(0),
                     measurement_name(platform)
                 ),
             )),
-            (_, Some(m)) if m.len() != LAUNCH_MEASUREMENT_LEN => Err(LedgerError::invalid(
-                "launch_measurement",
-                format!(
-                    "expected {LAUNCH_MEASUREMENT_LEN} bytes ({}), found {}",
-                    measurement_name(platform),
-                    m.len()
-                ),
-            )),
+            (_, Some(m)) if Some(m.len()) != platform.launch_measurement_len() => {
+                Err(LedgerError::invalid(
+                    "launch_measurement",
+                    format!(
+                        "expected {} bytes ({}), found {}",
+                        platform.launch_measurement_len().unwrap_or(0),
+                        measurement_name(platform),
+                        m.len()
+                    ),
+                ))
+            }
             (_, Some(_)) => Ok(()),
         }
     }

@@ -17,9 +17,14 @@ pub type Subaccount = [u8; 32];
 pub const HOUR_NS: u64 = 3_600_000_000_000;
 /// One DCT in e9s.
 pub const E9S_PER_TOKEN: u64 = 1_000_000_000;
-/// Bytes of a confidential VM's launch measurement: SEV-SNP MEASUREMENT and
-/// TDX MRTD are both SHA-384 digests.
+/// Bytes of one launch measurement register: SEV-SNP MEASUREMENT and the
+/// TDX MRTD and RTMRs are all SHA-384 digests. An SEV-SNP VM's launch
+/// measurement is this long.
 pub const LAUNCH_MEASUREMENT_LEN: usize = 48;
+/// Bytes of a TDX VM's launch measurement: MRTD (the firmware), RTMR1 (the
+/// kernel) and RTMR2 (command line and initrd), concatenated. MRTD alone
+/// would leave the kernel a direct boot loads to the host's choosing.
+pub const TDX_LAUNCH_MEASUREMENT_LEN: usize = 3 * LAUNCH_MEASUREMENT_LEN;
 
 /// An ICRC-1 account.
 #[derive(
@@ -263,6 +268,16 @@ pub enum Confidential {
 }
 
 impl Confidential {
+    /// Bytes of the launch measurement a VM of this platform publishes;
+    /// `None` for a regular VM, which publishes none.
+    pub fn launch_measurement_len(self) -> Option<usize> {
+        match self {
+            Confidential::None => None,
+            Confidential::SevSnp => Some(LAUNCH_MEASUREMENT_LEN),
+            Confidential::Tdx => Some(TDX_LAUNCH_MEASUREMENT_LEN),
+        }
+    }
+
     /// The textual name used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -526,8 +541,8 @@ pub struct Contract {
     pub fees_e9s: u64,
     pub endpoint: Option<String>,
     pub evidence_hash: Option<ByteBuf>,
-    /// The launch measurement of a confidential VM (48 bytes: SEV-SNP
-    /// MEASUREMENT or TDX MRTD) that its node computed before launching it
+    /// The launch measurement of a confidential VM (SEV-SNP: MEASUREMENT, 48
+    /// bytes; TDX: MRTD, RTMR1 and RTMR2, 144) that its node computed before launching it
     /// and published with `report_active`. A developer compares it with the
     /// VM's attestation report, an auditor recomputes it from the published
     /// images; with the contract binding (SNP HOST_DATA, TDX MRCONFIGID) it
@@ -612,8 +627,9 @@ pub struct ReportActiveArgs {
     /// SHA-256 of the VM's attestation evidence bundle.
     pub evidence_hash: ByteBuf,
     /// The launch measurement the node computed for the VM it launched:
-    /// required (48 bytes: SEV-SNP MEASUREMENT, TDX MRTD) when the contract's
-    /// offering is confidential, refused otherwise.
+    /// required when the contract's offering is confidential (SEV-SNP:
+    /// MEASUREMENT, 48 bytes; TDX: MRTD, RTMR1 and RTMR2 concatenated, 144
+    /// bytes), refused otherwise.
     pub launch_measurement: Option<ByteBuf>,
 }
 

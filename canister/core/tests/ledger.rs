@@ -1464,9 +1464,11 @@ fn assert_invalid(r: LedgerResult<Contract>, want_field: &str, reason_has: &str)
 }
 
 #[test]
-fn a_confidential_contract_needs_a_48_byte_launch_measurement() {
+fn a_confidential_contract_needs_its_platforms_launch_measurement() {
     let mut w = World::new();
-    for platform in [Confidential::SevSnp, Confidential::Tdx] {
+    // SEV-SNP: MEASUREMENT; TDX: MRTD, RTMR1 and RTMR2 (MRTD alone leaves the
+    // kernel out).
+    for (platform, len) in [(Confidential::SevSnp, 48), (Confidential::Tdx, 144)] {
         let (node, oid) = w.confidential_offering(platform);
         let cid = provisioning(&mut w, node, oid);
         let before = w.ledger.state_digest();
@@ -1476,12 +1478,15 @@ fn a_confidential_contract_needs_a_48_byte_launch_measurement() {
             "launch_measurement",
             platform.as_str(),
         );
-        for len in [0, 32, 47, 49, 64] {
+        for wrong in [0, 32, 47, 49, 64, 96, 143, 145, 192] {
+            if wrong == len {
+                continue;
+            }
             assert_invalid(
                 w.ledger
-                    .report_active(node, now, report(cid, Some(vec![1; len]))),
+                    .report_active(node, now, report(cid, Some(vec![1; wrong]))),
                 "launch_measurement",
-                &format!("found {len}"),
+                &format!("expected {len} bytes"),
             );
         }
         assert_eq!(w.ledger.state_digest(), before, "refusals change nothing");
@@ -1489,11 +1494,11 @@ fn a_confidential_contract_needs_a_48_byte_launch_measurement() {
         assert_eq!(c.state, ContractState::Provisioning);
         assert_eq!((c.launch_measurement, c.endpoint), (None, None));
 
-        let measurement: Vec<u8> = (0..48).collect();
+        let measurement: Vec<u8> = (0..len as u8).collect();
         let c = w
             .ledger
             .report_active(node, now, report(cid, Some(measurement.clone())))
-            .expect("48 bytes are accepted");
+            .expect("the platform's length is accepted");
         assert_eq!(c.state, ContractState::Active);
         assert_eq!(c.launch_measurement, Some(ByteBuf::from(measurement)));
         assert_eq!(w.ledger.contract_info(cid).unwrap(), c);

@@ -120,7 +120,7 @@ fn a_published_measurement_survives_a_snapshot() {
                 contract_id: cid,
                 endpoint: "td.example".into(),
                 evidence_hash: ByteBuf::from(vec![1; 32]),
-                launch_measurement: Some(ByteBuf::from(vec![0xab; 48])),
+                launch_measurement: Some(ByteBuf::from(vec![0xab; 144])),
             },
         )
         .expect("active");
@@ -128,14 +128,19 @@ fn a_published_measurement_survives_a_snapshot() {
     assert_eq!(back, w.ledger);
     assert_eq!(
         back.contract_info(cid).unwrap().launch_measurement,
-        Some(ByteBuf::from(vec![0xab; 48]))
+        Some(ByteBuf::from(vec![0xab; 144]))
     );
 }
 
 /// The ledger `fixtures/ledger-v03.bin` was written from: the common world,
 /// an active contract, a confidential (TDX) contract active with its launch
 /// measurement, a contract that misses its provisioning deadline, and an hour
-/// of billing. Keep it as it is: the fixture was produced from it.
+/// of billing. Keep it as it is: the fixture was produced from it. One step
+/// differs: the ledger of layout 03 took a TDX VM's MRTD alone (48 bytes)
+/// as its launch measurement, today's wants MRTD, RTMR1 and RTMR2 (144), so
+/// the TDX contract reports [`V03_TDX_MEASUREMENT`] and the test compares
+/// the fixture with that one blob rewritten (see
+/// [`a_layout_03_snapshot_decodes_into_the_same_ledger`]).
 fn v03_scenario() -> Ledger {
     let mut w = World::new();
     let dev = w.devs[1].principal();
@@ -195,7 +200,7 @@ fn v03_scenario() -> Ledger {
                 contract_id: td.id,
                 endpoint: "c1.td.example".into(),
                 evidence_hash: ByteBuf::from(vec![6; 32]),
-                launch_measurement: Some(ByteBuf::from(vec![0xcd; 48])),
+                launch_measurement: Some(ByteBuf::from(V03_TDX_MEASUREMENT.to_vec())),
             },
         )
         .expect("active tdx");
@@ -218,13 +223,53 @@ fn v03_scenario() -> Ledger {
 /// updating the binary reads.
 const V03_FIXTURE: &[u8] = include_bytes!("fixtures/ledger-v03.bin");
 
+/// The TDX launch measurement [`v03_scenario`] reports today: the fixture's
+/// MRTD-only one, `[0xcd; 48]`, followed by RTMR1 and RTMR2.
+const V03_TDX_MEASUREMENT: [u8; 144] = {
+    let mut m = [0u8; 144];
+    let mut i = 0;
+    while i < 48 {
+        m[i] = 0xcd;
+        i += 1;
+    }
+    m
+};
+
+/// The fixture with its one TDX launch measurement (postcard: length 48,
+/// then the bytes) rewritten to [`V03_TDX_MEASUREMENT`] (length 144 as a
+/// two-byte varint), so that it can be compared with [`v03_scenario`].
+fn v03_fixture_with_todays_tdx_measurement() -> Vec<u8> {
+    let mut old = vec![48u8];
+    old.extend_from_slice(&[0xcd; 48]);
+    let at = V03_FIXTURE
+        .windows(old.len())
+        .position(|w| w == old.as_slice())
+        .expect("the fixture's TDX measurement");
+    assert_eq!(
+        V03_FIXTURE
+            .windows(old.len())
+            .filter(|w| *w == old.as_slice())
+            .count(),
+        1,
+        "one TDX measurement in the fixture"
+    );
+    let mut patched = V03_FIXTURE[..at].to_vec();
+    patched.extend_from_slice(&[0x90, 0x01]);
+    patched.extend_from_slice(&V03_TDX_MEASUREMENT);
+    patched.extend_from_slice(&V03_FIXTURE[at + old.len()..]);
+    patched
+}
+
 #[test]
 fn a_layout_03_snapshot_decodes_into_the_same_ledger() {
     assert!(V03_FIXTURE.starts_with(b"DCLEDG03"));
     let old = snapshot::decode(V03_FIXTURE).expect("layout 03 still decodes");
-    // Every field equals what today's code builds from the same operations;
-    // the new field is empty and no name is held.
-    assert_eq!(old, v03_scenario());
+    // Every field equals what today's code builds from the same operations
+    // (the TDX measurement aside, see `v03_scenario`); the new field is
+    // empty and no name is held.
+    let comparable = snapshot::decode(&v03_fixture_with_todays_tdx_measurement())
+        .expect("rewritten layout 03 decodes");
+    assert_eq!(comparable, v03_scenario());
     let active = old.contract_info(0).expect("contract 0");
     assert_eq!(active.state, ContractState::Active);
     assert_eq!(active.endpoint.as_deref(), Some("c0.node0.example"));
