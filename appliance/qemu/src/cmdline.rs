@@ -187,9 +187,10 @@ pub fn command_line(spec: &VmSpec, paths: &RunPaths) -> Result<Vec<String>, VmmE
 
     push(&["-name", &format!("guest={},debug-threads=on", spec.id)]);
     push(&["-nodefaults", "-no-user-config", "-nographic"]);
-    // Stay up after a guest power-off so the supervisor sees `Shutdown`
-    // (the VM's state) rather than a vanished process.
-    push(&["-no-shutdown"]);
+    // No -no-shutdown: a guest that powers off ends the process, as with
+    // Cloud Hypervisor, which the supervisor sees (a dead VMM) and relaunches
+    // the VM over its disk; a process kept up around a stopped guest would
+    // look alive for ever.
 
     let mut machine = String::from("q35");
     machine.push_str(match spec.accel {
@@ -271,7 +272,9 @@ pub fn command_line(spec: &VmSpec, paths: &RunPaths) -> Result<Vec<String>, VmmE
                 opt_path(&disk.path)?
             ),
         ]);
-        push(&["-device", &format!("virtio-blk-pci,id={id},drive={id}{virtio_extra}")]);
+        // werror=report: a full host disk is an I/O error the guest sees,
+        // not a VM paused until someone resumes it (the default, "enospc").
+        push(&["-device", &format!("virtio-blk-pci,id={id},drive={id},werror=report,rerror=report{virtio_extra}")]);
     }
 
     match &spec.network {

@@ -19,9 +19,13 @@ fn free_port() -> u16 {
 }
 
 fn http_get(port: u16) -> Option<String> {
+    http_get_path(port, "/")
+}
+
+fn http_get_path(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    stream.write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).ok()?;
     let mut answer = Vec::new();
     let _ = stream.take(64 * 1024).read_to_end(&mut answer);
     Some(String::from_utf8_lossy(&answer).into_owned())
@@ -54,34 +58,8 @@ fn boots_serves_http_survives_adoption_and_is_deleted() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    let base = dir.path().join("base.raw");
-    std::fs::write(&base, vec![0u8; 4 << 20]).unwrap();
     let port = free_port();
-    let spec = VmSpec {
-        id: "qemu-boot-test".into(),
-        vcpus: 1,
-        memory_mib: 256,
-        boot: Boot::Kernel {
-            kernel: guest.kernel.clone(),
-            initrd: Some(guest.initrd.clone()),
-            cmdline: guest.cmdline.clone(),
-            firmware: None,
-        },
-        disks: vec![Disk {
-            path: dir.path().join("vm/root.qcow2"),
-            base: Some(base.clone()),
-            readonly: false,
-            size_gib: Some(1),
-        }],
-        network: Network::User {
-            forwards: vec![PortForward { host_addr: IpAddr::V4(Ipv4Addr::LOCALHOST), host_port: port, guest_port: 80 }],
-        },
-        vsock_cid: None,
-        vfio: vec![],
-        confidential: Confidential::None,
-        accel: Accel::Tcg,
-        run_dir: dir.path().join("vm"),
-    };
+    let spec = test_guest_spec("qemu-boot-test", dir.path(), &guest, port);
     std::fs::create_dir_all(&spec.run_dir).unwrap();
     // A serial log left by an earlier boot of this VM.
     std::fs::write(spec.serial_log(), "stale boot\n").unwrap();
@@ -173,6 +151,94 @@ fn boots_serves_http_survives_adoption_and_is_deleted() {
     assert!(!handle.is_alive());
     assert!(matches!(qemu.adopt(&handle), Err(VmmError::Gone { .. })));
     assert!(qemu.delete(&handle).is_ok(), "deleting twice is harmless");
+}
+
+/// The test guest on one vCPU and 256 MiB, a 1 GiB overlay over a small
+/// raw base disk, and its port 80 forwarded from 127.0.0.1:`port`.
+fn test_guest_spec(
+    id: &str,
+    dir: &std::path::Path,
+    guest: &dc_test_guest::TestGuest,
+    port: u16,
+) -> VmSpec {
+    let base = dir.join("base.raw");
+    std::fs::write(&base, vec![0u8; 4 << 20]).unwrap();
+    VmSpec {
+        id: id.into(),
+        vcpus: 1,
+        memory_mib: 256,
+        boot: Boot::Kernel {
+            kernel: guest.kernel.clone(),
+            initrd: Some(guest.initrd.clone()),
+            cmdline: guest.cmdline.clone(),
+            firmware: None,
+        },
+        disks: vec![Disk {
+            path: dir.join("vm/root.qcow2"),
+            base: Some(base),
+            readonly: false,
+            size_gib: Some(1),
+        }],
+        network: Network::User {
+            forwards: vec![PortForward {
+                host_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                host_port: port,
+                guest_port: 80,
+            }],
+        },
+        vsock_cid: None,
+        vfio: vec![],
+        confidential: Confidential::None,
+        accel: Accel::Tcg,
+        run_dir: dir.join("vm"),
+    }
+}
+
+/// A guest that powers itself off ends its QEMU (no `-no-shutdown`), as
+/// with Cloud Hypervisor: the supervisor sees a dead VMM and relaunches the
+/// VM, where a process kept up around a stopped guest would look alive for
+/// ever.
+#[test]
+fn a_guest_that_powers_off_ends_its_qemu() {
+    let (Ok(qemu), Ok(guest)) = (Qemu::detect(), dc_test_guest::TestGuest::prepare()) else {
+        eprintln!(
+            "SKIPPED a_guest_that_powers_off_ends_its_qemu: QEMU or the test guest is unavailable"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let spec = test_guest_spec("qemu-poweroff-test", dir.path(), &guest, port);
+    std::fs::create_dir_all(&spec.run_dir).unwrap();
+    let handle = qemu.launch(&spec).expect("launch");
+    let guard = KillOnDrop(Some(handle.clone()));
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        match http_get_path(port, dc_test_guest::POWEROFF_PATH) {
+            Some(a) if a.contains(dc_test_guest::POWEROFF_ANSWER) => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no answer from the guest's power-off page; last: {other:?}"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    let gone_by = Instant::now() + Duration::from_secs(30);
+    while handle.is_alive() {
+        assert!(
+            Instant::now() < gone_by,
+            "QEMU still runs 30 s after its guest powered off"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(guard);
+    assert!(matches!(qemu.adopt(&handle), Err(VmmError::Gone { .. })));
+    assert!(
+        qemu.delete(&handle).is_ok(),
+        "a powered-off VM is deleted like any other"
+    );
 }
 
 #[test]

@@ -45,6 +45,16 @@ use std::process::Command;
 pub const READY_LINE: &str = "dc-test-guest ready";
 /// The body of `GET /` on guest port 80.
 pub const HTTP_BODY: &str = "dc-test-guest ok";
+/// `GET` this path on the guest's port 80 and it powers off (ACPI), as a
+/// tenant running `poweroff` would: the answer says [`POWEROFF_ANSWER`], the
+/// power-off follows a second later.
+pub const POWEROFF_PATH: &str = "/cgi-bin/poweroff";
+/// What [`POWEROFF_PATH`] answers before the guest powers off.
+pub const POWEROFF_ANSWER: &str = "dc-test-guest powering off";
+/// The CGI script behind [`POWEROFF_PATH`] (busybox httpd runs it).
+fn poweroff_cgi() -> String {
+    format!("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n{POWEROFF_ANSWER}\\n'\n(sleep 1; poweroff -f) >/dev/null 2>&1 &\n")
+}
 
 /// The guest's static address, gateway and the modules it loads match QEMU's
 /// user networking defaults.
@@ -59,7 +69,7 @@ const APPLETS: &[&str] = &[
     "poweroff", "printf", "ps", "reboot", "route", "sh", "sleep", "umount", "usleep", "wget",
 ];
 /// Bump when the way the guest is assembled changes.
-const RECIPE_VERSION: &str = "dc-test-guest recipe 2";
+const RECIPE_VERSION: &str = "dc-test-guest recipe 3";
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 
 pub(crate) const LOCK_TEXT: &str = include_str!("../packages.lock");
@@ -193,6 +203,8 @@ fn cache_key(resolved: &[Resolved]) -> String {
     h.update(RECIPE_VERSION);
     h.update([0]);
     h.update(init_script(&["<modules>".to_string()]));
+    h.update([0]);
+    h.update(poweroff_cgi());
     h.update([0]);
     h.update(CMDLINE);
     h.update([0]);
@@ -511,6 +523,8 @@ fn initramfs_entries(busybox: Vec<u8>, modules: &[kmod::Module], names: &[String
         dir("sys"),
         dir("tmp"),
         dir("www"),
+        dir("www/cgi-bin"),
+        Entry { path: "www/cgi-bin/poweroff".into(), kind: Kind::File { perm: 0o755, data: poweroff_cgi().into_bytes() } },
         // The kernel opens /dev/console for init's stdio before /init runs.
         Entry { path: "dev/console".into(), kind: Kind::CharDev { perm: 0o600, major: 5, minor: 1 } },
         Entry { path: "bin/busybox".into(), kind: Kind::File { perm: 0o755, data: busybox } },
