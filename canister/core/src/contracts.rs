@@ -160,7 +160,7 @@ impl Ledger {
             n.reserved.vcpus += want.vcpus;
             n.reserved.ram_gib += want.ram_gib;
             n.reserved.storage_gib += want.storage_gib;
-            n.reserved.gpus += want.gpus;
+            n.reserved.gpus = n.reserved.gpus.saturating_add(want.gpus);
             if let Some(model) = &gpu_model {
                 n.adjust_reserved_gpus(model, want.gpus as i64);
             }

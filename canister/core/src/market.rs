@@ -191,6 +191,10 @@ fn validate_profile(p: &ProviderProfile) -> LedgerResult<()> {
     Ok(())
 }
 
+/// Most GPUs one node may declare, all models together (so that no sum of
+/// GPU counts can overflow).
+pub const MAX_NODE_GPUS: u32 = 1024;
+
 fn validate_capabilities(c: &NodeCapabilities) -> LedgerResult<()> {
     check_text("cpu_model", &c.cpu_model, true)?;
     check_text("region", &c.region, true)?;
@@ -211,6 +215,13 @@ fn validate_capabilities(c: &NodeCapabilities) -> LedgerResult<()> {
     for g in &c.gpus {
         check_text("gpus.model", &g.model, true)?;
     }
+    let total: u64 = c.gpus.iter().map(|g| u64::from(g.count)).sum();
+    if total > u64::from(MAX_NODE_GPUS) {
+        return Err(LedgerError::invalid(
+            "gpus",
+            format!("at most {MAX_NODE_GPUS} GPUs per node, found {total}"),
+        ));
+    }
     Ok(())
 }
 
@@ -223,8 +234,7 @@ pub(crate) fn node_has_room(node: &NodeInfo, want: &Resources, gpu_model: Option
             c.gpus
                 .iter()
                 .filter(|g| g.model.eq_ignore_ascii_case(m))
-                .map(|g| g.count)
-                .sum(),
+                .fold(0u32, |sum, g| sum.saturating_add(g.count)),
             node.reserved_gpus(m),
         ),
         None => (0, 0),
@@ -724,8 +734,7 @@ pub fn validate_offering(spec: &OfferingSpec, node: &NodeCapabilities) -> Ledger
             .gpus
             .iter()
             .filter(|n| n.model.eq_ignore_ascii_case(&g.model))
-            .map(|n| n.count)
-            .sum();
+            .fold(0u32, |sum, n| sum.saturating_add(n.count));
         if g.count > have {
             return Err(LedgerError::invalid(
                 "gpu.count",

@@ -1229,6 +1229,55 @@ fn cancelling_after_a_missed_deadline_still_penalises_the_provider() {
     w.check_invariants();
 }
 
+/// GPU counts are bounded per node, so no sum of them can overflow: a
+/// declaration over the bound is refused and changes nothing.
+#[test]
+fn a_node_declares_at_most_max_node_gpus() {
+    let mut w = World::new();
+    let node = id(67);
+    let gpu = |model: &str, count| GpuSpec {
+        model: model.into(),
+        count,
+        memory_gib: 80,
+    };
+    let register = |w: &mut World, gpus| {
+        let args = RegisterNodeArgs {
+            delegation: delegation(&w.providers[0], &node, w.now + HOUR_NS),
+            capabilities: caps(64, 512, Confidential::None, gpus),
+        };
+        let provider = w.providers[0].principal();
+        w.ledger.register_node(provider, w.now, args)
+    };
+    let before = w.ledger.state_digest();
+    for gpus in [
+        vec![gpu("H100", u32::MAX), gpu("h100", 1)],
+        vec![gpu("H100", u32::MAX), gpu("A100", u32::MAX)],
+        vec![gpu("H100", dc_ledger_core::market::MAX_NODE_GPUS + 1)],
+        vec![
+            gpu("H100", dc_ledger_core::market::MAX_NODE_GPUS),
+            gpu("A100", 1),
+        ],
+    ] {
+        match register(&mut w, gpus) {
+            Err(LedgerError::InvalidArgument { field, reason }) => {
+                assert_eq!(field, "gpus", "{reason}");
+                assert!(reason.contains("at most 1024 GPUs"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(w.ledger.state_digest(), before, "refusals change nothing");
+    register(
+        &mut w,
+        vec![
+            gpu("H100", dc_ledger_core::market::MAX_NODE_GPUS - 8),
+            gpu("A100", 8),
+        ],
+    )
+    .expect("the bound itself");
+    w.check_invariants();
+}
+
 #[test]
 fn gpu_capacity_is_counted_per_model() {
     let mut w = World::new();

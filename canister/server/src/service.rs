@@ -242,7 +242,10 @@ fn commit_loop(
 ) {
     // The committer's time never runs backwards, so a nonce pruned at T can
     // never meet an envelope that is still valid at the committer's time.
-    let mut last_now = 0u64;
+    // Across restarts too: it starts at the recovered ledger's time (its last
+    // committed call or block), so a clock stepped back before a restart
+    // cannot reopen the window of requests already applied.
+    let mut last_now = ledger.read().map_or(0, |l| l.time_ns());
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -345,5 +348,95 @@ fn commit_loop(
         for (reply, result) in replies {
             let _ = reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use candid::Nat;
+    use dc_identity::Identity;
+    use dc_ledger_core::{Account, TransferArg};
+
+    struct ManualClock(AtomicU64);
+
+    impl Clock for ManualClock {
+        fn now_ns(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    const MINUTE_NS: u64 = 60_000_000_000;
+
+    /// A request applied, its nonce pruned once it expired and left out of
+    /// a snapshot; then a restart with the wall clock stepped back into the
+    /// request's validity (an RTC error before NTP, a restored VM): the
+    /// committer's time resumes from the ledger's, so the request counts as
+    /// expired and is not applied twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clock_stepped_back_across_a_restart_reopens_no_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, bob) = (
+            Identity::from_secret_bytes([1; 32]),
+            Identity::from_secret_bytes([2; 32]),
+        );
+        let t1 = 1_800_000_000 * 1_000_000_000u64;
+        let text = format!(
+            "treasury = \"{}\"\n[params]\nblock_interval_secs = 600\n\
+             [[balances]]\nprincipal = \"{}\"\namount_e9s = 1000000000000\n",
+            Identity::from_secret_bytes([250; 32]).principal(),
+            alice.principal()
+        );
+        let genesis = crate::genesis::parse("genesis.toml", &text, t1).unwrap();
+        let clock = Arc::new(ManualClock(AtomicU64::new(t1)));
+        let transfer = |nonce: u8, expires_at_ns: u64| {
+            let arg = candid::encode_one(TransferArg {
+                from_subaccount: None,
+                to: Account::of(bob.principal()),
+                amount: Nat::from(7u64),
+                fee: None,
+                memo: None,
+                created_at_time: None,
+            })
+            .unwrap();
+            Envelope::sign(
+                &alice,
+                "icrc1_transfer",
+                arg,
+                vec![nonce; 16],
+                expires_at_ns,
+            )
+            .to_bytes()
+        };
+        let bob_balance = |s: &Service| {
+            s.with_ledger(|l| l.balance_of(&Account::of(bob.principal())))
+                .unwrap()
+        };
+
+        let opened = Service::open(dir.path().join("data"), Some(genesis), clock.clone()).unwrap();
+        let first = transfer(1, t1 + 4 * MINUTE_NS);
+        opened.service.update(&first).await.unwrap();
+        clock.0.store(t1 + 6 * MINUTE_NS, Ordering::SeqCst);
+        opened
+            .service
+            .update(&transfer(2, t1 + 10 * MINUTE_NS))
+            .await
+            .unwrap();
+        opened.service.snapshot().await.unwrap();
+        assert_eq!(bob_balance(&opened.service), 14);
+        drop(opened.service);
+        opened.committer.join().unwrap();
+
+        clock.0.store(t1 + MINUTE_NS, Ordering::SeqCst);
+        let reopened = Service::open(dir.path().join("data"), None, clock.clone()).unwrap();
+        assert_eq!(bob_balance(&reopened.service), 14);
+        let err = reopened.service.update(&first).await.unwrap_err();
+        assert!(
+            matches!(err, ServiceError::Unauthenticated(ref m) if m.contains("expired")),
+            "{err}"
+        );
+        assert_eq!(bob_balance(&reopened.service), 14, "applied once only");
     }
 }
