@@ -22,17 +22,19 @@
 //!
 //! On start ([`Agent::start`]) the journal is replayed and every VM that holds
 //! resources is adopted by its handle, through the backend the handle names
-//! (same pid, never relaunched). An ACTIVE VM whose VMM died while the agent
-//! was down (a host reboot, a crash) is reported (a WARN line "VM died while
-//! the agent was down" and a journaled note) and relaunched from its journaled
-//! spec over its existing disk, same endpoint port, with its new handle
-//! journaled; its run directory (the tenant's disk) is never wiped and the
-//! contract stays active. A VMM that is alive but does not answer is kept.
-//! A provisioning record without a handle (killed during launch) or with a
-//! dead one: any VMM still running for its run directory (found by its
-//! command line) is killed first, resources stay reserved until it is dead;
-//! then the record becomes `Retry` and the next pass provisions the contract
-//! again if the ledger still wants it. What cannot finish now (a VMM that
+//! (same pid, never relaunched). A VM whose VMM died while the agent was down
+//! (a host reboot, a crash), active or provisioning with its handle journaled,
+//! is reported (a WARN line "VM died while the agent was down" and a
+//! journaled note) and relaunched from its journaled spec over its existing
+//! disk, same endpoint port, with its new handle journaled; its run directory
+//! (the tenant's disk) is never wiped. (A provisioning one may be active on
+//! the ledger already, its `report_active` reply lost: the next pass marks it
+//! active, resumes it, or tears it down, as the ledger says.) A VMM that is
+//! alive but does not answer is kept. A provisioning record without a handle
+//! (killed during launch): any VMM still running for its run directory
+//! (found by its command line) is killed first, resources stay reserved
+//! until it is dead; then the record becomes `Retry` and the next pass
+//! provisions the contract again if the ledger still wants it. What cannot finish now (a VMM that
 //! survives SIGKILL, a teardown through a backend not linked) is logged, kept
 //! with its resources, and retried at the start of every [`Agent::tick`].
 //!
@@ -568,19 +570,18 @@ impl Agent {
                         tracing::error!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VMM is alive but could not be adopted; keeping it");
                         Ok(())
                     }
-                    Err(e) if record.state == VmRecordState::Active => {
+                    Err(e) => {
                         // The tenant's disk is in the run directory: keep it and
                         // boot the VM again over it, same spec, same endpoint.
-                        tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VM died while the agent was down; relaunching it over its disk");
+                        // A provisioning one too: its `report_active` may have
+                        // reached the ledger with the reply lost, so the
+                        // tenant may have it; the next pass resumes it, marks
+                        // it active or tears it down, as the ledger says.
+                        tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, state = ?record.state, "VM died while the agent was down; relaunching it over its disk");
                         self.relaunch(
                             id,
                             format!("VMM gone on restart ({e}); relaunched over its disk"),
                         )
-                    }
-                    Err(e) => {
-                        // Never reported active: nothing of the tenant's is lost.
-                        tracing::warn!(contract = id, vm = %handle.id, pid = handle.pid, error = %e, "VM died while the agent was down before it was reported active; provisioning again if the contract allows");
-                        self.abandon(id, format!("VMM gone on restart: {e}"))
                     }
                 }
             }

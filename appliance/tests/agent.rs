@@ -220,6 +220,68 @@ async fn one_contract(dir: &Path) -> One {
         contract: c.id,
     }
 }
+/// The ledger took `report_active` but its reply was lost, so the journal
+/// still says provisioning; the host then went down with the VM. On restart
+/// the VM is relaunched over its disk (not wiped as a provisioning attempt
+/// that never reached the tenant), and the first pass finds the contract
+/// active on the ledger and journals it so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_reported_active_with_the_reply_lost_keeps_its_disk_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let One {
+        _ledger: _keep,
+        cfg,
+        dev,
+        contract: id,
+        ..
+    } = one_contract(dir.path()).await;
+    let vmm = Arc::new(FakeVmm::default());
+    let mut agent = start_agent(&cfg, vmm.clone()).await;
+    agent.tick().await.unwrap();
+    assert_eq!(
+        dev.contract(id).await.unwrap().unwrap().state,
+        ContractState::Active
+    );
+    let old = agent.vms()[&id].clone();
+    assert_eq!(old.state, VmRecordState::Active);
+    drop(agent);
+    let disk = old.spec.disks[0].path.clone();
+    std::fs::write(&disk, b"tenant data").unwrap();
+    // The journal as it stood when the reply was lost: the record's last
+    // line says provisioning (with the VM's handle).
+    let mut lines = journal_lines(&cfg);
+    let last = lines.iter().rposition(|l| l["contract_id"] == id).unwrap();
+    assert_eq!(lines[last]["state"], "active");
+    lines[last]["state"] = "provisioning".into();
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(cfg.journal_path(), text).unwrap();
+
+    let vmm2 = Arc::new(FakeVmm::default());
+    vmm2.dead.lock().unwrap().insert(format!("c{id}"));
+    let mut agent = start_agent(&cfg, vmm2.clone()).await;
+    assert_eq!(
+        std::fs::read(&disk).unwrap(),
+        b"tenant data",
+        "the disk is kept"
+    );
+    assert_eq!(
+        *vmm2.launched.lock().unwrap(),
+        vec![old.spec.clone()],
+        "relaunched once, from the journaled spec"
+    );
+    agent.tick().await.unwrap();
+    let rec = agent.vms()[&id].clone();
+    assert_eq!(rec.state, VmRecordState::Active, "{rec:?}");
+    assert_eq!(rec.endpoint, old.endpoint);
+    assert_eq!(vmm2.launched.lock().unwrap().len(), 1, "launched once only");
+    assert_eq!(agent.resources().usage().vcpus, 1, "its resources are kept");
+    assert_eq!(std::fs::read(&disk).unwrap(), b"tenant data");
+    assert_eq!(
+        dev.contract(id).await.unwrap().unwrap().state,
+        ContractState::Active
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_that_died_while_the_agent_was_down_is_relaunched_over_its_disk() {
     let dir = tempfile::tempdir().unwrap();
