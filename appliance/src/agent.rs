@@ -1577,6 +1577,10 @@ impl Agent {
                 }
             }
         }
+        // A VMM with no journaled handle (a launch that failed or was
+        // interrupted after starting it) would still hold the disk, the
+        // address and the GPUs: dead first, or everything is kept.
+        self.kill_strays(id, &record.spec.run_dir)?;
         self.release_vfio(&record.vfio);
         self.release_net(&record)?;
         self.wipe_run_dir(&record.spec);

@@ -405,6 +405,40 @@ async fn a_vmm_left_by_a_failed_or_interrupted_launch_is_killed_before_its_dir_i
     );
 }
 
+/// A launch failed with its VMM left running (no handle journaled), and the
+/// agent went down in the middle of tearing that VM down: on restart the
+/// teardown finishes, and kills that VMM before it frees the disk, the
+/// address and the reservation for another contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_teardown_kills_a_vmm_the_journal_has_no_handle_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let One {
+        _ledger: _keep,
+        cfg,
+        contract: id,
+        ..
+    } = one_contract(dir.path()).await;
+    let vmm = Arc::new(FakeVmm::default());
+    *vmm.leave_stray.lock().unwrap() = true;
+    let mut agent = start_agent(&cfg, vmm.clone()).await;
+    agent.tick().await.unwrap();
+    assert!(vmm.stray_alive());
+    assert!(agent.vms()[&id].handle.is_none());
+    drop(agent);
+    // The journal as a crash mid-teardown leaves it: releasing, no handle.
+    let mut lines = journal_lines(&cfg);
+    let last = lines.iter().rposition(|l| l["contract_id"] == id).unwrap();
+    lines[last]["state"] = "releasing".into();
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(cfg.journal_path(), text).unwrap();
+
+    let agent = start_agent(&cfg, Arc::new(FakeVmm::default())).await;
+    assert!(!vmm.stray_alive(), "the VMM without a handle was killed");
+    assert_eq!(agent.vms()[&id].state, VmRecordState::Released);
+    assert_eq!(agent.resources().usage().vcpus, 0);
+    assert!(!cfg.vm_dir(id).exists(), "wiped once the VMM was dead");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinishable_teardown_does_not_stop_the_agent_and_is_retried() {
     let dir = tempfile::tempdir().unwrap();
