@@ -153,7 +153,14 @@ impl Ledger {
         let message = check_in_message(args.block_height, &args.previous_block_hash, &caller);
         dc_identity::verify(&node_key, Domain::CheckIn, &message, &args.signature)
             .map_err(|e| LedgerError::invalid("signature", e.to_string()))?;
-        let fee = block_reward(&self.params, self.rewards.height) / 100;
+        // The fee buys the provider's participation in this block's reward,
+        // which is shared per provider: its first node to check in pays it,
+        // its other nodes check in for free.
+        let fee = if self.rewards.checked_in_providers.contains(&provider) {
+            0
+        } else {
+            block_reward(&self.params, self.rewards.height) / 100
+        };
         let balance = self.balance_of(&Account::of(provider));
         if balance < fee {
             return Err(LedgerError::InsufficientFunds {

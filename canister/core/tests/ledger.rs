@@ -985,6 +985,51 @@ fn rating_spends_reputation_and_needs_a_shared_contract() {
     assert_eq!(w.ledger.ratings_of(&prov, 10).len(), 2);
 }
 
+/// The participation fee is per provider and block, like the reward share
+/// it buys: a provider's second node checks in for free, and the provider
+/// still gets one share.
+#[test]
+fn a_provider_pays_the_check_in_fee_once_per_block_however_many_nodes() {
+    let mut w = World::new();
+    let p0 = w.providers[0].principal();
+    let second = id(68);
+    let args = RegisterNodeArgs {
+        delegation: delegation(&w.providers[0], &second, w.now + 24 * HOUR_NS),
+        capabilities: caps(8, 32, Confidential::None, vec![]),
+    };
+    w.ledger.register_node(p0, w.now, args).unwrap();
+    let fee = block_reward(w.ledger.params(), 0) / 100;
+    let b0 = w.ledger.balance_of(&Account::of(p0));
+    let first = w.sign_check_in(&w.nodes[0]);
+    w.ledger
+        .check_in(w.nodes[0].principal(), w.now, first)
+        .unwrap();
+    assert_eq!(w.ledger.balance_of(&Account::of(p0)), b0 - fee);
+    let other = w.sign_check_in(&second);
+    w.ledger.check_in(second.principal(), w.now, other).unwrap();
+    assert_eq!(
+        w.ledger.balance_of(&Account::of(p0)),
+        b0 - fee,
+        "the second node checks in for free"
+    );
+    // One share: provider 0 alone checked in, it gets the whole reward once.
+    w.now += w.ledger.params().block_interval_ns;
+    assert!(w.ledger.tick(w.now));
+    assert_eq!(w.ledger.balance_of(&Account::of(p0)), b0 - fee + 50 * TOKEN);
+    // The next block charges again, once.
+    let again = w.sign_check_in(&second);
+    w.ledger.check_in(second.principal(), w.now, again).unwrap();
+    let again = w.sign_check_in(&w.nodes[0]);
+    w.ledger
+        .check_in(w.nodes[0].principal(), w.now, again)
+        .unwrap();
+    assert_eq!(
+        w.ledger.balance_of(&Account::of(p0)),
+        b0 - 2 * fee + 50 * TOKEN
+    );
+    w.check_invariants();
+}
+
 #[test]
 fn check_in_rewards_providers_by_sqrt_reputation() {
     let mut w = World::new();
