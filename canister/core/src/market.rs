@@ -319,7 +319,9 @@ impl Ledger {
     // ---------------------------------------------------------------- nodes
 
     /// Registers a node under the provider that signed its delegation. The
-    /// caller must be that provider or the node itself.
+    /// caller must be that provider or the node itself; a registered node
+    /// calling for itself cannot widen its delegation (more permissions or a
+    /// later expiry than the registered one), only its provider can.
     pub fn register_node(
         &mut self,
         caller: Principal,
@@ -363,6 +365,24 @@ impl Ledger {
                     "node {} was revoked; generate a new node key",
                     verified.node
                 )));
+            }
+            // A node re-registering itself may not widen its own
+            // delegation: it could otherwise present an older, broader one
+            // its provider has since narrowed. Renewals and new permissions
+            // come from the provider's own call.
+            Some(existing)
+                if caller == verified.node
+                    && (verified.expires_at_ns > existing.delegation.expires_at_ns
+                        || verified
+                            .permissions
+                            .iter()
+                            .any(|p| !existing.delegation.permissions.contains(p))) =>
+            {
+                return Err(LedgerError::unauthorized(
+                    caller,
+                    "widen its own delegation (more permissions or a later expiry than the one \
+                     registered); its provider must register it",
+                ));
             }
             // Re-registration renews the delegation and updates capabilities.
             Some(existing) => (

@@ -985,6 +985,66 @@ fn rating_spends_reputation_and_needs_a_shared_contract() {
     assert_eq!(w.ledger.ratings_of(&prov, 10).len(), 2);
 }
 
+/// A provider narrows its node's delegation; the node cannot undo that by
+/// presenting the older, broader delegation (or any broader one) itself,
+/// and nothing changes when it tries. It can renew with the same or a
+/// narrower one; the provider can widen it again.
+#[test]
+fn a_node_cannot_widen_its_own_delegation() {
+    let mut w = World::new();
+    let p0 = w.providers[0].principal();
+    let node = id(69);
+    let broad = delegation(&w.providers[0], &node, w.now + 365 * 24 * HOUR_NS);
+    let narrow = Delegation::sign(
+        &w.providers[0],
+        node.public_key_der(),
+        &[Permission::CheckIn],
+        w.now + 30 * 24 * HOUR_NS,
+    );
+    let args = |d: &Delegation| RegisterNodeArgs {
+        delegation: d.clone(),
+        capabilities: caps(8, 32, Confidential::None, vec![]),
+    };
+    w.ledger
+        .register_node(node.principal(), w.now, args(&broad))
+        .unwrap();
+    w.ledger.register_node(p0, w.now, args(&narrow)).unwrap();
+    let before = w.ledger.state_digest();
+    let refused = w
+        .ledger
+        .register_node(node.principal(), w.now, args(&broad));
+    assert!(
+        matches!(refused, Err(LedgerError::Unauthorized { .. })),
+        "{refused:?}"
+    );
+    // Only a later expiry, or only one more permission: refused as well.
+    let later = Delegation::sign(
+        &w.providers[0],
+        node.public_key_der(),
+        &[Permission::CheckIn],
+        w.now + 31 * 24 * HOUR_NS,
+    );
+    let more = Delegation::sign(
+        &w.providers[0],
+        node.public_key_der(),
+        &[Permission::CheckIn, Permission::ReportStatus],
+        w.now + 30 * 24 * HOUR_NS,
+    );
+    for d in [&later, &more] {
+        assert!(w
+            .ledger
+            .register_node(node.principal(), w.now, args(d))
+            .is_err());
+    }
+    assert_eq!(w.ledger.state_digest(), before, "refusals change nothing");
+    // The same delegation again is fine; the provider may widen it.
+    w.ledger
+        .register_node(node.principal(), w.now, args(&narrow))
+        .unwrap();
+    w.ledger.register_node(p0, w.now, args(&broad)).unwrap();
+    w.check_invariants();
+}
+
 /// The participation fee is per provider and block, like the reward share
 /// it buys: a provider's second node checks in for free, and the provider
 /// still gets one share.
