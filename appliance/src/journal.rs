@@ -120,6 +120,15 @@ pub enum JournalError {
         line: usize,
         reason: String,
     },
+    #[error(
+        "{path}: line {line} is a whole record this agent cannot read ({reason}), perhaps \
+         written by a newer version; refusing to start rather than drop it"
+    )]
+    Unreadable {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// What a replay found.
@@ -173,7 +182,13 @@ pub fn replay_bytes(path: &Path, bytes: &[u8]) -> Result<Replay, JournalError> {
                 // The last line, complete but bad: a power loss can leave a
                 // newline-terminated line whose bytes never reached the disk
                 // (zeros, garbage). Treat it like a torn tail: cut it, loudly.
-                Err(e) if bytes[pos + nl + 1..].iter().all(u8::is_ascii_whitespace) => {
+                // Not a whole JSON object that only this version cannot read
+                // (a newer agent's record, after a rollback): that record was
+                // acknowledged, so it is refused below, never cut.
+                Err(e)
+                    if bytes[pos + nl + 1..].iter().all(u8::is_ascii_whitespace)
+                        && serde_json::from_slice::<serde_json::Value>(line).is_err() =>
+                {
                     let torn = (bytes.len() - pos) as u64;
                     tracing::error!(path = %path.display(), line = line_no, torn_bytes = torn, error = %e, "journal: the LAST line is corrupt; cutting it off like a torn write (the record it held is lost)");
                     return Ok(Replay {
@@ -181,6 +196,13 @@ pub fn replay_bytes(path: &Path, bytes: &[u8]) -> Result<Replay, JournalError> {
                         valid_len: pos as u64,
                         torn_bytes: torn,
                     });
+                }
+                Err(e) if bytes[pos + nl + 1..].iter().all(u8::is_ascii_whitespace) => {
+                    return Err(JournalError::Unreadable {
+                        path: path.to_owned(),
+                        line: line_no,
+                        reason: e.to_string(),
+                    })
                 }
                 Err(e) => {
                     return Err(JournalError::Corrupt {
@@ -401,6 +423,24 @@ pub(crate) mod tests {
         j.append(&record(3, VmRecordState::Active)).unwrap();
         drop(j);
         assert_eq!(Journal::open(&path).unwrap().1.records.len(), 2);
+        // A whole record this version cannot read (a newer agent's field,
+        // after a rollback) was acknowledged: refused, and left as it is.
+        let mut newer = good.clone();
+        newer.extend_from_slice(
+            String::from_utf8(good.clone())
+                .unwrap()
+                .trim_end()
+                .replacen('{', "{\"from_a_newer_agent\":1,", 1)
+                .as_bytes(),
+        );
+        newer.push(b'\n');
+        std::fs::write(&path, &newer).unwrap();
+        let e = Journal::open(&path).err().expect("refused").to_string();
+        assert!(
+            e.contains("line 2") && e.contains("from_a_newer_agent") && e.contains("newer version"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), newer, "nothing cut");
         // The same bad line with a good one after it is corruption: refused.
         let mut middle = good.clone();
         middle.extend_from_slice(b"{\"contract_id\":2,\"sta\n");
