@@ -90,6 +90,11 @@ fn write_private_new(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
     f.sync_all().map_err(|e| io(path, e))
 }
 
+/// A claim token as [`init`] makes them: 32 lowercase hex digits.
+fn is_claim_token(t: &str) -> bool {
+    t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Reads `claimed.json` if present.
 pub fn read_claim(config: &Config) -> Result<Option<ClaimRecord>, NodeError> {
     let path = config.claimed_path();
@@ -138,16 +143,32 @@ pub fn init(config: &Config, rng: &mut impl CryptoRngCore) -> Result<NodeStatus,
     let mut claim_token = None;
     if claim.is_none() {
         let token_path = config.claim_token_path();
-        let token = match std::fs::read_to_string(&token_path) {
-            Ok(t) => t.trim().to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let found = match std::fs::read_to_string(&token_path) {
+            Ok(t) if is_claim_token(t.trim()) => Some(t.trim().to_string()),
+            Ok(_) => {
+                // Empty or damaged (a crash between creating the file and
+                // writing it, from before tokens were written atomically):
+                // never a token anyone could guess; a new one replaces it.
+                tracing::warn!(path = %token_path.display(), "the claim token file is not a token; replacing it");
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&token_path, e)),
+        };
+        let token = match found {
+            Some(t) => t,
+            None => {
                 let mut raw = [0u8; 16];
                 rng.fill_bytes(&mut raw);
                 let t = hex::encode(raw);
-                write_private_new(&token_path, format!("{t}\n").as_bytes())?;
+                // Written whole under another name, then renamed: a crash
+                // leaves no token or the whole token.
+                let tmp = config.data_dir.join(".claim-token.tmp");
+                let _ = std::fs::remove_file(&tmp);
+                write_private_new(&tmp, format!("{t}\n").as_bytes())?;
+                std::fs::rename(&tmp, &token_path).map_err(|e| io(&token_path, e))?;
                 t
             }
-            Err(e) => return Err(io(&token_path, e)),
         };
         // Shown on the console on purpose: whoever sees it may claim the node once.
         tracing::info!(node = %identity.principal(), claim_token = %token, "waiting to be claimed: dc-appliance claim --token TOKEN --provider-identity PROVIDER.pem");
@@ -191,6 +212,9 @@ pub async fn claim(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NodeError::NoToken),
         Err(e) => return Err(io(&token_path, e)),
     };
+    if !is_claim_token(&expected) {
+        return Err(NodeError::NoToken);
+    }
     if !constant_time_eq(expected.as_bytes(), token.trim().as_bytes()) {
         tracing::warn!("claim refused: wrong token");
         return Err(NodeError::WrongToken);
@@ -290,6 +314,44 @@ mod tests {
             again.claim_token, s.claim_token,
             "the token is kept until claimed"
         );
+    }
+
+    /// A token file left empty (or damaged) is never a token: `init`
+    /// replaces it with a fresh one, and a claim against it is refused.
+    #[tokio::test]
+    async fn an_empty_token_file_is_replaced_and_never_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(&dir.path().join("data"));
+        init(&c, &mut Counter(0)).unwrap();
+        std::fs::write(c.claim_token_path(), "").unwrap();
+        let provider = Identity::from_secret_bytes([9; 32]);
+        let client = LedgerClient::connect("http://127.0.0.1:1", Some(provider))
+            .await
+            .unwrap();
+        let caps = NodeCapabilities {
+            cpu_model: "x".into(),
+            vcpus: 1,
+            ram_gib: 1,
+            storage_gib: 1,
+            bandwidth_mbps: 1,
+            gpus: vec![],
+            confidential: dc_ledger_core::Confidential::None,
+            region: "eu".into(),
+            country: "DE".into(),
+            image_hash: String::new(),
+        };
+        let refused = claim(&c, "", &client, caps, 1).await;
+        assert!(matches!(refused, Err(NodeError::NoToken)), "{refused:?}");
+        let s = init(&c, &mut Counter(50)).unwrap();
+        let token = s.claim_token.unwrap();
+        assert!(is_claim_token(&token), "{token}");
+        assert_eq!(
+            std::fs::read_to_string(c.claim_token_path())
+                .unwrap()
+                .trim(),
+            token
+        );
+        assert!(!c.data_dir.join(".claim-token.tmp").exists());
     }
 
     #[tokio::test]
