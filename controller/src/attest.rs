@@ -196,6 +196,11 @@ pub struct EvidenceArgs {
     /// Expected TDX MRCONFIGID (hex).
     #[arg(long)]
     pub expect_mrconfigid: Option<String>,
+    /// Minimum SEV-SNP TCB of the report, e.g.
+    /// `bootloader=3,tee=0,snp=8,microcode=115` (add `fmc=N` on Turin): old
+    /// firmware and microcode still get a VCEK from AMD, so only this refuses them.
+    #[arg(long)]
+    pub min_tcb: Option<String>,
     /// Accept this TDX TCB status besides UpToDate (repeatable).
     #[arg(long = "accept-tcb-status")]
     pub accept_tcb_status: Vec<String>,
@@ -203,8 +208,9 @@ pub struct EvidenceArgs {
     #[arg(long = "allow-advisory")]
     pub allow_advisory: Vec<String>,
     /// Check the evidence against this contract on the ledger (--ledger): the
-    /// launch measurement it published (SNP MEASUREMENT, TDX MRTD) and its
-    /// binding (SNP HOST_DATA, TDX MRCONFIGID). Replaces the --expect-* flags.
+    /// launch measurement it published (SNP MEASUREMENT; TDX MRTD, RTMR1 and
+    /// RTMR2) and its binding (SNP HOST_DATA, TDX MRCONFIGID). Replaces the
+    /// --expect-* flags.
     #[arg(
         long,
         value_name = "ID",
@@ -751,6 +757,7 @@ pub async fn verify_evidence(ctx: &Context, a: EvidenceArgs) -> Result<(), CliEr
         snp: snp::SnpPolicy {
             expected_measurement: hex_arg::<48>("--expect-measurement", &a.expect_measurement)?,
             expected_host_data: hex_arg::<32>("--expect-host-data", &a.expect_host_data)?,
+            min_tcb: a.min_tcb.as_deref().map(parse_min_tcb).transpose()?,
             ..snp::SnpPolicy::default()
         },
         tdx: tdx::TdxPolicy {

@@ -337,6 +337,36 @@ fn bundle_binds_nonce_and_tls_key() {
     ]);
     assert_eq!(check(&json_of(&stale), "nonce")["ok"], false);
 
+    // A minimum TCB above the report's is a failed check of its own.
+    let old_tcb = dcctl(&[
+        "verify",
+        "evidence",
+        &path,
+        "--nonce",
+        &hex::encode(nonce),
+        "--now",
+        MILAN_NOW,
+        "--min-tcb",
+        "snp=255",
+        "--json",
+    ]);
+    assert_eq!(old_tcb.status.code(), Some(1));
+    let tcb = check(&json_of(&old_tcb)["items"][0], "min_tcb").clone();
+    assert_eq!(tcb["ok"], false, "{tcb}");
+    let bad = dcctl(&[
+        "verify",
+        "evidence",
+        &path,
+        "--any-nonce",
+        "--min-tcb",
+        "snp",
+    ]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a malformed --min-tcb is a usage error"
+    );
+
     let needs_nonce = dcctl(&["verify", "evidence", &path, "--json"]);
     assert_eq!(
         needs_nonce.status.code(),
