@@ -316,6 +316,21 @@ mod tests {
         );
     }
 
+    fn small_caps() -> NodeCapabilities {
+        NodeCapabilities {
+            cpu_model: "x".into(),
+            vcpus: 1,
+            ram_gib: 1,
+            storage_gib: 1,
+            bandwidth_mbps: 1,
+            gpus: vec![],
+            confidential: dc_ledger_core::Confidential::None,
+            region: "eu".into(),
+            country: "DE".into(),
+            image_hash: String::new(),
+        }
+    }
+
     /// A token file left empty (or damaged) is never a token: `init`
     /// replaces it with a fresh one, and a claim against it is refused.
     #[tokio::test]
@@ -328,18 +343,7 @@ mod tests {
         let client = LedgerClient::connect("http://127.0.0.1:1", Some(provider))
             .await
             .unwrap();
-        let caps = NodeCapabilities {
-            cpu_model: "x".into(),
-            vcpus: 1,
-            ram_gib: 1,
-            storage_gib: 1,
-            bandwidth_mbps: 1,
-            gpus: vec![],
-            confidential: dc_ledger_core::Confidential::None,
-            region: "eu".into(),
-            country: "DE".into(),
-            image_hash: String::new(),
-        };
+        let caps = small_caps();
         let refused = claim(&c, "", &client, caps, 1).await;
         assert!(matches!(refused, Err(NodeError::NoToken)), "{refused:?}");
         let s = init(&c, &mut Counter(50)).unwrap();
@@ -364,18 +368,7 @@ mod tests {
         let client = LedgerClient::connect("http://127.0.0.1:1", Some(provider))
             .await
             .unwrap();
-        let caps = NodeCapabilities {
-            cpu_model: "x".into(),
-            vcpus: 1,
-            ram_gib: 1,
-            storage_gib: 1,
-            bandwidth_mbps: 1,
-            gpus: vec![],
-            confidential: dc_ledger_core::Confidential::None,
-            region: "eu".into(),
-            country: "DE".into(),
-            image_hash: String::new(),
-        };
+        let caps = small_caps();
         let e = claim(
             &c,
             "00000000000000000000000000000000",

@@ -220,6 +220,17 @@ async fn one_contract(dir: &Path) -> One {
         contract: c.id,
     }
 }
+/// Rewrites the state of contract `id`'s last journal line from `was` to
+/// `now`: the journal as a crash at another moment would have left it.
+fn rewrite_last_state(cfg: &Config, id: u64, was: &str, now: &str) {
+    let mut lines = journal_lines(cfg);
+    let last = lines.iter().rposition(|l| l["contract_id"] == id).unwrap();
+    assert_eq!(lines[last]["state"], was);
+    lines[last]["state"] = now.into();
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(cfg.journal_path(), text).unwrap();
+}
+
 /// The ledger took `report_active` but its reply was lost, so the journal
 /// still says provisioning; the host then went down with the VM. On restart
 /// the VM is relaunched over its disk (not wiped as a provisioning attempt
@@ -249,12 +260,7 @@ async fn a_vm_reported_active_with_the_reply_lost_keeps_its_disk_across_a_restar
     std::fs::write(&disk, b"tenant data").unwrap();
     // The journal as it stood when the reply was lost: the record's last
     // line says provisioning (with the VM's handle).
-    let mut lines = journal_lines(&cfg);
-    let last = lines.iter().rposition(|l| l["contract_id"] == id).unwrap();
-    assert_eq!(lines[last]["state"], "active");
-    lines[last]["state"] = "provisioning".into();
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(cfg.journal_path(), text).unwrap();
+    rewrite_last_state(&cfg, id, "active", "provisioning");
 
     let vmm2 = Arc::new(FakeVmm::default());
     vmm2.dead.lock().unwrap().insert(format!("c{id}"));
@@ -426,11 +432,7 @@ async fn a_teardown_kills_a_vmm_the_journal_has_no_handle_for() {
     assert!(agent.vms()[&id].handle.is_none());
     drop(agent);
     // The journal as a crash mid-teardown leaves it: releasing, no handle.
-    let mut lines = journal_lines(&cfg);
-    let last = lines.iter().rposition(|l| l["contract_id"] == id).unwrap();
-    lines[last]["state"] = "releasing".into();
-    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    std::fs::write(cfg.journal_path(), text).unwrap();
+    rewrite_last_state(&cfg, id, "provisioning", "releasing");
 
     let agent = start_agent(&cfg, Arc::new(FakeVmm::default())).await;
     assert!(!vmm.stray_alive(), "the VMM without a handle was killed");

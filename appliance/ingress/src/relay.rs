@@ -294,41 +294,32 @@ enum Read {
 /// True when the next byte of `src`'s queue is TCP urgent data
 /// (`SIOCATMARK`): a `recv` stops short before it (and passes it the next
 /// time), splice does not pass it.
+#[cfg(target_os = "linux")]
 fn at_urgent_mark(src: &TcpStream) -> bool {
-    #[cfg(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "x86",
-            target_arch = "aarch64",
-            target_arch = "arm",
-            target_arch = "riscv64"
-        )
-    ))]
-    {
-        use std::os::fd::AsRawFd;
-        /// asm-generic/sockios.h (x86 and arm included).
-        const SIOCATMARK: libc::c_ulong = 0x8905;
-        let mut at: libc::c_int = 0;
-        // SAFETY: the descriptor belongs to `src`, alive for this call;
-        // SIOCATMARK writes one int.
-        let rc = unsafe { libc::ioctl(src.as_raw_fd(), SIOCATMARK as _, &mut at) };
-        rc == 0 && at != 0
+    use std::os::fd::AsRawFd;
+    // asm-generic/sockios.h, which x86, arm and riscv use; alpha, mips,
+    // parisc, powerpc and sparc number it otherwise: no check there.
+    const SIOCATMARK: libc::c_ulong = 0x8905;
+    if !cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    )) {
+        return false;
     }
-    #[cfg(not(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86_64",
-            target_arch = "x86",
-            target_arch = "aarch64",
-            target_arch = "arm",
-            target_arch = "riscv64"
-        )
-    )))]
-    {
-        let _ = src;
-        false
-    }
+    let mut at: libc::c_int = 0;
+    // SAFETY: the descriptor belongs to `src`, alive for this call;
+    // SIOCATMARK writes one int.
+    let rc = unsafe { libc::ioctl(src.as_raw_fd(), SIOCATMARK as _, &mut at) };
+    rc == 0 && at != 0
+}
+
+/// Elsewhere no splice, and no check: see the Linux version.
+#[cfg(not(target_os = "linux"))]
+fn at_urgent_mark(_src: &TcpStream) -> bool {
+    false
 }
 
 /// True when `src`'s readiness alone says EOF: the FIN came before the last
