@@ -357,22 +357,33 @@ async fn a_vm_that_died_while_the_agent_was_down_is_relaunched_over_its_disk() {
     assert_eq!(agent.vms()[&id].handle, rec.handle);
 }
 
+/// One contract whose launch fails with its VMM left running (no handle
+/// journaled), after the agent's first pass.
+async fn a_launch_leaving_its_vmm(dir: &Path) -> (One, Arc<FakeVmm>, Agent) {
+    let one = one_contract(dir).await;
+    let vmm = Arc::new(FakeVmm::default());
+    *vmm.leave_stray.lock().unwrap() = true;
+    let mut agent = start_agent(&one.cfg, vmm.clone()).await;
+    agent.tick().await.unwrap();
+    assert!(vmm.stray_alive());
+    (one, vmm, agent)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vmm_left_by_a_failed_or_interrupted_launch_is_killed_before_its_dir_is_reused() {
     let dir = tempfile::tempdir().unwrap();
-    let One {
-        _ledger: _keep,
-        cfg,
-        dev,
-        contract: id,
-        ..
-    } = one_contract(dir.path()).await;
-    let vmm = Arc::new(FakeVmm::default());
-    *vmm.leave_stray.lock().unwrap() = true;
-    let mut agent = start_agent(&cfg, vmm.clone()).await;
-    agent.tick().await.unwrap();
+    let (
+        One {
+            _ledger: _keep,
+            cfg,
+            dev,
+            contract: id,
+            ..
+        },
+        vmm,
+        agent,
+    ) = a_launch_leaving_its_vmm(dir.path()).await;
     // The launch failed but its VMM lives: nothing is wiped or freed.
-    assert!(vmm.stray_alive());
     let rec = agent.vms()[&id].clone();
     assert_eq!(rec.state, VmRecordState::Provisioning);
     assert!(rec.handle.is_none());
@@ -418,17 +429,16 @@ async fn a_vmm_left_by_a_failed_or_interrupted_launch_is_killed_before_its_dir_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teardown_kills_a_vmm_the_journal_has_no_handle_for() {
     let dir = tempfile::tempdir().unwrap();
-    let One {
-        _ledger: _keep,
-        cfg,
-        contract: id,
-        ..
-    } = one_contract(dir.path()).await;
-    let vmm = Arc::new(FakeVmm::default());
-    *vmm.leave_stray.lock().unwrap() = true;
-    let mut agent = start_agent(&cfg, vmm.clone()).await;
-    agent.tick().await.unwrap();
-    assert!(vmm.stray_alive());
+    let (
+        One {
+            _ledger: _keep,
+            cfg,
+            contract: id,
+            ..
+        },
+        vmm,
+        agent,
+    ) = a_launch_leaving_its_vmm(dir.path()).await;
     assert!(agent.vms()[&id].handle.is_none());
     drop(agent);
     // The journal as a crash mid-teardown leaves it: releasing, no handle.
