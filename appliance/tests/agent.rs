@@ -16,13 +16,13 @@ use common::{
 use dc_appliance::agent::{no_evidence_hash, system_clock, SerialProbe};
 use dc_appliance::config::Config;
 use dc_appliance::inventory::{self, fake};
-use dc_appliance::journal::VmRecordState;
+use dc_appliance::journal::{VmRecord, VmRecordState};
 use dc_appliance::node::{self, NodeError};
 use dc_appliance::resources::EffectiveLimits;
 use dc_appliance::{Action, Agent, Backends};
 use dc_ledger::launch::LedgerProcess;
 use dc_ledger_client::LedgerClient;
-use dc_ledger_core::ContractState;
+use dc_ledger_core::{Contract, ContractState};
 use dc_vmm::BackendKind;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,6 +231,23 @@ fn rewrite_last_state(cfg: &Config, id: u64, was: &str, now: &str) {
     std::fs::write(cfg.journal_path(), text).unwrap();
 }
 
+/// One contract brought up active by an agent that then goes down, with
+/// the tenant's data (which must survive) written to the VM's disk: the
+/// contract as the ledger has it, the VM's last record, and the disk.
+async fn an_active_vm_left_with_data(dir: &Path) -> (One, Contract, VmRecord, std::path::PathBuf) {
+    let one = one_contract(dir).await;
+    let mut agent = start_agent(&one.cfg, Arc::new(FakeVmm::default())).await;
+    agent.tick().await.unwrap();
+    let contract = one.dev.contract(one.contract).await.unwrap().unwrap();
+    assert_eq!(contract.state, ContractState::Active);
+    let old = agent.vms()[&one.contract].clone();
+    assert_eq!(old.state, VmRecordState::Active);
+    drop(agent);
+    let disk = old.spec.disks[0].path.clone();
+    std::fs::write(&disk, b"tenant data").unwrap();
+    (one, contract, old, disk)
+}
+
 /// The ledger took `report_active` but its reply was lost, so the journal
 /// still says provisioning; the host then went down with the VM. On restart
 /// the VM is relaunched over its disk (not wiped as a provisioning attempt
@@ -239,25 +256,18 @@ fn rewrite_last_state(cfg: &Config, id: u64, was: &str, now: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_reported_active_with_the_reply_lost_keeps_its_disk_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let One {
-        _ledger: _keep,
-        cfg,
-        dev,
-        contract: id,
-        ..
-    } = one_contract(dir.path()).await;
-    let vmm = Arc::new(FakeVmm::default());
-    let mut agent = start_agent(&cfg, vmm.clone()).await;
-    agent.tick().await.unwrap();
-    assert_eq!(
-        dev.contract(id).await.unwrap().unwrap().state,
-        ContractState::Active
-    );
-    let old = agent.vms()[&id].clone();
-    assert_eq!(old.state, VmRecordState::Active);
-    drop(agent);
-    let disk = old.spec.disks[0].path.clone();
-    std::fs::write(&disk, b"tenant data").unwrap();
+    let (
+        One {
+            _ledger: _keep,
+            cfg,
+            dev,
+            contract: id,
+            ..
+        },
+        _,
+        old,
+        disk,
+    ) = an_active_vm_left_with_data(dir.path()).await;
     // The journal as it stood when the reply was lost: the record's last
     // line says provisioning (with the VM's handle).
     rewrite_last_state(&cfg, id, "active", "provisioning");
@@ -291,23 +301,18 @@ async fn a_vm_reported_active_with_the_reply_lost_keeps_its_disk_across_a_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_that_died_while_the_agent_was_down_is_relaunched_over_its_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let One {
-        _ledger: _keep,
-        cfg,
-        dev,
-        contract: id,
-        ..
-    } = one_contract(dir.path()).await;
-    let vmm = Arc::new(FakeVmm::default());
-    let mut agent = start_agent(&cfg, vmm.clone()).await;
-    agent.tick().await.unwrap();
-    let before = dev.contract(id).await.unwrap().unwrap();
-    assert_eq!(before.state, ContractState::Active);
-    let old = agent.vms()[&id].clone();
-    drop(agent);
-    // The tenant's disk: it must survive.
-    let disk = old.spec.disks[0].path.clone();
-    std::fs::write(&disk, b"tenant data").unwrap();
+    let (
+        One {
+            _ledger: _keep,
+            cfg,
+            dev,
+            contract: id,
+            ..
+        },
+        before,
+        old,
+        disk,
+    ) = an_active_vm_left_with_data(dir.path()).await;
 
     let vmm2 = Arc::new(FakeVmm::default());
     vmm2.dead.lock().unwrap().insert(format!("c{id}"));
