@@ -179,37 +179,36 @@ pub fn replay_bytes(path: &Path, bytes: &[u8]) -> Result<Replay, JournalError> {
         if !line.iter().all(u8::is_ascii_whitespace) {
             match serde_json::from_slice::<VmRecord>(line) {
                 Ok(record) => records.push(record),
-                // The last line, complete but bad: a power loss can leave a
-                // newline-terminated line whose bytes never reached the disk
-                // (zeros, garbage). Treat it like a torn tail: cut it, loudly.
-                // Not a whole JSON object that only this version cannot read
-                // (a newer agent's record, after a rollback): that record was
-                // acknowledged, so it is refused below, never cut.
-                Err(e)
-                    if bytes[pos + nl + 1..].iter().all(u8::is_ascii_whitespace)
-                        && serde_json::from_slice::<serde_json::Value>(line).is_err() =>
-                {
+                Err(e) => {
+                    let reason = e.to_string();
+                    if !bytes[pos + nl + 1..].iter().all(u8::is_ascii_whitespace) {
+                        return Err(JournalError::Corrupt {
+                            path: path.to_owned(),
+                            line: line_no,
+                            reason,
+                        });
+                    }
+                    // The last line. A whole JSON object that only this
+                    // version cannot read (a newer agent's record, after a
+                    // rollback) was acknowledged: refused, never cut.
+                    if serde_json::from_slice::<serde_json::Value>(line).is_ok() {
+                        return Err(JournalError::Unreadable {
+                            path: path.to_owned(),
+                            line: line_no,
+                            reason,
+                        });
+                    }
+                    // Complete but not JSON: a power loss can leave a
+                    // newline-terminated line whose bytes never reached the
+                    // disk (zeros, garbage). Treat it like a torn tail: cut
+                    // it, loudly.
                     let torn = (bytes.len() - pos) as u64;
-                    tracing::error!(path = %path.display(), line = line_no, torn_bytes = torn, error = %e, "journal: the LAST line is corrupt; cutting it off like a torn write (the record it held is lost)");
+                    tracing::error!(path = %path.display(), line = line_no, torn_bytes = torn, error = %reason, "journal: the LAST line is corrupt; cutting it off like a torn write (the record it held is lost)");
                     return Ok(Replay {
                         records,
                         valid_len: pos as u64,
                         torn_bytes: torn,
                     });
-                }
-                Err(e) if bytes[pos + nl + 1..].iter().all(u8::is_ascii_whitespace) => {
-                    return Err(JournalError::Unreadable {
-                        path: path.to_owned(),
-                        line: line_no,
-                        reason: e.to_string(),
-                    })
-                }
-                Err(e) => {
-                    return Err(JournalError::Corrupt {
-                        path: path.to_owned(),
-                        line: line_no,
-                        reason: e.to_string(),
-                    })
                 }
             }
         }

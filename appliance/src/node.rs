@@ -90,6 +90,15 @@ fn write_private_new(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
     f.sync_all().map_err(|e| io(path, e))
 }
 
+/// Replaces `path` with `bytes` (mode 0600) through `tmp`, written whole
+/// and synced first: a crash leaves the old file or the new one, never a
+/// part of it.
+fn replace_private(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    let _ = std::fs::remove_file(tmp);
+    write_private_new(tmp, bytes)?;
+    std::fs::rename(tmp, path).map_err(|e| io(path, e))
+}
+
 /// A claim token as [`init`] makes them: 32 lowercase hex digits.
 fn is_claim_token(t: &str) -> bool {
     t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -161,12 +170,12 @@ pub fn init(config: &Config, rng: &mut impl CryptoRngCore) -> Result<NodeStatus,
                 let mut raw = [0u8; 16];
                 rng.fill_bytes(&mut raw);
                 let t = hex::encode(raw);
-                // Written whole under another name, then renamed: a crash
-                // leaves no token or the whole token.
-                let tmp = config.data_dir.join(".claim-token.tmp");
-                let _ = std::fs::remove_file(&tmp);
-                write_private_new(&tmp, format!("{t}\n").as_bytes())?;
-                std::fs::rename(&tmp, &token_path).map_err(|e| io(&token_path, e))?;
+                // A crash leaves no token or the whole token.
+                replace_private(
+                    &config.data_dir.join(".claim-token.tmp"),
+                    &token_path,
+                    format!("{t}\n").as_bytes(),
+                )?;
                 t
             }
         };
@@ -238,13 +247,11 @@ pub async fn claim(
         delegation_expires_at_ns: expires,
     };
     let path = config.claimed_path();
-    let tmp = config.data_dir.join(".claimed.json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    write_private_new(
-        &tmp,
-        &serde_json::to_vec_pretty(&record).map_err(|e| io(&tmp, e))?,
+    replace_private(
+        &config.data_dir.join(".claimed.json.tmp"),
+        &path,
+        &serde_json::to_vec_pretty(&record).map_err(|e| io(&path, e))?,
     )?;
-    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
     std::fs::remove_file(&token_path).map_err(|e| io(&token_path, e))?;
     tracing::info!(node = %record.node, provider = %record.provider, "node claimed");
     Ok(record)

@@ -386,11 +386,9 @@ fn copy_burst(
     activity.touch();
     // A short read after the FIN drained the queue, nothing follows, unless
     // it stopped at an urgent mark.
-    let more = match read {
-        Read::On => true,
-        Read::Ready { fin_came } => fin_came && n < COPY_BUF && at_urgent_mark(src),
-    };
-    let last = matches!(read, Read::Ready { fin_came: true }) && n < COPY_BUF && !more;
+    let short_after_fin = matches!(read, Read::Ready { fin_came: true }) && n < COPY_BUF;
+    let more = matches!(read, Read::On) || (short_after_fin && at_urgent_mark(src));
+    let last = short_after_fin && !more;
     let mut sent = 0;
     while sent < n {
         let left = &data[sent..];

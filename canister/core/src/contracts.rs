@@ -329,9 +329,9 @@ impl Ledger {
             )
         })?;
         let platform = offering.spec.confidential;
-        match (platform, measurement) {
-            (Confidential::None, None) => Ok(()),
-            (Confidential::None, Some(_)) => Err(LedgerError::invalid(
+        match (platform.launch_measurement_len(), measurement) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(LedgerError::invalid(
                 "launch_measurement",
                 format!(
                     "offering {} is not confidential; a launch measurement is only published \
@@ -339,29 +339,25 @@ impl Ledger {
                     c.offering_id
                 ),
             )),
-            (_, None) => Err(LedgerError::invalid(
+            (Some(len), None) => Err(LedgerError::invalid(
                 "launch_measurement",
                 format!(
                     "offering {} is {}: the node must publish the VM's launch measurement \
-                     ({} bytes, {})",
+                     ({len} bytes, {})",
                     c.offering_id,
                     platform.as_str(),
-                    platform.launch_measurement_len().unwrap_or(0),
                     measurement_name(platform)
                 ),
             )),
-            (_, Some(m)) if Some(m.len()) != platform.launch_measurement_len() => {
-                Err(LedgerError::invalid(
-                    "launch_measurement",
-                    format!(
-                        "expected {} bytes ({}), found {}",
-                        platform.launch_measurement_len().unwrap_or(0),
-                        measurement_name(platform),
-                        m.len()
-                    ),
-                ))
-            }
-            (_, Some(_)) => Ok(()),
+            (Some(len), Some(m)) if m.len() != len => Err(LedgerError::invalid(
+                "launch_measurement",
+                format!(
+                    "expected {len} bytes ({}), found {}",
+                    measurement_name(platform),
+                    m.len()
+                ),
+            )),
+            (Some(_), Some(_)) => Ok(()),
         }
     }
 

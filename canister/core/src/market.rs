@@ -230,13 +230,7 @@ pub(crate) fn node_has_room(node: &NodeInfo, want: &Resources, gpu_model: Option
     let c = &node.capabilities;
     let r = &node.reserved;
     let (gpus_total, gpus_taken): (u32, u32) = match gpu_model {
-        Some(m) => (
-            c.gpus
-                .iter()
-                .filter(|g| g.model.eq_ignore_ascii_case(m))
-                .fold(0u32, |sum, g| sum.saturating_add(g.count)),
-            node.reserved_gpus(m),
-        ),
+        Some(m) => (c.gpus_of(m), node.reserved_gpus(m)),
         None => (0, 0),
     };
     !node.revoked
@@ -750,11 +744,7 @@ pub fn validate_offering(spec: &OfferingSpec, node: &NodeCapabilities) -> Ledger
                 "must be at least 1 when a GPU is offered",
             ));
         }
-        let have: u32 = node
-            .gpus
-            .iter()
-            .filter(|n| n.model.eq_ignore_ascii_case(&g.model))
-            .fold(0u32, |sum, n| sum.saturating_add(n.count));
+        let have = node.gpus_of(&g.model);
         if g.count > have {
             return Err(LedgerError::invalid(
                 "gpu.count",

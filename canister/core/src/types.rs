@@ -324,6 +324,17 @@ pub struct NodeCapabilities {
     pub image_hash: String,
 }
 
+impl NodeCapabilities {
+    /// GPUs of `model` (case-insensitive) the node declares, all entries
+    /// of that model together.
+    pub fn gpus_of(&self, model: &str) -> u32 {
+        self.gpus
+            .iter()
+            .filter(|g| g.model.eq_ignore_ascii_case(model))
+            .fold(0u32, |sum, g| sum.saturating_add(g.count))
+    }
+}
+
 /// `register_node` argument. The caller is the provider or the node itself; the
 /// delegation proves the provider's consent either way.
 #[derive(CandidType, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

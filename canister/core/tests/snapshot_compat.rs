@@ -241,18 +241,14 @@ const V03_TDX_MEASUREMENT: [u8; 144] = {
 fn v03_fixture_with_todays_tdx_measurement() -> Vec<u8> {
     let mut old = vec![48u8];
     old.extend_from_slice(&[0xcd; 48]);
-    let at = V03_FIXTURE
+    let hits: Vec<usize> = V03_FIXTURE
         .windows(old.len())
-        .position(|w| w == old.as_slice())
-        .expect("the fixture's TDX measurement");
-    assert_eq!(
-        V03_FIXTURE
-            .windows(old.len())
-            .filter(|w| *w == old.as_slice())
-            .count(),
-        1,
-        "one TDX measurement in the fixture"
-    );
+        .enumerate()
+        .filter(|(_, w)| *w == old.as_slice())
+        .map(|(at, _)| at)
+        .collect();
+    assert_eq!(hits.len(), 1, "one TDX measurement in the fixture");
+    let at = hits[0];
     let mut patched = V03_FIXTURE[..at].to_vec();
     patched.extend_from_slice(&[0x90, 0x01]);
     patched.extend_from_slice(&V03_TDX_MEASUREMENT);
