@@ -53,9 +53,33 @@ proptest! {
 }
 
 #[test]
+fn public_suffixes_are_refused_by_both() {
+    for name in ["co.uk", "*.co.uk", "*.github.io", "com.au"] {
+        assert!(
+            dc_ledger_core::ingress::validate_domain(name).is_err(),
+            "{name}"
+        );
+        let update = RouteTable::new()
+            .replace(vec![route(vec![name.to_string()])])
+            .unwrap();
+        assert_eq!(update.rejected_names.len(), 1, "the ingress routes {name}");
+    }
+    for name in ["example.co.uk", "*.apps.example.co.uk", "*.me.github.io"] {
+        check(name);
+        assert!(
+            dc_ledger_core::ingress::validate_domain(name).is_ok(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn examples_from_the_documentation() {
     for name in ["api.example.com", "*.apps.example.com", "a-b.c0.example"] {
-        assert!(dc_ledger_core::ingress::validate_domain(name).is_ok(), "{name}");
+        assert!(
+            dc_ledger_core::ingress::validate_domain(name).is_ok(),
+            "{name}"
+        );
         check(name);
     }
 }

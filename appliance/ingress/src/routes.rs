@@ -11,7 +11,12 @@
 //! matches `a.example.com`, not `example.com` nor `a.b.example.com`; an exact
 //! name wins over a wildcard. Wildcards exist for tenants that serve many
 //! subdomains of a custom domain; a wildcard must have at least two labels
-//! after the `*` so that nobody claims a whole top-level domain.
+//! after the `*` so that nobody claims a whole top-level domain, and neither
+//! a name nor a wildcard's parent may be a public suffix (`co.uk`,
+//! `*.co.uk`, `*.github.io`: the Public Suffix List as compiled into the
+//! `psl` crate), whose names belong to different owners. The ledger refuses
+//! such names already; the table refuses them too rather than route a whole
+//! suffix's traffic to one tenant.
 //!
 //! A name claimed by two contracts in one update stays with the contract
 //! that held it before (so a newcomer can neither take a name in use nor,
@@ -76,7 +81,8 @@ pub enum RouteError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NameRejection {
-    /// Not a host name, or a wildcard that is not `*.` and two or more labels.
+    /// Not a host name, a wildcard that is not `*.` and two or more labels,
+    /// or a public suffix (as a name or a wildcard's parent).
     Invalid { reason: String },
     /// Another contract held the name before this update and keeps it.
     TakenBy { contract_id: u64 },
@@ -273,13 +279,32 @@ impl Pattern {
                 if parent.parent().is_none() {
                     return Err("a wildcard needs two or more labels after `*.`".into());
                 }
+                if is_public_suffix(parent.as_str()) {
+                    return Err(format!(
+                        "`*.{}` covers a public suffix, whose names belong to different owners",
+                        parent.as_str()
+                    ));
+                }
                 Ok(Pattern::Wildcard(parent.as_str().to_owned()))
             }
-            None => Ok(Pattern::Exact(
-                HostName::parse(name).map_err(invalid)?.as_str().to_owned(),
-            )),
+            None => {
+                let name = HostName::parse(name).map_err(invalid)?;
+                if is_public_suffix(name.as_str()) {
+                    return Err(format!(
+                        "`{}` is a public suffix, whose names belong to different owners",
+                        name.as_str()
+                    ));
+                }
+                Ok(Pattern::Exact(name.as_str().to_owned()))
+            }
         }
     }
+}
+
+/// Whether a normalised name is itself a public suffix: a rule of the
+/// Public Suffix List matches it whole (`com`, `co.uk`, `github.io`).
+fn is_public_suffix(name: &str) -> bool {
+    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes() == name.as_bytes())
 }
 
 impl RouteTable {
@@ -572,6 +597,10 @@ mod tests {
                     "*.com",
                     "a.*.example",
                     "*",
+                    "*.co.uk",
+                    "*.Github.IO.",
+                    "com.au",
+                    "*.shop.example.co.uk",
                 ],
             )])
             .unwrap();
@@ -582,8 +611,38 @@ mod tests {
             .collect();
         assert_eq!(
             rejected,
-            vec!["*", "*.com", "a.*.example", "bad_name.example"]
+            vec![
+                "*",
+                "*.Github.IO.",
+                "*.co.uk",
+                "*.com",
+                "a.*.example",
+                "bad_name.example",
+                "com.au"
+            ]
         );
+        let reason = |name: &str| match &update
+            .rejected_names
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap()
+            .reason
+        {
+            NameRejection::Invalid { reason } => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            reason("*.co.uk").contains("public suffix"),
+            "{}",
+            reason("*.co.uk")
+        );
+        assert!(
+            reason("*.Github.IO.").contains("`*.github.io`"),
+            "{}",
+            reason("*.Github.IO.")
+        );
+        assert!(reason("com.au").contains("public suffix"));
+        assert_eq!(who(&table, "x.shop.example.co.uk"), Some(1));
         assert!(update
             .rejected_names
             .iter()

@@ -18,9 +18,17 @@
 //! all digits). A leading `*.` is a single-label wildcard (`*.apps.example.com`
 //! matches `a.apps.example.com`, not `apps.example.com` nor
 //! `a.b.apps.example.com`), allowed only with two or more labels after it so
-//! that nobody claims a whole top-level domain. These are the names the
-//! ingress routes, already in the ingress's normal form (lowercase, no
-//! trailing dot), so that one spelling is one name everywhere.
+//! that nobody claims a whole top-level domain. Neither a name nor a
+//! wildcard's parent may be a public suffix of the Public Suffix List (ICANN
+//! and private sections, as compiled into the `psl` crate): `co.uk`,
+//! `*.co.uk` and `*.github.io` are refused, `example.co.uk` and
+//! `*.apps.example.co.uk` are not. Names under a public suffix belong to
+//! different owners, so one registration covering them all would capture
+//! every such name whose DNS points at the node without being registered by
+//! its owner (CAs refuse wildcard certificates over public suffixes for the
+//! same reason). These are the names the ingress routes, already in the
+//! ingress's normal form (lowercase, no trailing dot), so that one spelling
+//! is one name everywhere.
 //!
 //! # Ownership: first come, first served, not proven
 //!
@@ -110,6 +118,17 @@ pub enum DomainError {
     WildcardTooWide,
     #[error("the last label is all digits, which reads as an address, not a name")]
     NumericTopLabel,
+    #[error("{suffix:?} is a public suffix: names under it belong to different owners; register your own name under it, as in example.{suffix}")]
+    PublicSuffix { suffix: String },
+    #[error("*.{suffix} would cover a public suffix, whose names belong to different owners; use a wildcard under your own name, as in *.apps.example.{suffix}")]
+    WildcardOverPublicSuffix { suffix: String },
+}
+
+/// Whether `name` (lowercase, no trailing dot) is itself a public suffix:
+/// a rule of the Public Suffix List matches it whole, as `co.uk`, `com` or
+/// `github.io`. A name under an unlisted top-level domain is never one.
+pub fn is_public_suffix(name: &str) -> bool {
+    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes() == name.as_bytes())
 }
 
 /// Checks that `name` is a registrable name (see the [module docs](self)).
@@ -165,6 +184,14 @@ pub fn validate_domain(name: &str) -> Result<(), DomainError> {
     }
     if last.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DomainError::NumericTopLabel);
+    }
+    if is_public_suffix(rest) {
+        let suffix = rest.to_string();
+        return Err(if wildcard {
+            DomainError::WildcardOverPublicSuffix { suffix }
+        } else {
+            DomainError::PublicSuffix { suffix }
+        });
     }
     Ok(())
 }
@@ -256,6 +283,12 @@ mod tests {
             "123.example.com",
             "*.apps.example.com",
             "*.example.com",
+            "example.co.uk",
+            "*.example.co.uk",
+            "www.ck",
+            "*.www.ck",
+            "pages.example.github.io",
+            "*.corp.internal",
             "a.b.c.d.e.f.example",
         ] {
             assert_eq!(validate_domain(name), Ok(()), "{name}");
@@ -318,6 +351,47 @@ mod tests {
         assert_eq!(err("a.*.example.com"), DomainError::MisplacedWildcard);
         assert_eq!(err("*a.example.com"), DomainError::MisplacedWildcard);
         assert_eq!(err("*.1.2"), DomainError::NumericTopLabel);
+    }
+
+    #[test]
+    fn refuses_public_suffixes_and_wildcards_over_them() {
+        let suffix = |s: &str| s.to_string();
+        assert_eq!(
+            err("co.uk"),
+            DomainError::PublicSuffix {
+                suffix: suffix("co.uk")
+            }
+        );
+        assert_eq!(
+            err("github.io"),
+            DomainError::PublicSuffix {
+                suffix: suffix("github.io")
+            }
+        );
+        for (name, parent) in [
+            ("*.co.uk", "co.uk"),
+            ("*.com.au", "com.au"),
+            // A private-section suffix: every user's pages are under it.
+            ("*.github.io", "github.io"),
+            ("*.s3.amazonaws.com", "s3.amazonaws.com"),
+            // `*.ck` is a wildcard rule, so every `x.ck` is a suffix...
+            ("*.foo.ck", "foo.ck"),
+        ] {
+            assert_eq!(
+                err(name),
+                DomainError::WildcardOverPublicSuffix {
+                    suffix: suffix(parent)
+                },
+                "{name}"
+            );
+        }
+        // ...except `www.ck`, its exception (accepted above).
+        assert!(is_public_suffix("foo.ck"));
+        assert!(!is_public_suffix("www.ck"));
+        assert!(!is_public_suffix("example.com"));
+        assert!(!is_public_suffix("corp.internal"));
+        let message = err("*.co.uk").to_string();
+        assert!(message.contains("*.apps.example.co.uk"), "{message}");
     }
 
     #[test]

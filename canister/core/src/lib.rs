@@ -19,7 +19,9 @@ pub mod snapshot;
 pub mod types;
 
 pub use error::{LedgerError, LedgerResult};
-pub use ingress::{validate_domain, validate_domains, DomainError, MAX_INGRESS_DOMAINS};
+pub use ingress::{
+    is_public_suffix, validate_domain, validate_domains, DomainError, MAX_INGRESS_DOMAINS,
+};
 pub use ledger::{Genesis, Ledger};
 pub use rewards::{block_reward, check_in_message, scheduled_supply};
 pub use types::*;
