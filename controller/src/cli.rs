@@ -372,7 +372,9 @@ Examples:
 /// `dcctl rate`
 #[derive(Args)]
 pub struct RateArgs {
-    /// The other party of a contract you share.
+    /// The other party of a contract you share that was active, or whose
+    /// provider missed its provisioning deadline (one cancelled before it was
+    /// ever active, rejected, or still pending does not count).
     pub principal: String,
     /// Reputation you spend; the target loses this times the penalty multiplier.
     #[arg(long)]

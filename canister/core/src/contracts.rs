@@ -781,7 +781,9 @@ impl Ledger {
     // ------------------------------------------------------- reputation
 
     /// Spends `spend` of the caller's reputation to lower a contract
-    /// counterparty's by `spend × multiplier`, with a public reason.
+    /// counterparty's by `spend × multiplier`, with a public reason. The two
+    /// must share a contract that was active or whose provider missed its
+    /// provisioning deadline ([`Contract::rateable`]).
     pub fn rate(
         &mut self,
         caller: Principal,
@@ -811,8 +813,9 @@ impl Ledger {
             .is_some_and(|ids| {
                 ids.iter().any(|id| {
                     self.market.contracts.get(id).is_some_and(|c| {
-                        (c.developer == caller && c.provider == args.target)
-                            || (c.provider == caller && c.developer == args.target)
+                        c.rateable()
+                            && ((c.developer == caller && c.provider == args.target)
+                                || (c.provider == caller && c.developer == args.target))
                     })
                 })
             });

@@ -36,7 +36,7 @@ pub enum LedgerError {
     },
     #[error("insufficient reputation: have {have}, need {need}")]
     InsufficientReputation { have: u64, need: u64 },
-    #[error("{sender} and {target} share no contract")]
+    #[error("{sender} and {target} share no contract that was active or whose provider missed its provisioning deadline")]
     NoSharedContract {
         sender: Principal,
         target: Principal,

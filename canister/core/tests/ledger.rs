@@ -985,6 +985,95 @@ fn rating_spends_reputation_and_needs_a_shared_contract() {
     assert_eq!(w.ledger.ratings_of(&prov, 10).len(), 2);
 }
 
+/// Only a contract the provider served (it was active) or failed (missed
+/// its provisioning deadline) gives its parties the right to rate each
+/// other: renting and cancelling at once, for a full refund, does not; nor
+/// does a contract still pending or one the provider rejected. A refused
+/// rating changes nothing.
+#[test]
+fn only_a_served_or_failed_contract_gives_the_right_to_rate() {
+    let mut w = World::new();
+    let dev = w.devs[0].principal();
+    let prov = w.providers[0].principal();
+    let node = w.nodes[0].principal();
+    let rate = |spend| RateArgs {
+        target: prov,
+        spend,
+        reason: "never served me".into(),
+    };
+    let rent = |w: &mut World| {
+        w.ledger
+            .rent(
+                dev,
+                w.now,
+                RentArgs {
+                    offering_id: w.offerings[0],
+                    hours: 10,
+                },
+            )
+            .unwrap()
+            .id
+    };
+    let refused = |w: &mut World, who: &str| {
+        let d = w.ledger.state_digest();
+        let e = w.ledger.rate(dev, w.now, rate(1)).unwrap_err();
+        assert!(
+            matches!(e, LedgerError::NoSharedContract { .. }),
+            "{who}: {e:?}"
+        );
+        assert!(e.to_string().contains("active"), "{e}");
+        assert_eq!(w.ledger.state_digest(), d, "{who}");
+        // The provider cannot rate through it either.
+        assert!(w
+            .ledger
+            .rate(
+                prov,
+                w.now,
+                RateArgs {
+                    target: dev,
+                    ..rate(1)
+                }
+            )
+            .is_err());
+    };
+    // Still waiting for the provider.
+    let pending = rent(&mut w);
+    refused(&mut w, "requested");
+    // Cancelled at once, refunded in full.
+    let cancelled = w.ledger.cancel_contract(dev, w.now, pending).unwrap();
+    assert_eq!(cancelled.refunded_e9s, cancelled.paid_e9s);
+    refused(&mut w, "cancelled before active");
+    // Accepted, then cancelled before it was active.
+    let accepted = rent(&mut w);
+    w.ledger.accept_contract(node, w.now, accepted).unwrap();
+    w.ledger.cancel_contract(dev, w.now, accepted).unwrap();
+    refused(&mut w, "accepted then cancelled");
+    // Rejected by the provider.
+    let rejected = rent(&mut w);
+    w.ledger.reject_contract(node, w.now, rejected).unwrap();
+    refused(&mut w, "rejected");
+
+    // The provider missed its provisioning deadline: the developer may rate.
+    let late = rent(&mut w);
+    w.ledger.accept_contract(node, w.now, late).unwrap();
+    w.now += 2 * HOUR_NS;
+    w.ledger.tick(w.now);
+    assert_eq!(
+        w.ledger.contract_info(late).unwrap().state,
+        ContractState::DeadlineMissed
+    );
+    let before = w.ledger.reputation_of(&dev);
+    let r = w.ledger.rate(dev, w.now, rate(1)).unwrap();
+    assert_eq!(r.sender_reputation, before - 1);
+
+    // A contract that was active counts even after an early cancel.
+    let mut w = World::new();
+    let served = rent(&mut w);
+    activate(&mut w, 0, served);
+    w.ledger.cancel_contract(dev, w.now, served).unwrap();
+    assert!(w.ledger.rate(dev, w.now, rate(1)).is_ok());
+}
+
 /// A provider narrows its node's delegation; the node cannot undo that by
 /// presenting the older, broader delegation (or any broader one) itself,
 /// and nothing changes when it tries. It can renew with the same or a
