@@ -23,6 +23,14 @@
 //! and the GPU's SPDM nonce must equal its first 32 bytes. `vcek`, `chain`,
 //! `event_log` and `rims` are optional; without a VCEK the SNP verifier fails
 //! unless an online fetch is configured by the caller.
+//!
+//! RIMs travel in a bundle only as a hint of which manifests apply: they are
+//! checked for well-formedness, never judged against. A RIM the attested VM
+//! supplies could list whatever its GPU measures, and its XML signature is not
+//! verified here, so comparing the report with it would show a passed check
+//! that proves nothing. The GPU's measurements are judged only against the
+//! RIMs of the verifier's policy ([`NvidiaPolicy::rims`], `dcctl verify
+//! evidence --rim`), which the verifier chose to trust.
 
 use dc_attestation_common::{parse_hex, report_data, Checks};
 use serde::{Deserialize, Serialize};
@@ -386,10 +394,9 @@ fn verify_item(
             let report = hex_field("report", report)?;
             let mut p = policy.nvidia.clone();
             p.expected_nonce = Some(dc_attestation_common::gpu_nonce(binding));
+            // Well-formed or refused, but never trusted (see the module docs).
             for (i, xml) in rims.iter().enumerate() {
-                p.rims.push(
-                    nvidia::rim::parse(xml.as_bytes()).map_err(|e| format!("rims[{i}]: {e}"))?,
-                );
+                nvidia::rim::parse(xml.as_bytes()).map_err(|e| format!("rims[{i}]: {e}"))?;
             }
             Ok(ItemVerification::Nvidia(Box::new(nvidia::verify(
                 &report,

@@ -147,3 +147,51 @@ fn tdx_and_gpu_evidence_travel_in_the_same_bundle() {
     let out = verify_bundle(broken.as_bytes(), &policy_with_nonce(), 1_751_624_655);
     assert!(!out.checks.get("evidence[1].nvidia-h100").unwrap().ok);
 }
+
+/// RIMs inside a bundle come from the VM being attested: they are checked
+/// for form but never judged against, so a RIM that lists whatever the GPU
+/// measures cannot show up as a passed check. Only the verifier's own RIMs
+/// (its policy, `dcctl verify evidence --rim`) judge the measurements.
+#[test]
+fn rims_inside_a_bundle_are_never_trusted() {
+    let Some(v) = vectors() else { return };
+    let gpu_text = std::fs::read(v.join("nvtrust/hopperAttestationReport.txt")).unwrap();
+    let gpu = dc_attestation::decode_maybe_hex(&gpu_text, 1 << 20).unwrap();
+    let driver_rim = std::fs::read_to_string(v.join("nvtrust/Driver_RIM_test_no_gpu.swidtag")).unwrap();
+    let bundle = |rims: Vec<String>| {
+        EvidenceBundle::new(
+            &NONCE,
+            SPKI,
+            vec![Evidence::NvidiaH100 {
+                report: hex::encode(&gpu),
+                certs: std::fs::read_to_string(v.join("nvtrust/hopperCertChain.txt")).unwrap(),
+                rims,
+            }],
+        )
+        .to_json()
+    };
+    let gpu_checks = |json: &str, policy: &BundlePolicy| {
+        let out = verify_bundle(json.as_bytes(), policy, 1_751_624_655);
+        let dc_attestation::bundle::ItemVerification::Nvidia(item) = &out.items[0] else { panic!("gpu item") };
+        item.checks.clone()
+    };
+    // The bundle's RIM is read, and ignored: no RIM check either way.
+    let with_rim = gpu_checks(&bundle(vec![driver_rim.clone()]), &policy_with_nonce());
+    assert!(with_rim.get("rim_versions").is_none() && with_rim.get("rim_measurements").is_none());
+    assert_eq!(
+        names_failed(&with_rim),
+        names_failed(&gpu_checks(&bundle(vec![]), &policy_with_nonce())),
+        "a RIM in the bundle changes no verdict"
+    );
+    // A malformed one is still refused, against its item.
+    let out = verify_bundle(bundle(vec!["<not a swidtag/>".into()]).as_bytes(), &policy_with_nonce(), 1_751_624_655);
+    let item = out.checks.get("evidence[0].nvidia-h100").unwrap();
+    assert!(!item.ok && item.detail.contains("rims[0]"), "{}", item.detail);
+    // The same RIM from the verifier is judged (this sample does not match
+    // the real report, so both checks fail).
+    let mut trusted = policy_with_nonce();
+    trusted.nvidia.rims = vec![dc_attestation_nvidia::rim::parse(driver_rim.as_bytes()).unwrap()];
+    let judged = gpu_checks(&bundle(vec![]), &trusted);
+    assert!(!judged.get("rim_versions").unwrap().ok);
+    assert!(!judged.get("rim_measurements").unwrap().ok);
+}

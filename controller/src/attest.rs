@@ -47,8 +47,8 @@ Examples:
   dcctl verify snp --report report.bin --vcek vcek.der --expect-measurement 7f51…
   dcctl verify tdx --quote quote.bin --collateral collateral.json --now 1751624655
   dcctl verify nvidia --report gpu.hex --certs chain.pem --nonce 4cff…
-  dcctl verify evidence bundle.json --nonce 00112233445566778899aabbccddeeff
-  dcctl verify evidence bundle.json --nonce 00112233445566778899aabbccddeeff --contract 7";
+  dcctl verify evidence bundle.json --nonce 0011…eeff --tls-spki-sha256 9f86…0a08
+  dcctl verify evidence bundle.json --nonce 0011…eeff --tls-spki-sha256 9f86…0a08 --contract 7";
 
 /// `dcctl verify …`
 #[derive(Subcommand)]
@@ -61,6 +61,7 @@ pub enum VerifyCmd {
     Nvidia(NvidiaArgs),
     /// Verify an evidence bundle (dc-evidence/v1 JSON), its binding to a
     /// nonce and a TLS key and, with --contract, to a contract on the ledger.
+    #[command(after_help = EVIDENCE_HELP)]
     Evidence(EvidenceArgs),
 }
 
@@ -181,9 +182,15 @@ pub struct EvidenceArgs {
     /// Skip the freshness check (re-checking old evidence as an auditor).
     #[arg(long, conflicts_with = "nonce")]
     pub any_nonce: bool,
-    /// SHA-256 of the TLS SubjectPublicKeyInfo you saw on the connection (hex).
-    #[arg(long)]
+    /// SHA-256 of the TLS SubjectPublicKeyInfo you saw on the connection to
+    /// the VM (hex). Required: without it the evidence proves what runs
+    /// somewhere, not that the endpoint you talk to is that VM (see below).
+    #[arg(long, required_unless_present = "any_tls_key")]
     pub tls_spki_sha256: Option<String>,
+    /// Skip the TLS key check (an auditor re-checking evidence with no
+    /// connection to compare it with). Never before sending secrets.
+    #[arg(long, conflicts_with = "tls_spki_sha256")]
+    pub any_tls_key: bool,
     /// Expected SNP launch measurement (hex).
     #[arg(long)]
     pub expect_measurement: Option<String>,
@@ -207,6 +214,11 @@ pub struct EvidenceArgs {
     /// Accept this TDX advisory ID (repeatable).
     #[arg(long = "allow-advisory")]
     pub allow_advisory: Vec<String>,
+    /// Reference integrity manifest (swidtag XML) you trust, to judge the
+    /// GPUs' measurements against; repeatable. RIMs inside the bundle come
+    /// from the VM being attested and are never judged against.
+    #[arg(long = "rim", value_name = "FILE")]
+    pub rims: Vec<PathBuf>,
     /// Check the evidence against this contract on the ledger (--ledger): the
     /// launch measurement it published (SNP MEASUREMENT; TDX MRTD, RTMR1 and
     /// RTMR2) and its binding (SNP HOST_DATA, TDX MRCONFIGID). Replaces the
@@ -221,6 +233,21 @@ pub struct EvidenceArgs {
     #[arg(long)]
     pub now: Option<u64>,
 }
+
+/// `dcctl verify evidence --help`, after the options.
+const EVIDENCE_HELP: &str = "\
+Why the TLS key: the bundle's report data binds your nonce to the VM's TLS
+key. Genuine evidence relayed by another endpoint (one the provider runs, say)
+still verifies; only comparing the key with the one on your connection shows
+that the endpoint you are about to send secrets to is the attested VM.
+
+The key's hash, from the connection you will use:
+  openssl s_client -connect HOST:443 -servername NAME </dev/null 2>/dev/null \\
+    | openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum
+
+Examples:
+  dcctl verify evidence bundle.json --nonce $NONCE --tls-spki-sha256 $SPKI --contract 7
+  dcctl verify evidence bundle.json --any-nonce --any-tls-key --json   # an auditor";
 
 /// `dcctl measure …`
 #[derive(Subcommand)]
@@ -607,21 +634,27 @@ pub async fn verify_tdx(out: Output, a: TdxArgs) -> Result<(), CliError> {
     finish(&out, "TDX quote", v.verified, &v, &v.checks, summary)
 }
 
+/// The RIMs given with `--rim`, parsed.
+fn read_rims(paths: &[PathBuf]) -> Result<Vec<nvidia::rim::Rim>, CliError> {
+    paths
+        .iter()
+        .map(|path| {
+            let xml = read_file(path, MAX_EVIDENCE_FILE_BYTES)?;
+            nvidia::rim::parse(&xml)
+                .map_err(|e| CliError::local(format!("{}: {e}", path.display())))
+        })
+        .collect()
+}
+
 /// `dcctl verify nvidia`
 pub async fn verify_nvidia(out: Output, a: NvidiaArgs) -> Result<(), CliError> {
     let report = read_evidence(&a.report)?;
     let certs = read_file(&a.certs, MAX_EVIDENCE_FILE_BYTES)?;
-    let mut policy = nvidia::NvidiaPolicy {
+    let policy = nvidia::NvidiaPolicy {
         expected_nonce: hex_arg::<32>("--nonce", &a.nonce)?,
+        rims: read_rims(&a.rims)?,
         ..nvidia::NvidiaPolicy::default()
     };
-    for path in &a.rims {
-        let xml = read_file(path, MAX_EVIDENCE_FILE_BYTES)?;
-        policy.rims.push(
-            nvidia::rim::parse(&xml)
-                .map_err(|e| CliError::local(format!("{}: {e}", path.display())))?,
-        );
-    }
     let now = now_or(a.common.now);
     let v = with_fetcher(&a.common, move |_| {
         nvidia::verify(&report, &certs, &policy, now)
@@ -767,7 +800,10 @@ pub async fn verify_evidence(ctx: &Context, a: EvidenceArgs) -> Result<(), CliEr
             expected_mrconfigid: hex_arg::<48>("--expect-mrconfigid", &a.expect_mrconfigid)?,
             ..tdx::TdxPolicy::default()
         },
-        nvidia: nvidia::NvidiaPolicy::default(),
+        nvidia: nvidia::NvidiaPolicy {
+            rims: read_rims(&a.rims)?,
+            ..nvidia::NvidiaPolicy::default()
+        },
     };
     // The contract's expectations go through the verifiers' own policy
     // fields (clap keeps the --expect-* flags out), so the checks are the

@@ -302,6 +302,7 @@ fn a_published_measurement_is_shown_with_the_binding_and_checked_against_evidenc
             "evidence",
             "bundle.json",
             "--any-nonce",
+            "--any-tls-key",
             "--contract",
             &snp.to_string(),
             "--expect-measurement",
@@ -332,6 +333,7 @@ fn a_published_measurement_is_shown_with_the_binding_and_checked_against_evidenc
                 "evidence",
                 &bundle_path,
                 "--any-nonce",
+                "--any-tls-key",
                 "--now",
                 DSTACK_NOW,
                 "--contract",
@@ -408,6 +410,7 @@ fn a_published_measurement_is_shown_with_the_binding_and_checked_against_evidenc
         "evidence",
         &bundle_path,
         "--any-nonce",
+        "--any-tls-key",
         "--contract",
         &snp.to_string(),
     ]);

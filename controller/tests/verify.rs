@@ -302,6 +302,7 @@ fn bundle_binds_nonce_and_tls_key() {
     let path = dir.path().join("bundle.json");
     std::fs::write(&path, bundle.to_json()).unwrap();
     let path = path.display().to_string();
+    let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(spki));
 
     let out = dcctl(&[
         "verify",
@@ -309,6 +310,8 @@ fn bundle_binds_nonce_and_tls_key() {
         &path,
         "--nonce",
         &hex::encode(nonce),
+        "--tls-spki-sha256",
+        &key,
         "--now",
         MILAN_NOW,
         "--json",
@@ -319,6 +322,7 @@ fn bundle_binds_nonce_and_tls_key() {
     let j = json_of(&out);
     assert_eq!(j["verified"], false);
     assert_eq!(check(&j, "nonce")["ok"], true);
+    assert_eq!(check(&j, "tls_public_key")["ok"], true);
     let item = &j["items"][0];
     assert_eq!(check(item, "report_signature")["ok"], true);
     assert_eq!(check(item, "report_data")["ok"], false);
@@ -331,11 +335,29 @@ fn bundle_binds_nonce_and_tls_key() {
         &path,
         "--nonce",
         &"00".repeat(32),
+        "--tls-spki-sha256",
+        &key,
         "--now",
         MILAN_NOW,
         "--json",
     ]);
     assert_eq!(check(&json_of(&stale), "nonce")["ok"], false);
+
+    // Another endpoint's key: the evidence was relayed, refused.
+    let relayed = dcctl(&[
+        "verify",
+        "evidence",
+        &path,
+        "--nonce",
+        &hex::encode(nonce),
+        "--tls-spki-sha256",
+        &"ab".repeat(32),
+        "--now",
+        MILAN_NOW,
+        "--json",
+    ]);
+    assert_eq!(relayed.status.code(), Some(1));
+    assert_eq!(check(&json_of(&relayed), "tls_public_key")["ok"], false);
 
     // A minimum TCB above the report's is a failed check of its own.
     let old_tcb = dcctl(&[
@@ -344,6 +366,7 @@ fn bundle_binds_nonce_and_tls_key() {
         &path,
         "--nonce",
         &hex::encode(nonce),
+        "--any-tls-key",
         "--now",
         MILAN_NOW,
         "--min-tcb",
@@ -358,6 +381,7 @@ fn bundle_binds_nonce_and_tls_key() {
         "evidence",
         &path,
         "--any-nonce",
+        "--any-tls-key",
         "--min-tcb",
         "snp",
     ]);
@@ -367,12 +391,19 @@ fn bundle_binds_nonce_and_tls_key() {
         "a malformed --min-tcb is a usage error"
     );
 
-    let needs_nonce = dcctl(&["verify", "evidence", &path, "--json"]);
+    let needs_nonce = dcctl(&["verify", "evidence", &path, "--any-tls-key", "--json"]);
     assert_eq!(
         needs_nonce.status.code(),
         Some(2),
         "freshness must be asked for or explicitly waived"
     );
+    let needs_key = dcctl(&["verify", "evidence", &path, "--any-nonce", "--json"]);
+    assert_eq!(
+        needs_key.status.code(),
+        Some(2),
+        "the TLS key must be compared or explicitly waived"
+    );
+    assert!(String::from_utf8_lossy(&needs_key.stderr).contains("--tls-spki-sha256"));
 }
 
 /// The auditor's round trip on dstack's real SNP VM: predict the launch
