@@ -2,10 +2,9 @@
 //! as a parameter (tests point it at a fake tree), and the data partition's
 //! free space (statvfs).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dc_ledger_core::{Confidential, GpuSpec, NodeCapabilities};
+use dc_ledger_core::{Confidential, NodeCapabilities};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -259,26 +258,11 @@ pub fn measure(root: &Path, data_dir: &Path) -> Result<Inventory, InventoryError
 }
 
 impl Inventory {
-    /// GPUs that can be passed through (they have an IOMMU group), by model.
-    pub fn gpu_specs(&self) -> Vec<GpuSpec> {
-        let mut by_model: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        for g in self.gpus.iter().filter(|g| g.iommu_group.is_some()) {
-            let e = by_model.entry(g.model.clone()).or_insert((0, g.memory_gib));
-            e.0 += 1;
-        }
-        by_model
-            .into_iter()
-            .map(|(model, (count, memory_gib))| GpuSpec {
-                model,
-                count,
-                memory_gib,
-            })
-            .collect()
-    }
-
     /// What the node advertises to the ledger: the measured host capped by the
-    /// effective limits, so the ledger never sells more than the agent will accept;
-    /// region, country, bandwidth and image hash from the configuration.
+    /// effective limits, so the ledger never sells more than the agent will accept
+    /// (GPUs: the limits' passable IOMMU groups, one per group, see
+    /// [`EffectiveLimits::gpu_specs`]); region, country, bandwidth and image
+    /// hash from the configuration.
     pub fn capabilities(&self, config: &Config, limits: &EffectiveLimits) -> NodeCapabilities {
         NodeCapabilities {
             cpu_model: self.cpu_model.clone(),
@@ -288,7 +272,7 @@ impl Inventory {
             storage_gib: u32::try_from(self.storage_gib.min(limits.storage_gib))
                 .unwrap_or(u32::MAX),
             bandwidth_mbps: config.bandwidth_mbps,
-            gpus: self.gpu_specs(),
+            gpus: limits.gpu_specs(self),
             confidential: self.confidential,
             region: config.region.clone(),
             country: config.country.clone(),
@@ -358,6 +342,7 @@ pub mod fake {
 mod tests {
     use super::fake::*;
     use super::*;
+    use dc_ledger_core::GpuSpec;
 
     #[test]
     fn cpu_memory_and_gpus_are_read_from_the_tree() {
@@ -416,8 +401,9 @@ mod tests {
         assert_eq!(h100.iommu_group.as_deref(), Some("17"));
         assert_eq!(h100.group_devices, vec!["0000:41:00.0", "0000:41:00.1"]);
         assert_eq!(inv.gpus[1].model, "10de:1234");
+        let limits = EffectiveLimits::resolve(&crate::config::Limits::default(), &inv);
         assert_eq!(
-            inv.gpu_specs(),
+            limits.gpu_specs(&inv),
             vec![
                 GpuSpec {
                     model: "10de:1234".into(),

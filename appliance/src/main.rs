@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dc_appliance::{
-    agent, config::Config, inventory, node, resources::EffectiveLimits, Agent, AgentError,
+    agent, config::Config, inventory, node, resources::EffectiveLimits, vfio, Agent, AgentError,
     Backends, NodeError, ResourceManager,
 };
 use dc_identity::Identity;
@@ -123,13 +123,36 @@ fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure::new(2, e))
 }
 
-fn measure(config: &Config) -> Result<(inventory::Inventory, EffectiveLimits), Failure> {
+/// What [`measure`] found.
+struct Measured {
+    inventory: inventory::Inventory,
+    limits: EffectiveLimits,
+    /// GPU IOMMU groups left out of the limits, with the reason.
+    gpu_groups_not_offered: Vec<(String, String)>,
+}
+
+/// The host and the limits tenant VMs share; GPU groups that could never be
+/// passed through (see `vfio::plan_group_with`) are left out, each with a
+/// warning.
+fn measure(config: &Config) -> Result<Measured, Failure> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Failure::new(4, format!("{}: {e}", config.data_dir.display())))?;
     let inv =
         inventory::measure(&config.host_root, &config.data_dir).map_err(|e| Failure::new(4, e))?;
-    let limits = EffectiveLimits::resolve(&config.limits, &inv);
-    Ok((inv, limits))
+    let mut limits = EffectiveLimits::resolve(&config.limits, &inv);
+    let dropped = limits.retain_passable_gpu_groups(|group| {
+        vfio::plan_group_with(&vfio::HostSysfs, &config.host_root, group)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    for (group, why) in &dropped {
+        tracing::warn!(group, reason = %why, "GPU IOMMU group not offered: it cannot be passed through");
+    }
+    Ok(Measured {
+        inventory: inv,
+        limits,
+        gpu_groups_not_offered: dropped,
+    })
 }
 
 fn now_ns() -> u64 {
@@ -149,12 +172,25 @@ async fn main_inner(cli: Cli) -> Result<(), Failure> {
         }
         Command::Inventory { config } => {
             let c = load_config(&config)?;
-            let (inv, limits) = measure(&c)?;
+            let Measured {
+                inventory: inv,
+                limits,
+                gpu_groups_not_offered: not_offered,
+            } = measure(&c)?;
             let caps = inv.capabilities(&c, &limits);
             if cli.json {
+                let not_offered: Vec<_> = not_offered
+                    .iter()
+                    .map(|(group, reason)| json!({ "group": group, "reason": reason }))
+                    .collect();
                 println!(
                     "{}",
-                    json!({ "inventory": inv, "limits": limits, "capabilities": caps })
+                    json!({
+                        "inventory": inv,
+                        "limits": limits,
+                        "capabilities": caps,
+                        "gpu_groups_not_offered": not_offered,
+                    })
                 );
             } else {
                 println!("cpu: {} ({} vCPUs)", inv.cpu_model, inv.vcpus);
@@ -174,6 +210,9 @@ async fn main_inner(cli: Cli) -> Result<(), Failure> {
                         g.group_devices.join(", ")
                     );
                 }
+                for (group, reason) in &not_offered {
+                    println!("gpu group {group} not offered: {reason}");
+                }
                 println!(
                     "limits: {} vCPUs, {} MiB, {} GiB, {} GPU groups",
                     limits.vcpus,
@@ -192,7 +231,11 @@ async fn main_inner(cli: Cli) -> Result<(), Failure> {
             let c = load_config(&config)?;
             let provider = Identity::load(&provider_identity)
                 .map_err(|e| Failure::new(4, format!("{}: {e}", provider_identity.display())))?;
-            let (inv, limits) = measure(&c)?;
+            let Measured {
+                inventory: inv,
+                limits,
+                ..
+            } = measure(&c)?;
             let client = LedgerClient::connect(&c.ledger_url, Some(provider))
                 .await
                 .map_err(client_failure)?;
@@ -244,7 +287,7 @@ async fn main_inner(cli: Cli) -> Result<(), Failure> {
                 accel = ?c.accel,
                 "VMM backends"
             );
-            let (_inventory, limits) = measure(&c)?;
+            let limits = measure(&c)?.limits;
             let client = LedgerClient::connect(&c.ledger_url, Some(status.identity))
                 .await
                 .map_err(client_failure)?;

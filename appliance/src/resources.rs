@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{defaults, Limits};
 use crate::inventory::Inventory;
+use dc_ledger_core::GpuSpec;
 
 /// A GPU's IOMMU group, passed through whole.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +57,48 @@ impl EffectiveLimits {
                 .unwrap_or(inv.storage_gib - host_storage_keep),
             gpu_groups: groups.into_values().collect(),
         }
+    }
+
+    /// Drops the GPU groups that `plan` says cannot be passed through (a boot
+    /// VGA or a host-critical device in the group, nothing to pass, vfio-pci
+    /// not loaded, no IOMMU group in sysfs): offering them would sell GPUs
+    /// that every launch then fails to bind. Returns the dropped groups with
+    /// the reason, for the operator.
+    pub fn retain_passable_gpu_groups(
+        &mut self,
+        plan: impl Fn(&str) -> Result<(), String>,
+    ) -> Vec<(String, String)> {
+        let mut dropped = Vec::new();
+        self.gpu_groups.retain(|g| match plan(&g.group) {
+            Ok(()) => true,
+            Err(why) => {
+                dropped.push((g.group.clone(), why));
+                false
+            }
+        });
+        dropped
+    }
+
+    /// What can be rented, per GPU model: whole IOMMU groups, the unit a VM
+    /// gets (two GPUs that share a group go to one VM together, so they
+    /// count once), with the model's memory from `inv`.
+    pub fn gpu_specs(&self, inv: &Inventory) -> Vec<GpuSpec> {
+        let mut by_model: BTreeMap<&str, u32> = BTreeMap::new();
+        for g in &self.gpu_groups {
+            *by_model.entry(g.model.as_str()).or_insert(0) += 1;
+        }
+        by_model
+            .into_iter()
+            .map(|(model, count)| GpuSpec {
+                model: model.to_string(),
+                count,
+                memory_gib: inv
+                    .gpus
+                    .iter()
+                    .find(|g| g.model == model)
+                    .map_or(0, |g| g.memory_gib),
+            })
+            .collect()
     }
 }
 
@@ -306,6 +349,63 @@ mod tests {
             m.reserve(4, &req(4, 8, 1)).unwrap().gpu_groups[0].group,
             "17"
         );
+    }
+
+    /// The ledger is told what the agent can hand out: whole IOMMU groups.
+    /// Two GPUs sharing a group go to one VM together and count once; a
+    /// GPU without a group is not offered; a group that could never be
+    /// bound is dropped, with its reason, and never reserved.
+    #[test]
+    fn gpus_are_offered_by_passable_iommu_group() {
+        let gpu = |address: &str, group: Option<&str>, peers: &[&str]| crate::inventory::Gpu {
+            pci_address: address.into(),
+            vendor_id: 0x10de,
+            device_id: 0x2330,
+            model: "H100".into(),
+            memory_gib: 80,
+            iommu_group: group.map(Into::into),
+            group_devices: peers.iter().map(|p| p.to_string()).collect(),
+        };
+        let shared = ["0000:41:00.0", "0000:42:00.0"];
+        let inv = Inventory {
+            cpu_model: "x".into(),
+            vcpus: 16,
+            memory_mib: 65536,
+            storage_gib: 1000,
+            gpus: vec![
+                gpu("0000:41:00.0", Some("17"), &shared),
+                gpu("0000:42:00.0", Some("17"), &shared),
+                gpu("0000:c1:00.0", Some("40"), &["0000:c1:00.0"]),
+                gpu("0000:e1:00.0", None, &["0000:e1:00.0"]),
+            ],
+            confidential: dc_ledger_core::Confidential::None,
+        };
+        let mut l = EffectiveLimits::resolve(&Limits::default(), &inv);
+        let spec = |l: &EffectiveLimits| {
+            let s = l.gpu_specs(&inv);
+            assert_eq!(s.len(), 1);
+            assert_eq!((s[0].model.as_str(), s[0].memory_gib), ("H100", 80));
+            s[0].count
+        };
+        assert_eq!(spec(&l), 2, "four H100s, two rentable units");
+        let dropped = l.retain_passable_gpu_groups(|g| {
+            if g == "40" {
+                Err("0000:c0:00.0 in IOMMU group 40 is a storage controller".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].0, "40");
+        assert!(dropped[0].1.contains("storage controller"));
+        assert_eq!(spec(&l), 1);
+        let mut m = ResourceManager::new(l);
+        let r = m.reserve(1, &req(1, 1, 1)).unwrap();
+        assert_eq!(r.gpu_groups[0].devices, shared);
+        assert!(matches!(
+            m.reserve(2, &req(1, 1, 1)),
+            Err(ResourceError::NoGpus { free: 0, .. })
+        ));
     }
 
     #[test]

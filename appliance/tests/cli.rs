@@ -110,3 +110,62 @@ fn the_systemd_unit_runs_a_real_command_and_spares_the_vms() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `inventory` offers GPUs by IOMMU group, and only groups that can be
+/// passed through: with vfio-pci not loaded the group is listed under
+/// `gpu_groups_not_offered` with the reason and the ledger is offered no
+/// GPU; once it is loaded, the group is offered.
+#[test]
+fn gpu_groups_that_cannot_be_passed_through_are_not_offered() {
+    use dc_appliance::inventory::fake::{write_host, FakeGpu};
+    use dc_appliance::vfio::fake::{load_driver, prepare_device};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let host = dir.path().join("host");
+    let gpu = "0000:41:00.0";
+    write_host(
+        &host,
+        "Test CPU",
+        6,
+        8192,
+        &[FakeGpu {
+            address: gpu,
+            vendor: 0x10de,
+            device: 0x2330,
+            class: 0x030200,
+            group: Some("17"),
+            group_peers: &[],
+        }],
+    );
+    load_driver(&host, "nvidia").unwrap();
+    prepare_device(&host, gpu, Some("nvidia")).unwrap();
+    let inventory = || {
+        let out = run(&["inventory", "--config", &config, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("one JSON object")
+    };
+
+    let v = inventory();
+    let not_offered = v["gpu_groups_not_offered"].as_array().unwrap();
+    assert_eq!(not_offered.len(), 1, "{v}");
+    assert_eq!(not_offered[0]["group"], "17");
+    assert!(
+        not_offered[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("vfio-pci"),
+        "{v}"
+    );
+    assert_eq!(v["capabilities"]["gpus"], serde_json::json!([]));
+    assert_eq!(v["limits"]["gpu_groups"], serde_json::json!([]));
+
+    load_driver(&host, "vfio-pci").unwrap();
+    let v = inventory();
+    assert_eq!(v["gpu_groups_not_offered"], serde_json::json!([]), "{v}");
+    assert_eq!(v["capabilities"]["gpus"][0]["model"], "H100");
+    assert_eq!(v["capabilities"]["gpus"][0]["count"], 1);
+}
