@@ -323,8 +323,9 @@ pub enum ContractCmd {
         /// Contract id (yours, not final).
         id: u64,
         /// A custom domain, lowercase, no trailing dot: `api.example.com`,
-        /// or a single-label wildcard `*.apps.example.com`. Repeat for
-        /// several (at most 8). The list replaces the contract's; none
+        /// or a single-label wildcard `*.apps.example.com`. Public
+        /// suffixes (`co.uk`, `*.co.uk`, `*.github.io`) are refused. Repeat
+        /// for several (at most 8). The list replaces the contract's; none
         /// clears it.
         #[arg(long = "domain", value_name = "NAME")]
         domains: Vec<String>,
@@ -372,9 +373,10 @@ Examples:
 /// `dcctl rate`
 #[derive(Args)]
 pub struct RateArgs {
-    /// The other party of a contract you share that was active, or whose
-    /// provider missed its provisioning deadline (one cancelled before it was
-    /// ever active, rejected, or still pending does not count).
+    /// The other party of a contract you share that was active, or (for its
+    /// developer) whose provider missed its provisioning deadline; one
+    /// cancelled before it was ever active, rejected, or still pending does
+    /// not count.
     pub principal: String,
     /// Reputation you spend; the target loses this times the penalty multiplier.
     #[arg(long)]

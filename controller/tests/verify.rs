@@ -343,7 +343,8 @@ fn bundle_binds_nonce_and_tls_key() {
     ]);
     assert_eq!(check(&json_of(&stale), "nonce")["ok"], false);
 
-    // Another endpoint's key: the evidence was relayed, refused.
+    // Another endpoint's key: the evidence was relayed, refused (this report
+    // fails its foreign report_data too, so the key's own check is the test).
     let relayed = dcctl(&[
         "verify",
         "evidence",
@@ -390,20 +391,42 @@ fn bundle_binds_nonce_and_tls_key() {
         Some(2),
         "a malformed --min-tcb is a usage error"
     );
+}
 
-    let needs_nonce = dcctl(&["verify", "evidence", &path, "--any-tls-key", "--json"]);
+/// Freshness and the TLS key are each checked unless explicitly waived:
+/// leaving either out is a usage error before any file is read.
+#[test]
+fn bundle_nonce_and_tls_key_are_required_or_waived() {
+    let path = "/nonexistent/bundle.json";
+    let needs_nonce = dcctl(&["verify", "evidence", path, "--any-tls-key", "--json"]);
     assert_eq!(
         needs_nonce.status.code(),
         Some(2),
         "freshness must be asked for or explicitly waived"
     );
-    let needs_key = dcctl(&["verify", "evidence", &path, "--any-nonce", "--json"]);
+    let needs_key = dcctl(&["verify", "evidence", path, "--any-nonce", "--json"]);
     assert_eq!(
         needs_key.status.code(),
         Some(2),
         "the TLS key must be compared or explicitly waived"
     );
     assert!(String::from_utf8_lossy(&needs_key.stderr).contains("--tls-spki-sha256"));
+    let both = dcctl(&[
+        "verify",
+        "evidence",
+        path,
+        "--any-nonce",
+        "--any-tls-key",
+        "--tls-spki-sha256",
+        &"00".repeat(32),
+    ]);
+    assert_eq!(both.status.code(), Some(2), "a key and its waiver conflict");
+    let waived = dcctl(&["verify", "evidence", path, "--any-nonce", "--any-tls-key"]);
+    assert_eq!(
+        waived.status.code(),
+        Some(4),
+        "past the flags: the file is missing"
+    );
 }
 
 /// The auditor's round trip on dstack's real SNP VM: predict the launch

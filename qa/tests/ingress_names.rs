@@ -54,7 +54,7 @@ proptest! {
 
 #[test]
 fn public_suffixes_are_refused_by_both() {
-    for name in ["co.uk", "*.co.uk", "*.github.io", "com.au"] {
+    for name in ["co.uk", "*.co.uk", "*.github.io", "com.au", "*.kobe.jp"] {
         assert!(
             dc_ledger_core::ingress::validate_domain(name).is_err(),
             "{name}"

@@ -279,9 +279,11 @@ impl Pattern {
                 if parent.parent().is_none() {
                     return Err("a wildcard needs two or more labels after `*.`".into());
                 }
-                if is_public_suffix(parent.as_str()) {
+                // `*.co.uk`, or `*.kobe.jp` whose every `x.kobe.jp` is a suffix.
+                let probe = format!("x.{}", parent.as_str());
+                if is_public_suffix(parent.as_str()) || is_public_suffix(&probe) {
                     return Err(format!(
-                        "`*.{}` covers a public suffix, whose names belong to different owners",
+                        "`*.{}` covers public suffixes, whose names belong to different owners",
                         parent.as_str()
                     ));
                 }
@@ -601,6 +603,7 @@ mod tests {
                     "*.Github.IO.",
                     "com.au",
                     "*.shop.example.co.uk",
+                    "*.kobe.jp",
                 ],
             )])
             .unwrap();
@@ -616,6 +619,7 @@ mod tests {
                 "*.Github.IO.",
                 "*.co.uk",
                 "*.com",
+                "*.kobe.jp",
                 "a.*.example",
                 "bad_name.example",
                 "com.au"

@@ -783,7 +783,8 @@ impl Ledger {
     /// Spends `spend` of the caller's reputation to lower a contract
     /// counterparty's by `spend × multiplier`, with a public reason. The two
     /// must share a contract that was active or whose provider missed its
-    /// provisioning deadline ([`Contract::rateable`]).
+    /// provisioning deadline, the developer only then
+    /// ([`Contract::rateable_by`]).
     pub fn rate(
         &mut self,
         caller: Principal,
@@ -813,7 +814,7 @@ impl Ledger {
             .is_some_and(|ids| {
                 ids.iter().any(|id| {
                     self.market.contracts.get(id).is_some_and(|c| {
-                        c.rateable()
+                        c.rateable_by(caller)
                             && ((c.developer == caller && c.provider == args.target)
                                 || (c.provider == caller && c.developer == args.target))
                     })

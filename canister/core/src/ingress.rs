@@ -118,9 +118,9 @@ pub enum DomainError {
     WildcardTooWide,
     #[error("the last label is all digits, which reads as an address, not a name")]
     NumericTopLabel,
-    #[error("{suffix:?} is a public suffix: names under it belong to different owners; register your own name under it, as in example.{suffix}")]
+    #[error("a public suffix: names under it belong to different owners; register your own name under it, as in example.{suffix}")]
     PublicSuffix { suffix: String },
-    #[error("*.{suffix} would cover a public suffix, whose names belong to different owners; use a wildcard under your own name, as in *.apps.example.{suffix}")]
+    #[error("a wildcard over public suffixes (*.{suffix}), whose names belong to different owners; use a wildcard under your own name, as in *.apps.example.{suffix}")]
     WildcardOverPublicSuffix { suffix: String },
 }
 
@@ -129,6 +129,13 @@ pub enum DomainError {
 /// `github.io`. A name under an unlisted top-level domain is never one.
 pub fn is_public_suffix(name: &str) -> bool {
     psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s.as_bytes() == name.as_bytes())
+}
+
+/// Whether `*.parent` would match public suffixes: `parent` is one (`co.uk`),
+/// or the names one label under it are, by a wildcard rule of the list
+/// (`*.kobe.jp` makes every `x.kobe.jp` a suffix but `kobe.jp` itself not).
+pub fn wildcard_covers_public_suffixes(parent: &str) -> bool {
+    is_public_suffix(parent) || is_public_suffix(&format!("x.{parent}"))
 }
 
 /// Checks that `name` is a registrable name (see the [module docs](self)).
@@ -185,12 +192,14 @@ pub fn validate_domain(name: &str) -> Result<(), DomainError> {
     if last.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DomainError::NumericTopLabel);
     }
+    if wildcard && wildcard_covers_public_suffixes(rest) {
+        return Err(DomainError::WildcardOverPublicSuffix {
+            suffix: rest.to_string(),
+        });
+    }
     if is_public_suffix(rest) {
-        let suffix = rest.to_string();
-        return Err(if wildcard {
-            DomainError::WildcardOverPublicSuffix { suffix }
-        } else {
-            DomainError::PublicSuffix { suffix }
+        return Err(DomainError::PublicSuffix {
+            suffix: rest.to_string(),
         });
     }
     Ok(())
@@ -376,6 +385,9 @@ mod tests {
             ("*.s3.amazonaws.com", "s3.amazonaws.com"),
             // `*.ck` is a wildcard rule, so every `x.ck` is a suffix...
             ("*.foo.ck", "foo.ck"),
+            // ...and `*.kobe.jp` one a level down: `kobe.jp` is not a
+            // suffix, but every name `*.kobe.jp` matches is.
+            ("*.kobe.jp", "kobe.jp"),
         ] {
             assert_eq!(
                 err(name),
@@ -390,6 +402,12 @@ mod tests {
         assert!(!is_public_suffix("www.ck"));
         assert!(!is_public_suffix("example.com"));
         assert!(!is_public_suffix("corp.internal"));
+        assert!(!is_public_suffix("kobe.jp") && wildcard_covers_public_suffixes("kobe.jp"));
+        assert_eq!(
+            validate_domain("*.city.kobe.jp"),
+            Ok(()),
+            "the list's exception"
+        );
         let message = err("*.co.uk").to_string();
         assert!(message.contains("*.apps.example.co.uk"), "{message}");
     }

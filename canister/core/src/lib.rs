@@ -20,7 +20,8 @@ pub mod types;
 
 pub use error::{LedgerError, LedgerResult};
 pub use ingress::{
-    is_public_suffix, validate_domain, validate_domains, DomainError, MAX_INGRESS_DOMAINS,
+    is_public_suffix, validate_domain, validate_domains, wildcard_covers_public_suffixes,
+    DomainError, MAX_INGRESS_DOMAINS,
 };
 pub use ledger::{Genesis, Ledger};
 pub use rewards::{block_reward, check_in_message, scheduled_supply};

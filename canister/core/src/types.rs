@@ -628,15 +628,18 @@ impl Contract {
         self.paid_e9s - self.released_e9s - self.refunded_e9s
     }
 
-    /// Whether its parties may rate each other through it: the provider had
-    /// its chance and either served it (it was active, whatever came after)
-    /// or missed its provisioning deadline. A contract still waiting for the
-    /// provider, rejected by it, or cancelled before it was ever active
-    /// proves no service or collaboration to be dissatisfied with, and
-    /// renting then cancelling at once (for a full refund) would otherwise
-    /// buy the right to rate any provider for only the fees.
-    pub fn rateable(&self) -> bool {
-        self.active_since_ns.is_some() || self.state == ContractState::DeadlineMissed
+    /// Whether `rater`, one of its parties, may rate the other through it:
+    /// either party once it was served (it was active, whatever came after);
+    /// only the developer when the provider missed its provisioning deadline
+    /// (the provider is the party at fault, and could force that by never
+    /// accepting). A contract still waiting for the provider, rejected by it,
+    /// or cancelled before it was ever active proves no service or
+    /// collaboration to be dissatisfied with, and renting then cancelling at
+    /// once (for a full refund) would otherwise buy the right to rate any
+    /// provider for only the fees.
+    pub fn rateable_by(&self, rater: Principal) -> bool {
+        self.active_since_ns.is_some()
+            || (self.state == ContractState::DeadlineMissed && rater == self.developer)
     }
 }
 

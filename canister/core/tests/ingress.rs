@@ -233,8 +233,9 @@ fn bad_lists_are_refused_with_the_reason_and_change_nothing() {
         (names(&["*.co.uk"]), "public suffix"),
         (
             names(&["ok.example", "com.au"]),
-            "\"com.au\" is a public suffix",
+            "\"com.au\": a public suffix",
         ),
+        (names(&["*.kobe.jp"]), "a wildcard over public suffixes"),
         (names(&["a.*.example"]), "first label"),
         (names(&["-a.example"]), "starts or ends with '-'"),
         (names(&["a_b.example"]), "'_' is not allowed"),
@@ -437,6 +438,7 @@ proptest! {
                     && !l.starts_with('-') && !l.ends_with('-')));
                 prop_assert!(!rest.rsplit('.').next().unwrap_or("").bytes().all(|b| b.is_ascii_digit()));
                 prop_assert!(!is_public_suffix(rest));
+                prop_assert!(!s.starts_with("*.") || !wildcard_covers_public_suffixes(rest));
             }
         }
     }
@@ -455,6 +457,7 @@ proptest! {
         // refused by design (tested with examples).
         prop_assume!(!is_public_suffix(&name));
         if wildcard {
+            prop_assume!(!wildcard_covers_public_suffixes(&name));
             name = format!("*.{name}");
         }
         prop_assert_eq!(validate_domain(&name), Ok(()));

@@ -1062,6 +1062,20 @@ fn only_a_served_or_failed_contract_gives_the_right_to_rate() {
         w.ledger.contract_info(late).unwrap().state,
         ContractState::DeadlineMissed
     );
+    // Not the provider, the party at fault.
+    let d = w.ledger.state_digest();
+    assert!(matches!(
+        w.ledger.rate(
+            prov,
+            w.now,
+            RateArgs {
+                target: dev,
+                ..rate(1)
+            }
+        ),
+        Err(LedgerError::NoSharedContract { .. })
+    ));
+    assert_eq!(w.ledger.state_digest(), d);
     let before = w.ledger.reputation_of(&dev);
     let r = w.ledger.rate(dev, w.now, rate(1)).unwrap();
     assert_eq!(r.sender_reputation, before - 1);
